@@ -1,0 +1,1 @@
+"""Code shared by the three sample services (settings base, pagination, errors, identity)."""

@@ -1,0 +1,284 @@
+//! Loading and validating the gateway's configuration.
+//!
+//! Each concern owns the struct for its own section (`server`, `telemetry`,
+//! `services`, `routes`); this module only composes them, reads the TOML,
+//! expands `${VAR}` references and runs the cross-section checks once at
+//! start. Everything downstream receives ready, typed values and never
+//! re-checks them.
+
+mod env;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::proxy::RouteConfig;
+use crate::server::ServerConfig;
+use crate::telemetry::TelemetryConfig;
+use crate::upstream::ServiceConfig;
+
+/// The configuration the gateway runs with when `portico serve` is given no
+/// file: the demo's three local Django services.
+pub const DEFAULT_CONFIG: &str = include_str!("../../examples/portico.toml");
+
+/// The whole gateway configuration, one field per concern.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listener, connection limits and shutdown behaviour.
+    pub server: ServerConfig,
+    /// Logging.
+    pub telemetry: TelemetryConfig,
+    /// Backend services by name, each with its endpoints and client policy.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// REST passthrough routes, matched by longest path prefix.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the file: {source}")]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// One or more problems were found; each is reported.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+/// One problem in a configuration file, located by key path and, when
+/// known, by line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file the problem is in (`<default>` for the embedded config).
+    pub source: String,
+    /// 1-based line and column, when the parser knows them.
+    pub position: Option<(usize, usize)>,
+    /// The key path, such as `routes[2].service`; empty for syntax errors.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { source: String::new(), position: None, key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Collects problems during validation so that every one is reported at once.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    /// Records a problem at `key`.
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem::new(key, message));
+    }
+}
+
+impl Config {
+    /// Reads, expands and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default configuration, validated like any other.
+    pub fn embedded_default() -> Result<Self, ConfigError> {
+        Self::parse(DEFAULT_CONFIG, "<default>")
+    }
+
+    /// Parses and validates TOML text; `source` names it in error messages.
+    pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let located = |mut problem: ConfigProblem| {
+            problem.source = source.to_owned();
+            problem
+        };
+        let expanded = env::expand(text, |name| std::env::var(name).ok())
+            .map_err(|problems| ConfigError::Invalid(problems.into_iter().map(located).collect()))?;
+
+        let deserializer = toml::Deserializer::new(&expanded);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let key = error.path().to_string();
+            let inner = error.into_inner();
+            let position = inner.span().map(|span| line_and_column(&expanded, span.start));
+            let problem = ConfigProblem {
+                source: String::new(),
+                position,
+                key: if key == "." { String::new() } else { key },
+                message: inner.message().trim().to_owned(),
+            };
+            ConfigError::Invalid(vec![located(problem)])
+        })?;
+
+        let problems = config.validate();
+        if problems.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems.0.into_iter().map(located).collect()))
+        }
+    }
+
+    /// Cross-section checks: each concern validates its own section, then the
+    /// references between sections are checked here.
+    fn validate(&self) -> Problems {
+        let mut problems = Problems::default();
+        self.server.validate(&mut problems);
+        self.telemetry.validate(&mut problems);
+        for (name, service) in &self.services {
+            service.validate(&format!("services.{name}"), &mut problems);
+        }
+        let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+        let mut seen_prefixes = BTreeMap::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            let key = format!("routes[{index}]");
+            route.validate(&key, &mut problems);
+            if !self.services.contains_key(&route.service) {
+                problems.push(
+                    format!("{key}.service"),
+                    format!(
+                        "unknown service {:?} (known: {})",
+                        route.service,
+                        if known.is_empty() {
+                            "none; add a [services.<name>] table".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                );
+            }
+            if let Some(first) = seen_prefixes.insert(route.prefix.clone(), index) {
+                problems.push(
+                    format!("{key}.prefix"),
+                    format!(
+                        "prefix {:?} is already used by routes[{first}]; each prefix may appear once",
+                        route.prefix
+                    ),
+                );
+            }
+        }
+        problems
+    }
+}
+
+/// Converts a byte offset into a 1-based line and column.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |newline| before.len() - newline - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::parse(text, "test.toml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => problems.iter().map(ToString::to_string).collect(),
+            Err(other) => vec![other.to_string()],
+        }
+    }
+
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut parsed = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+            let path = entry.expect("readable entry").path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                if let Err(error) = Config::load(&path) {
+                    panic!("{} does not load:\n{error}", path.display());
+                }
+                parsed += 1;
+            }
+        }
+        assert!(parsed >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn an_empty_file_is_a_working_config() {
+        let config = Config::parse("", "empty.toml").expect("defaults are valid");
+        assert_eq!(config.server.listen.port(), 8080);
+        assert!(config.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_service_names_the_key_and_the_known_services() {
+        let text = r#"
+            [services.payment]
+            endpoints = ["http://127.0.0.1:8003"]
+            [services.student_api]
+            endpoints = ["http://127.0.0.1:8001"]
+            [[routes]]
+            prefix = "/a/"
+            service = "payment"
+            [[routes]]
+            prefix = "/b/"
+            service = "payment"
+            [[routes]]
+            prefix = "/payment/"
+            service = "paymnt"
+        "#;
+        assert_eq!(
+            problems(text),
+            vec![r#"test.toml: routes[2].service: unknown service "paymnt" (known: payment, student_api)"#]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_path_and_position() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n";
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("test.toml:3:1: server.listne: unknown field `listne`"), "{found:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let text = r#"
+            [services.a]
+            endpoints = []
+            [[routes]]
+            prefix = "nope"
+            service = "b"
+        "#;
+        let found = problems(text);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.iter().any(|p| p.contains("services.a.endpoints")));
+        assert!(found.iter().any(|p| p.contains("routes[0].prefix")));
+        assert!(found.iter().any(|p| p.contains("routes[0].service")));
+    }
+
+    #[test]
+    fn bad_durations_and_sizes_name_the_key() {
+        let found = problems("[server]\nshutdown_timeout = \"soon\"\n");
+        assert!(found[0].contains("server.shutdown_timeout"), "{found:?}");
+        let found = problems("[server]\nrequest_body_limit = \"lots\"\n");
+        assert!(found[0].contains("server.request_body_limit"), "{found:?}");
+    }
+}

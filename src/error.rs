@@ -1,0 +1,170 @@
+//! The one place where failures become answers to clients.
+//!
+//! Every module reports failures as its own typed error; this edge decides
+//! the status, the stable `code` clients can match on, and a message that
+//! says what happened without revealing internals. The full error, with its
+//! causes, goes to the log only.
+
+use std::error::Error as StdError;
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+use crate::proxy::{PathError, ProxyError};
+use crate::server::ProtocolError;
+use crate::upstream::UpstreamError;
+
+/// Any failure that ends a request with a gateway-made answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// From the REST passthrough.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// From the connection-level request checks.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
+
+/// How an error is presented.
+struct Presentation {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Close the connection after answering, because the request's framing
+    /// can no longer be trusted.
+    close: bool,
+}
+
+impl Presentation {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), close: false }
+    }
+
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
+    }
+}
+
+impl GatewayError {
+    fn present(&self) -> Presentation {
+        match self {
+            Self::Proxy(error) => present_proxy(error),
+            Self::Protocol(error) => match error {
+                ProtocolError::MissingHost => {
+                    Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
+                }
+                ProtocolError::AmbiguousFraming => {
+                    Presentation::new(StatusCode::BAD_REQUEST, "ambiguous_framing", error.to_string()).closing()
+                }
+            },
+        }
+    }
+
+    /// The answer for this error; `request_id` is echoed so the client can
+    /// quote it when reporting the problem.
+    pub fn into_response_with_id(self, request_id: Option<&HeaderValue>) -> Response {
+        let presentation = self.present();
+        if presentation.status.is_server_error() {
+            tracing::warn!(error = %ErrorChain(&self), code = presentation.code, "request failed");
+        } else {
+            tracing::debug!(error = %ErrorChain(&self), code = presentation.code, "request refused");
+        }
+        let request_id = request_id.and_then(|value| value.to_str().ok());
+        let body = json!({
+            "error": {
+                "code": presentation.code,
+                "message": presentation.message,
+                "request_id": request_id,
+            }
+        });
+        let mut response = (presentation.status, axum::Json(body)).into_response();
+        if presentation.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::Proxy(ProxyError::MethodNotAllowed { allowed, .. }) = &self {
+            let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+            if let Ok(allow) = HeaderValue::try_from(allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+        }
+        response
+    }
+}
+
+fn present_proxy(error: &ProxyError) -> Presentation {
+    match error {
+        ProxyError::RouteNotFound => Presentation::new(StatusCode::NOT_FOUND, "route_not_found", error.to_string()),
+        ProxyError::MethodNotAllowed { .. } => {
+            Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
+        }
+        ProxyError::BadPath(PathError::NotAbsolute | PathError::EscapesRoot | PathError::HiddenSeparator) => {
+            Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string())
+        }
+        ProxyError::BodyTooLarge { .. } => {
+            Presentation::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", error.to_string()).closing()
+        }
+        ProxyError::Upstream(upstream) => present_upstream(upstream),
+    }
+}
+
+fn present_upstream(error: &UpstreamError) -> Presentation {
+    // Display of UpstreamError names the service, never an address.
+    let message = error.to_string();
+    match error {
+        UpstreamError::NoHealthyEndpoint { .. } => {
+            Presentation::new(StatusCode::SERVICE_UNAVAILABLE, "no_healthy_upstream", message)
+        }
+        UpstreamError::Connect { .. } => Presentation::new(StatusCode::BAD_GATEWAY, "upstream_unreachable", message),
+        UpstreamError::Timeout { .. } => Presentation::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", message),
+        UpstreamError::Protocol { .. } => Presentation::new(StatusCode::BAD_GATEWAY, "bad_upstream_response", message),
+        UpstreamError::RequestBody { source, .. } => {
+            let source: &(dyn StdError + 'static) = source.as_ref();
+            if chain_contains::<http_body_util::LengthLimitError>(source) {
+                Presentation::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the request body is larger than the limit",
+                )
+                .closing()
+            } else if chain_contains::<tower_http::timeout::TimeoutError>(source) {
+                Presentation::new(StatusCode::REQUEST_TIMEOUT, "body_timeout", "the request body arrived too slowly")
+                    .closing()
+            } else {
+                Presentation::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read")
+                    .closing()
+            }
+        }
+    }
+}
+
+/// Whether `error` or any of its causes is a `T`.
+fn chain_contains<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<T>() {
+            return true;
+        }
+        current = match error.downcast_ref::<axum::Error>() {
+            Some(axum_error) => axum_error.source(),
+            None => error.source(),
+        };
+    }
+    false
+}
+
+/// Displays an error with all its causes, for logs.
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,28 @@
+//! portico: a GraphQL / backend-for-frontend API gateway.
+//!
+//! # Layout
+//!
+//! - [`config`]: loads the TOML file, expands `${VAR}`, validates every
+//!   section once; each concern owns its own section's struct.
+//! - [`server`]: the listener, protocol-level protection, graceful shutdown;
+//!   [`serve`] is the library's entry point.
+//! - [`app`]: the composition root; `app()` stacks every layer.
+//! - [`proxy`]: the REST front door (prefix routes, passthrough).
+//! - [`upstream`]: the client library for backends (pools, balancing,
+//!   health, retries, timeouts).
+//! - [`telemetry`]: logging and the per-request access log.
+//! - [`error`]: the single edge where failures become client answers.
+//!
+//! See `ARCHITECTURE.md` for the request's path through these modules.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::app;
+pub use config::Config;
+pub use server::serve;

@@ -1,0 +1,122 @@
+//! The `portico` command: parse the command line, load the configuration,
+//! and hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portico::config::{Config, ConfigError};
+
+/// A GraphQL / backend-for-frontend API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "portico", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Configuration file; without it, the embedded demo configuration
+        /// for the three local services is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file, print every problem, and exit non-zero if
+    /// there is any (like `nginx -t`).
+    Check {
+        /// Configuration file to check.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("portico: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: configuration is valid", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            print_config_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_config_error(error: &ConfigError) {
+    match error {
+        ConfigError::Invalid(problems) => {
+            for problem in problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("{} problem(s) found", problems.len());
+        }
+        ConfigError::Read { .. } => eprintln!("{error}"),
+    }
+}
+
+fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let loaded = match &config_path {
+        Some(path) => Config::load(path),
+        None => Config::embedded_default(),
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            print_config_error(&error);
+            anyhow::bail!("the configuration is invalid");
+        }
+    };
+    config.telemetry.init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        portico::serve(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,65 @@
+//! The `[[routes]]` entries: which path prefixes go to which service.
+
+use http::Method;
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+/// One REST passthrough route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Path prefix, such as `"/payment/"`. The longest matching prefix wins;
+    /// a prefix matches whole path segments only.
+    pub prefix: String,
+    /// Name of the `[services.<name>]` table that serves the route.
+    pub service: String,
+    /// Whether the prefix is removed before forwarding (NGINX's
+    /// `proxy_pass http://service/;`), so `/payment/checkout/` reaches the
+    /// service as `/checkout/`.
+    #[serde(default = "default_strip_prefix")]
+    pub strip_prefix: bool,
+    /// Methods allowed on the route; empty allows every method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+fn default_strip_prefix() -> bool {
+    true
+}
+
+impl RouteConfig {
+    pub(crate) fn validate(&self, key: &str, problems: &mut Problems) {
+        if !self.prefix.starts_with('/') {
+            problems
+                .push(format!("{key}.prefix"), format!("{:?} must start with '/', e.g. \"/payment/\"", self.prefix));
+        }
+        if self.prefix.contains(['?', '#', '%', '\\']) {
+            problems.push(
+                format!("{key}.prefix"),
+                format!("{:?}: a prefix is a plain path without '?', '#', '%' or '\\'", self.prefix),
+            );
+        }
+        if self.prefix.split('/').any(|segment| segment == "." || segment == "..") {
+            problems.push(format!("{key}.prefix"), format!("{:?} must not contain '.' or '..' segments", self.prefix));
+        }
+        for (index, method) in self.methods.iter().enumerate() {
+            if self.parsed_method(method).is_none() {
+                problems.push(
+                    format!("{key}.methods[{index}]"),
+                    format!("{method:?} is not an HTTP method; write it in capitals, e.g. \"GET\""),
+                );
+            }
+        }
+    }
+
+    fn parsed_method(&self, name: &str) -> Option<Method> {
+        let uppercase = name.bytes().all(|byte| byte.is_ascii_uppercase() || byte == b'-');
+        (uppercase && !name.is_empty()).then(|| Method::from_bytes(name.as_bytes()).ok()).flatten()
+    }
+
+    /// The allowed methods; empty means all. Valid after validation.
+    pub(crate) fn allowed_methods(&self) -> Vec<Method> {
+        self.methods.iter().filter_map(|name| self.parsed_method(name)).collect()
+    }
+}

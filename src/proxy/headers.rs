@@ -1,0 +1,97 @@
+//! Header rules for passthrough: what is removed, added or rewritten on the
+//! way to the backend and back.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// so they never cross the gateway.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// The header through which services learn the caller's identity; only the
+/// gateway may set it.
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Rewrites a client's headers for the backend: hop-by-hop and identity
+/// headers go, forwarding headers describe the original request.
+pub fn prepare_request_headers(headers: &mut HeaderMap, client_ip: IpAddr, original_host: Option<&HeaderValue>) {
+    remove_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    headers.remove(USER_ID);
+
+    let client_ip_text = client_ip.to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
+        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {client_ip_text}"),
+        _ => client_ip_text.clone(),
+    };
+    // Both values are built from printable text, so they are valid header values.
+    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if let Ok(value) = HeaderValue::try_from(client_ip_text) {
+        headers.insert(X_REAL_IP, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match original_host {
+        Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(X_FORWARDED_HOST),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_headers_are_cleaned_and_forwarding_headers_added() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(USER_ID, HeaderValue::from_static("42"));
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        headers.insert("accept", HeaderValue::from_static("application/json"));
+        let host = headers.get(header::HOST).cloned();
+
+        prepare_request_headers(&mut headers, "10.0.0.7".parse().expect("ip"), host.as_ref());
+
+        for gone in ["host", "connection", "x-secret-hop", "te", "x-user-id"] {
+            assert!(!headers.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
+        assert_eq!(headers["x-real-ip"], "10.0.0.7");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "gw.example");
+        assert_eq!(headers["accept"], "application/json");
+    }
+}

@@ -1,0 +1,155 @@
+//! The REST front door: passthrough of `[[routes]]` to backend services.
+//!
+//! Like NGINX's `location /payment/ { proxy_pass http://payment/; }`: the
+//! longest matching prefix picks the service, the prefix is stripped, and
+//! method, query and body stream through. Bodies are never buffered whole.
+//!
+//! Architecture invariant: this module does not import `graphql`; both front
+//! doors reach backends only through `upstream`.
+
+mod config;
+mod headers;
+mod path;
+mod routing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytesize::ByteSize;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body::Body as _;
+
+pub use config::RouteConfig;
+pub use headers::{remove_hop_by_hop, USER_ID};
+pub use path::{normalize, PathError};
+pub use routing::{Route, RouteMatch, RouteTable};
+
+use crate::error::GatewayError;
+use crate::telemetry::RequestLog;
+use crate::upstream::{UpstreamError, UpstreamRequestBody, Upstreams};
+
+/// Why the proxy refused a request before any backend was called.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the path.
+    #[error("no route matches this path")]
+    RouteNotFound,
+    /// The route does not accept the method.
+    #[error("method {method} is not allowed on this route")]
+    MethodNotAllowed {
+        /// The refused method.
+        method: Method,
+        /// What the route accepts.
+        allowed: Vec<Method>,
+    },
+    /// The path could not be normalised safely.
+    #[error(transparent)]
+    BadPath(#[from] PathError),
+    /// The declared body is larger than the limit.
+    #[error("the request body is larger than the limit of {limit}")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: ByteSize,
+    },
+    /// The backend call failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Everything the passthrough handler needs, built once at start.
+#[derive(Debug)]
+pub struct Proxy {
+    routes: RouteTable,
+    body_limit: ByteSize,
+}
+
+impl Proxy {
+    /// Builds the route table against the services.
+    pub fn new(routes: &[RouteConfig], upstreams: &Upstreams, body_limit: ByteSize) -> Self {
+        Self { routes: RouteTable::new(routes, upstreams), body_limit }
+    }
+}
+
+/// Forwards one request; the axum fallback handler for every path that is
+/// not an operational endpoint.
+pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let request_id = request.headers().get(crate::telemetry::REQUEST_ID).cloned();
+    match forward(&proxy, request).await {
+        Ok(response) => response,
+        Err(error) => GatewayError::from(error).into_response_with_id(request_id.as_ref()),
+    }
+}
+
+async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let path = normalize(parts.uri.path())?;
+    let route = match proxy.routes.lookup(&path) {
+        RouteMatch::Found(route) => route,
+        RouteMatch::AddSlash(route) => return Ok(redirect_to_slash(&route.prefix, parts.uri.query())),
+        RouteMatch::NotFound => return Err(ProxyError::RouteNotFound),
+    };
+    let log = parts.extensions.get::<Arc<RequestLog>>().cloned();
+    if let Some(log) = &log {
+        log.set_route(&route.prefix, route.service.name());
+    }
+    if !route.allows(&parts.method) {
+        return Err(ProxyError::MethodNotAllowed { method: parts.method, allowed: route.allowed_methods().to_vec() });
+    }
+
+    let upstream_path = route.upstream_path(&path);
+    let path_and_query = match parts.uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{upstream_path}?{query}")),
+        None => PathAndQuery::try_from(upstream_path),
+    }
+    .map_err(|_| PathError::NotAbsolute)?;
+
+    let declared_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared_length.is_some_and(|length| length > proxy.body_limit.as_u64()) {
+        return Err(ProxyError::BodyTooLarge { limit: proxy.body_limit });
+    }
+    let body = if body.is_end_stream() {
+        UpstreamRequestBody::Empty
+    } else {
+        let limit = usize::try_from(proxy.body_limit.as_u64()).unwrap_or(usize::MAX);
+        UpstreamRequestBody::streaming(Body::new(http_body_util::Limited::new(body, limit)))
+    };
+
+    let client_ip = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
+    let original_host = parts.headers.get(header::HOST).cloned();
+    headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref());
+
+    let mut upstream_request = http::Request::new(body);
+    *upstream_request.method_mut() = parts.method;
+    *upstream_request.uri_mut() = path_and_query.into();
+    *upstream_request.headers_mut() = parts.headers;
+
+    let answer = route.service.send(upstream_request).await?;
+    if let Some(log) = &log {
+        log.set_upstream(&answer.endpoint, answer.retries);
+    }
+    let (mut response_parts, response_body) = answer.response.into_parts();
+    remove_hop_by_hop(&mut response_parts.headers);
+    Ok(Response::from_parts(response_parts, Body::new(response_body)))
+}
+
+fn redirect_to_slash(prefix: &str, query: Option<&str>) -> Response {
+    let location = match query {
+        Some(query) => format!("{prefix}?{query}"),
+        None => prefix.to_owned(),
+    };
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::MOVED_PERMANENTLY, [(header::LOCATION, location)]).into_response(),
+        Err(_) => StatusCode::BAD_REQUEST.into_response(),
+    }
+}

@@ -1,0 +1,55 @@
+//! Request checks that belong to the protocol rather than to any route:
+//! requests that are ambiguous or anonymous at the HTTP level are refused
+//! before anything else looks at them.
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use http::uri::Authority;
+use http::{header, Version};
+
+use crate::error::GatewayError;
+use crate::telemetry::REQUEST_ID;
+
+/// A request refused at the protocol level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// No `Host` (or HTTP/2 `:authority`), or one that is not a host name.
+    #[error("the request needs a valid Host header")]
+    MissingHost,
+    /// Both `Content-Length` and `Transfer-Encoding`: the body's end is
+    /// ambiguous, the classic request-smuggling setup.
+    #[error("the request has both Content-Length and Transfer-Encoding")]
+    AmbiguousFraming,
+}
+
+/// Refuses requests without a valid host or with ambiguous framing.
+pub async fn protocol_guard(request: Request, next: Next) -> Response {
+    match check(&request) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            let request_id = request.headers().get(REQUEST_ID);
+            GatewayError::from(error).into_response_with_id(request_id)
+        }
+    }
+}
+
+fn check(request: &Request) -> Result<(), ProtocolError> {
+    let headers = request.headers();
+    if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING) {
+        return Err(ProtocolError::AmbiguousFraming);
+    }
+    let host = headers.get(header::HOST).map(|value| value.as_bytes());
+    let valid = match (host, request.version()) {
+        (Some(host), _) => {
+            !host.is_empty() && Authority::try_from(host).is_ok_and(|authority| !authority.host().is_empty())
+        }
+        (None, Version::HTTP_2 | Version::HTTP_3) => request.uri().authority().is_some(),
+        (None, _) => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(ProtocolError::MissingHost)
+    }
+}

@@ -1,0 +1,181 @@
+//! Request and response bodies on the way to and from a backend.
+//!
+//! A streamed request body can be sent once; to fail over after a connect
+//! error it must still be in hand. [`UpstreamRequestBody`] keeps a streamed
+//! body in a shared slot and remembers whether the client ever pulled from
+//! it, which is exactly the "nothing was sent yet" condition for a retry.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tower_http::timeout::TimeoutBody;
+
+use super::InFlightGuard;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request to a backend.
+#[derive(Debug, Default)]
+pub enum UpstreamRequestBody {
+    /// No body at all (no `Content-Length`, no chunked framing).
+    #[default]
+    Empty,
+    /// A body already in memory; it can be replayed for any retry.
+    Full(Bytes),
+    /// A body streamed from the client, sent at most once.
+    Streaming(Arc<StreamSlot>),
+}
+
+/// A streamed body plus whether any of it was pulled.
+#[derive(Debug)]
+pub struct StreamSlot {
+    body: Mutex<axum::body::Body>,
+    started: AtomicBool,
+    size_hint: SizeHint,
+    /// The client body's own error, kept with its type so the edge can tell
+    /// "too large" from "too slow" from "malformed".
+    failure: Mutex<Option<BoxError>>,
+}
+
+/// Handed to the HTTP client in place of the real body error, which stays in
+/// the slot.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed")]
+struct ClientBodyFailed;
+
+impl UpstreamRequestBody {
+    /// Wraps a client's body for streaming.
+    pub fn streaming(body: axum::body::Body) -> Self {
+        let size_hint = body.size_hint();
+        Self::Streaming(Arc::new(StreamSlot {
+            body: Mutex::new(body),
+            started: AtomicBool::new(false),
+            size_hint,
+            failure: Mutex::new(None),
+        }))
+    }
+
+    /// Whether the body can still be sent again in full.
+    pub(super) fn is_replayable(&self) -> bool {
+        match self {
+            Self::Empty | Self::Full(_) => true,
+            Self::Streaming(slot) => !slot.started.load(Ordering::Acquire),
+        }
+    }
+
+    /// Takes the client body's error, if that is why an attempt failed.
+    pub(super) fn take_failure(&self) -> Option<BoxError> {
+        match self {
+            Self::Streaming(slot) => slot.failure.lock().unwrap_or_else(PoisonError::into_inner).take(),
+            Self::Empty | Self::Full(_) => None,
+        }
+    }
+
+    /// The body for one attempt; all attempts share a streamed body's slot.
+    pub(super) fn for_attempt(&self) -> AttemptBody {
+        match self {
+            Self::Empty => AttemptBody::Empty,
+            Self::Full(bytes) => AttemptBody::Full(Some(bytes.clone())),
+            Self::Streaming(slot) => AttemptBody::Streaming(Arc::clone(slot)),
+        }
+    }
+}
+
+/// The body handed to the HTTP client for one attempt.
+#[derive(Debug)]
+pub enum AttemptBody {
+    /// Nothing to send.
+    Empty,
+    /// One in-memory chunk, taken on first poll.
+    Full(Option<Bytes>),
+    /// The client's stream.
+    Streaming(Arc<StreamSlot>),
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
+            Self::Streaming(slot) => {
+                slot.started.store(true, Ordering::Release);
+                // Only this attempt polls the slot, so the lock is never
+                // contended and is released before returning.
+                let mut body = slot.body.lock().unwrap_or_else(PoisonError::into_inner);
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Err(error))) => {
+                        let error = error.into_inner();
+                        *slot.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                        Poll::Ready(Some(Err(Box::new(ClientBodyFailed))))
+                    }
+                    other => other.map_err(BoxError::from),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Streaming(slot) => slot.body.lock().unwrap_or_else(PoisonError::into_inner).is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64)),
+            Self::Streaming(slot) => slot.size_hint,
+        }
+    }
+}
+
+pin_project! {
+    /// A backend's answer body. It times out when the backend pauses too
+    /// long, and keeps the replica's in-flight count until it is finished.
+    pub struct UpstreamResponseBody {
+        #[pin]
+        inner: TimeoutBody<Incoming>,
+        in_flight: InFlightGuard,
+    }
+}
+
+impl std::fmt::Debug for UpstreamResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl UpstreamResponseBody {
+    pub(super) fn new(body: Incoming, idle_timeout: Duration, in_flight: InFlightGuard) -> Self {
+        Self { inner: TimeoutBody::new(idle_timeout, body), in_flight }
+    }
+}
+
+impl Body for UpstreamResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

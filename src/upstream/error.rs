@@ -1,0 +1,65 @@
+//! What can go wrong when calling a backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failed backend call. Messages name the service, never an address: the
+/// edge that answers clients relies on that.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every replica is down or ejected.
+    #[error("no healthy endpoint for service {service}")]
+    NoHealthyEndpoint {
+        /// The service called.
+        service: Arc<str>,
+    },
+    /// No connection could be opened.
+    #[error("could not connect to service {service}")]
+    Connect {
+        /// The service called.
+        service: Arc<str>,
+        /// The client's error, for logs.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The replica did not start answering in time.
+    #[error("service {service} did not answer within {after:?}")]
+    Timeout {
+        /// The service called.
+        service: Arc<str>,
+        /// The configured limit.
+        after: Duration,
+    },
+    /// The caller's request body failed while it was forwarded (too large,
+    /// too slow, malformed framing).
+    #[error("the request body could not be forwarded to service {service}")]
+    RequestBody {
+        /// The service called.
+        service: Arc<str>,
+        /// Why the body failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The replica answered something that is not HTTP, or hung up.
+    #[error("service {service} sent an invalid or incomplete answer")]
+    Protocol {
+        /// The service called.
+        service: Arc<str>,
+        /// The client's error, for logs.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+impl UpstreamError {
+    /// The service the failed call was for.
+    pub fn service(&self) -> &str {
+        match self {
+            Self::NoHealthyEndpoint { service }
+            | Self::Connect { service, .. }
+            | Self::Timeout { service, .. }
+            | Self::RequestBody { service, .. }
+            | Self::Protocol { service, .. } => service,
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The client library for backend services: pooled connections, replica
+//! selection, health, retries and timeouts.
+//!
+//! Architecture invariant: this module knows nothing of routes, GraphQL,
+//! identities or caches. Callers hand it a request whose URI is a path and
+//! query; it decides which replica answers and whether a failure may be
+//! retried.
+
+mod balance;
+mod body;
+mod config;
+mod error;
+mod health;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::retry::budget::{Budget, TpsBudget};
+
+pub use balance::{selector_for, LeastRequests, RoundRobin, Selector, Weighted};
+pub use body::{UpstreamRequestBody, UpstreamResponseBody};
+pub use config::{EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig};
+pub use error::UpstreamError;
+pub use health::HealthCheckTasks;
+
+use body::AttemptBody;
+use health::{CheckStreak, EndpointHealth, HealthClock};
+
+type HttpClient = Client<HttpConnector, AttemptBody>;
+
+/// Every configured backend service, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Upstreams {
+    services: Arc<HashMap<String, Arc<UpstreamService>>>,
+}
+
+impl Upstreams {
+    /// Builds clients and health state for every service. The configuration
+    /// has been validated, so endpoints parse.
+    pub fn new(configs: &BTreeMap<String, ServiceConfig>) -> Result<Self, UpstreamBuildError> {
+        let services = configs
+            .iter()
+            .map(|(name, config)| Ok((name.clone(), Arc::new(UpstreamService::new(name, config)?))))
+            .collect::<Result<_, UpstreamBuildError>>()?;
+        Ok(Self { services: Arc::new(services) })
+    }
+
+    /// The service called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamService>> {
+        self.services.get(name)
+    }
+
+    /// Names of services without any replica able to take traffic.
+    pub fn unready_services(&self) -> Vec<&str> {
+        let mut unready: Vec<&str> = self
+            .services
+            .iter()
+            .filter(|(_, service)| !service.has_available_endpoint())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        unready.sort_unstable();
+        unready
+    }
+
+    /// Starts the active health checkers; they run until the returned value
+    /// is dropped.
+    pub fn spawn_health_checks(&self) -> HealthCheckTasks {
+        let handles = self
+            .services
+            .values()
+            .filter(|service| service.health_check.enabled)
+            .map(|service| tokio::spawn(Arc::clone(service).run_health_checks()))
+            .collect();
+        HealthCheckTasks { handles }
+    }
+}
+
+/// An endpoint URL that could not be turned into a client target.
+#[derive(Debug, thiserror::Error)]
+#[error("services.{service}.endpoints[{index}]: {message}")]
+pub struct UpstreamBuildError {
+    service: String,
+    index: usize,
+    message: String,
+}
+
+/// One replica of a service.
+#[derive(Debug)]
+pub struct Endpoint {
+    scheme: Scheme,
+    authority: Authority,
+    label: Arc<str>,
+    weight: u32,
+    in_flight: Arc<AtomicUsize>,
+    health: EndpointHealth,
+}
+
+impl Endpoint {
+    /// Builds a replica from its configuration.
+    pub fn new(config: &EndpointConfig) -> Result<Self, String> {
+        let (scheme, authority) = config.target()?;
+        Ok(Self {
+            label: Arc::from(authority.as_str()),
+            scheme,
+            authority,
+            weight: config.weight(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            health: EndpointHealth::default(),
+        })
+    }
+
+    /// `host:port`, for logs and metrics (never for client answers).
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Configured weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Requests currently in flight, counted until their answer body ends.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request until the returned guard is dropped.
+    pub fn start_request(&self) -> InFlightGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlightGuard(Arc::clone(&self.in_flight))
+    }
+
+    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// Decrements a replica's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard(Arc<AtomicUsize>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A backend's answer and how it was obtained.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// The answer, its body still streaming.
+    pub response: Response<UpstreamResponseBody>,
+    /// The replica that answered (`host:port`).
+    pub endpoint: Arc<str>,
+    /// Retries made before this answer.
+    pub retries: u32,
+}
+
+/// A service: its replicas, its pooled client and its policies.
+pub struct UpstreamService {
+    name: Arc<str>,
+    endpoints: Box<[Endpoint]>,
+    selector: Box<dyn Selector>,
+    client: HttpClient,
+    clock: HealthClock,
+    request_timeout: Duration,
+    health_check: HealthCheckConfig,
+    passive_health: PassiveHealthConfig,
+    max_retries: u32,
+    retry_budget: TpsBudget,
+}
+
+impl std::fmt::Debug for UpstreamService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamService")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Methods that may be repeated without changing the outcome (RFC 9110 9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+fn is_retryable_status(status: StatusCode) -> bool {
+    matches!(status, StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT)
+}
+
+impl UpstreamService {
+    fn new(name: &str, config: &ServiceConfig) -> Result<Self, UpstreamBuildError> {
+        let endpoints = config
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| {
+                Endpoint::new(endpoint).map_err(|message| UpstreamBuildError {
+                    service: name.to_owned(),
+                    index,
+                    message,
+                })
+            })
+            .collect::<Result<Box<[Endpoint]>, _>>()?;
+
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+
+        let retry = &config.retry;
+        Ok(Self {
+            name: Arc::from(name),
+            selector: selector_for(config.load_balancing, &endpoints),
+            endpoints,
+            client,
+            clock: HealthClock::start(),
+            request_timeout: config.request_timeout,
+            health_check: config.health_check.clone(),
+            passive_health: config.passive_health.clone(),
+            max_retries: retry.attempts,
+            retry_budget: TpsBudget::new(Duration::from_secs(10), retry.min_per_second, retry.budget_percent / 100.0),
+        })
+    }
+
+    /// The service's configured name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The service's replicas.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    fn has_available_endpoint(&self) -> bool {
+        let now = self.clock.now_millis();
+        self.endpoints.iter().any(|endpoint| endpoint.health.is_available(now))
+    }
+
+    /// Sends `request` (its URI a path and query) to a replica, failing over
+    /// to others where that is safe and the retry budget allows.
+    pub async fn send(&self, request: Request<UpstreamRequestBody>) -> Result<UpstreamResponse, UpstreamError> {
+        let (parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let idempotent = is_idempotent(&parts.method);
+        self.retry_budget.deposit();
+
+        let mut tried: u64 = 0;
+        let mut retries = 0;
+        loop {
+            let now = self.clock.now_millis();
+            let eligible = |index: usize| {
+                let untried = index >= 64 || tried & (1 << index) == 0;
+                untried && self.endpoints[index].health.is_available(now)
+            };
+            let Some(index) = self.selector.select(&self.endpoints, &eligible) else {
+                return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) });
+            };
+            if index < 64 {
+                tried |= 1 << index;
+            }
+            let endpoint = &self.endpoints[index];
+            let may_retry_later = retries < self.max_retries;
+
+            let uri = endpoint
+                .uri(path_and_query.clone())
+                .map_err(|_| UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) })?;
+            let mut attempt = Request::new(body.for_attempt());
+            *attempt.method_mut() = parts.method.clone();
+            *attempt.uri_mut() = uri;
+            *attempt.version_mut() = http::Version::HTTP_11;
+            *attempt.headers_mut() = parts.headers.clone();
+
+            let in_flight = endpoint.start_request();
+            let outcome = tokio::time::timeout(self.request_timeout, self.client.request(attempt)).await;
+            let error = match outcome {
+                Ok(Ok(response)) => {
+                    let status = response.status();
+                    if status.is_server_error() {
+                        self.record_failure(endpoint);
+                    } else {
+                        endpoint.health.record_success();
+                    }
+                    let retry = is_retryable_status(status)
+                        && idempotent
+                        && may_retry_later
+                        && body.is_replayable()
+                        && self.retry_budget.withdraw();
+                    if retry {
+                        tracing::debug!(service = %self.name, endpoint = %endpoint.label, %status, "retrying on another endpoint");
+                        retries += 1;
+                        continue;
+                    }
+                    let response =
+                        response.map(|incoming| UpstreamResponseBody::new(incoming, self.request_timeout, in_flight));
+                    return Ok(UpstreamResponse { response, endpoint: Arc::clone(&endpoint.label), retries });
+                }
+                Ok(Err(error)) => error,
+                Err(_elapsed) => {
+                    self.record_failure(endpoint);
+                    return Err(UpstreamError::Timeout {
+                        service: Arc::clone(&self.name),
+                        after: self.request_timeout,
+                    });
+                }
+            };
+            drop(in_flight);
+
+            if let Some(source) = body.take_failure() {
+                return Err(UpstreamError::RequestBody { service: Arc::clone(&self.name), source });
+            }
+            self.record_failure(endpoint);
+            if error.is_connect() {
+                // Nothing reached the replica, so even a POST may go elsewhere.
+                if may_retry_later && body.is_replayable() && self.retry_budget.withdraw() {
+                    tracing::debug!(service = %self.name, endpoint = %endpoint.label, "connect failed; retrying on another endpoint");
+                    retries += 1;
+                    continue;
+                }
+                return Err(UpstreamError::Connect { service: Arc::clone(&self.name), source: error });
+            }
+            return Err(UpstreamError::Protocol { service: Arc::clone(&self.name), source: error });
+        }
+    }
+
+    fn record_failure(&self, endpoint: &Endpoint) {
+        if let Some(ejection) = endpoint.health.record_failure(&self.passive_health, self.clock.now_millis()) {
+            tracing::warn!(service = %self.name, endpoint = %endpoint.label, ejection = ?ejection, "endpoint ejected after consecutive failures");
+        }
+    }
+
+    async fn run_health_checks(self: Arc<Self>) {
+        let mut streaks: Vec<CheckStreak> = self.endpoints.iter().map(|_| CheckStreak::default()).collect();
+        let mut interval = tokio::time::interval(self.health_check.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let checks = self.endpoints.iter().map(|endpoint| self.check(endpoint));
+            let results = futures_util::future::join_all(checks).await;
+            for ((endpoint, streak), passed) in self.endpoints.iter().zip(&mut streaks).zip(results) {
+                let verdict =
+                    streak.observe(passed, self.health_check.healthy_threshold, self.health_check.unhealthy_threshold);
+                if let Some(healthy) = verdict {
+                    if endpoint.health.set_actively_healthy(healthy) {
+                        if healthy {
+                            tracing::info!(service = %self.name, endpoint = %endpoint.label, "endpoint healthy again");
+                        } else {
+                            tracing::warn!(service = %self.name, endpoint = %endpoint.label, "endpoint failed health checks; taken out of rotation");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check(&self, endpoint: &Endpoint) -> bool {
+        let Ok(path) = PathAndQuery::try_from(self.health_check.path.as_str()) else {
+            return false;
+        };
+        let Ok(uri) = endpoint.uri(path) else {
+            return false;
+        };
+        let mut request = Request::new(AttemptBody::Empty);
+        *request.uri_mut() = uri;
+        match tokio::time::timeout(self.health_check.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response.status().is_success(),
+            _ => false,
+        }
+    }
+}
