@@ -54,8 +54,7 @@ impl FromRef<AppState> for Upstreams {
 /// 2. access log: outside everything that can refuse a request, so refusals
 ///    are logged too;
 /// 3. body read timeout: a client that stalls mid-body is cut off;
-/// 4. protocol guard: requests without a host or with ambiguous framing
-///    never reach a handler.
+/// 4. protocol guard: requests without a valid host never reach a handler.
 pub fn app(state: AppState, server: &ServerConfig) -> Router {
     let body_read_timeout = server.body_read_timeout;
     Router::new()

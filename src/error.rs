@@ -51,14 +51,9 @@ impl GatewayError {
     fn present(&self) -> Presentation {
         match self {
             Self::Proxy(error) => present_proxy(error),
-            Self::Protocol(error) => match error {
-                ProtocolError::MissingHost => {
-                    Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
-                }
-                ProtocolError::AmbiguousFraming => {
-                    Presentation::new(StatusCode::BAD_REQUEST, "ambiguous_framing", error.to_string()).closing()
-                }
-            },
+            Self::Protocol(error @ ProtocolError::MissingHost) => {
+                Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
+            }
         }
     }
 

@@ -1,6 +1,10 @@
-//! Request checks that belong to the protocol rather than to any route:
-//! requests that are ambiguous or anonymous at the HTTP level are refused
-//! before anything else looks at them.
+//! Request checks that belong to the protocol rather than to any route.
+//!
+//! Framing attacks are handled below this layer: hyper refuses conflicting
+//! `Content-Length`s and bad chunk sizes with 400, and for a request with
+//! both `Content-Length` and `Transfer-Encoding` it drops the length, reads
+//! the chunked body and closes the connection after answering (RFC 9112
+//! 6.3), so a smuggled second request is never read.
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -17,13 +21,9 @@ pub enum ProtocolError {
     /// No `Host` (or HTTP/2 `:authority`), or one that is not a host name.
     #[error("the request needs a valid Host header")]
     MissingHost,
-    /// Both `Content-Length` and `Transfer-Encoding`: the body's end is
-    /// ambiguous, the classic request-smuggling setup.
-    #[error("the request has both Content-Length and Transfer-Encoding")]
-    AmbiguousFraming,
 }
 
-/// Refuses requests without a valid host or with ambiguous framing.
+/// Refuses requests without a valid host.
 pub async fn protocol_guard(request: Request, next: Next) -> Response {
     match check(&request) {
         Ok(()) => next.run(request).await,
@@ -35,11 +35,7 @@ pub async fn protocol_guard(request: Request, next: Next) -> Response {
 }
 
 fn check(request: &Request) -> Result<(), ProtocolError> {
-    let headers = request.headers();
-    if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING) {
-        return Err(ProtocolError::AmbiguousFraming);
-    }
-    let host = headers.get(header::HOST).map(|value| value.as_bytes());
+    let host = request.headers().get(header::HOST).map(|value| value.as_bytes());
     let valid = match (host, request.version()) {
         (Some(host), _) => {
             !host.is_empty() && Authority::try_from(host).is_ok_and(|authority| !authority.host().is_empty())

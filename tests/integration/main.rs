@@ -1,0 +1,11 @@
+//! Integration tests: the gateway in-process, real HTTP stub backends on
+//! ephemeral ports, real HTTP clients.
+
+mod balancing;
+mod errors;
+mod harness;
+mod protocol;
+mod resilience;
+mod routing;
+mod shutdown;
+mod streaming;
