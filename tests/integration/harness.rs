@@ -1,6 +1,10 @@
 //! Shared test harness: a gateway started in-process on an ephemeral port,
 //! and stub backends that are real HTTP servers on ephemeral ports.
 
+#[path = "../support/gateway.rs"]
+mod gateway;
+pub use gateway::Gateway;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,61 +16,9 @@ use axum::extract::{Request, State};
 use axum::response::IntoResponse;
 use axum::Router;
 use http_body_util::BodyExt;
-use portico::Config;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// A gateway running in this process.
-pub struct Gateway {
-    pub addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl Gateway {
-    /// Starts a gateway with the given TOML configuration.
-    pub async fn start(toml: &str) -> Gateway {
-        let config = match Config::parse(toml, "test.toml") {
-            Ok(config) => config,
-            Err(error) => panic!("test config is invalid:\n{error}\n---\n{toml}"),
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
-        let addr = listener.local_addr().expect("local addr");
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            portico::serve(config, listener, async {
-                let _ = signal.await;
-            })
-            .await
-            .expect("gateway serves");
-        });
-        Gateway { addr, shutdown: Some(shutdown), task }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-
-    /// Signals shutdown without waiting for it.
-    pub fn begin_shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-    }
-
-    /// Waits until `serve` has returned.
-    pub async fn stopped(&mut self) {
-        (&mut self.task).await.expect("gateway task");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// A backend stub.
 pub struct Stub {

@@ -1,0 +1,139 @@
+//! What a client of the demo does, checked against the seed data of
+//! `services/README.md`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::django::DjangoServices;
+use crate::gateway::Gateway;
+use crate::Scenario;
+
+pub const ALL: &[(&str, Scenario)] = &[
+    ("a_user_is_read_through_the_student_api_route", |g| Box::pin(a_user_is_read_through_the_student_api_route(g))),
+    ("registration_creates_a_user_and_reports_field_errors", |g| {
+        Box::pin(registration_creates_a_user_and_reports_field_errors(g))
+    }),
+    ("lessons_and_batches_come_from_live_reading", |g| Box::pin(lessons_and_batches_come_from_live_reading(g))),
+    ("payments_are_listed_and_checkout_needs_an_identity", |g| {
+        Box::pin(payments_are_listed_and_checkout_needs_an_identity(g))
+    }),
+    ("service_errors_pass_through_and_gateway_errors_are_json", |g| {
+        Box::pin(service_errors_pass_through_and_gateway_errors_are_json(g))
+    }),
+    ("the_gateway_is_ready_when_every_service_is", |g| Box::pin(the_gateway_is_ready_when_every_service_is(g))),
+];
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn get_json(gateway: &Gateway, path: &str) -> (StatusCode, Value) {
+    let response = client().get(gateway.url(path)).send().await.expect("response");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+async fn a_user_is_read_through_the_student_api_route(gateway: &Gateway) {
+    let (status, user) = get_json(gateway, "/student-api/users/1/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        user,
+        json!({"id": 1, "username": "ada", "email": "ada@example.com", "full_name": "Ada Lovelace", "grade": 5,
+               "created_at": "2026-01-02T03:04:05Z"})
+    );
+    let (_, page) = get_json(gateway, "/student-api/users/?search=hopper").await;
+    assert_eq!(page["count"], 1);
+    assert_eq!(page["results"][0]["username"], "grace");
+}
+
+async fn registration_creates_a_user_and_reports_field_errors(gateway: &Gateway) {
+    let new_user = json!({"username": "e2e-reader", "email": "reader@example.com", "full_name": "E2E Reader",
+                          "grade": 4, "password": "long-enough-password"});
+    let response = client().post(gateway.url("/student-api/register/")).json(&new_user).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("JSON");
+    assert_eq!(created["username"], "e2e-reader");
+    assert!(created.get("password").is_none());
+    let id = created["id"].as_u64().expect("an id");
+    let (status, fetched) = get_json(gateway, &format!("/student-api/users/{id}/")).await;
+    assert_eq!(status, StatusCode::OK, "the new user is visible through the gateway");
+    assert_eq!(fetched["full_name"], "E2E Reader");
+
+    let invalid = json!({"username": "e2e-reader", "email": "not-an-email", "full_name": "X", "grade": 4,
+                         "password": "long-enough-password"});
+    let response = client().post(gateway.url("/student-api/register/")).json(&invalid).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let errors: Value = response.json().await.expect("JSON");
+    assert!(errors["email"].is_array() && errors["username"].is_array(), "{errors}");
+}
+
+async fn lessons_and_batches_come_from_live_reading(gateway: &Gateway) {
+    let (status, lesson) = get_json(gateway, "/live-reading/lesson/3/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        lesson,
+        json!({"id": 3, "title": "The Quick Fox", "level": "A2", "word_count": 350, "duration_seconds": 600})
+    );
+    let (_, page) = get_json(gateway, "/live-reading/lesson/?ids=7,3,4").await;
+    let mut ids: Vec<u64> =
+        page["results"].as_array().expect("results").iter().filter_map(|l| l["id"].as_u64()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![3, 4, 7]);
+    let (_, sessions) = get_json(gateway, "/live-reading/sessions/?student_id=1").await;
+    assert_eq!(sessions["count"], 3);
+}
+
+async fn payments_are_listed_and_checkout_needs_an_identity(gateway: &Gateway) {
+    let (status, page) = get_json(gateway, "/payment/payments/?student_id=1").await;
+    assert_eq!(status, StatusCode::OK);
+    let amounts: Vec<&str> =
+        page["results"].as_array().expect("results").iter().filter_map(|p| p["amount"].as_str()).collect();
+    assert_eq!(amounts, vec!["49.00", "19.99"]);
+
+    // A client cannot claim to be user 1: the gateway strips X-User-Id, so
+    // the service sees an anonymous checkout.
+    let response = client()
+        .post(gateway.url("/payment/checkout/"))
+        .header("x-user-id", "1")
+        .header("idempotency-key", "e2e-1")
+        .json(&json!({"student_id": 1, "amount": "10.00", "currency": "USD"}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["detail"], "Authentication credentials were not provided.");
+}
+
+async fn service_errors_pass_through_and_gateway_errors_are_json(gateway: &Gateway) {
+    let (status, body) = get_json(gateway, "/student-api/users/999/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, json!({"detail": "Not found."}), "the service's own 404 passes through");
+    let (status, body) = get_json(gateway, "/no-such-service/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "route_not_found");
+}
+
+async fn the_gateway_is_ready_when_every_service_is(gateway: &Gateway) {
+    let (status, body) = get_json(gateway, "/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// One student_api replica stops; reads keep being answered by the other.
+pub fn replica_failover<'a>(
+    gateway: &'a Gateway,
+    services: &'a mut DjangoServices,
+) -> Pin<Box<dyn Future<Output = ()> + 'a>> {
+    Box::pin(async move {
+        assert_eq!(services.addresses_of("student_api").len(), 2);
+        services.stop_replica("student_api#0");
+        for _ in 0..20 {
+            let (status, user) = get_json(gateway, "/student-api/users/2/").await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(user["username"], "alan");
+        }
+    })
+}
