@@ -15,8 +15,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutBody;
 
 use crate::config::Config;
+use crate::graphql::{self, GraphqlEndpoint, GraphqlSetupError};
 use crate::proxy::{self, Proxy};
-use crate::server::{protocol_guard, ServerConfig};
+use crate::server::protocol_guard;
 use crate::telemetry::AccessLogLayer;
 use crate::upstream::Upstreams;
 
@@ -25,13 +26,20 @@ use crate::upstream::Upstreams;
 pub struct AppState {
     upstreams: Upstreams,
     proxy: Arc<Proxy>,
+    graphql: Option<Arc<GraphqlEndpoint>>,
 }
 
 impl AppState {
     /// Builds the state for a validated configuration.
-    pub fn new(config: &Config, upstreams: Upstreams) -> Self {
+    pub fn new(config: &Config, upstreams: Upstreams) -> Result<Self, GraphqlSetupError> {
         let proxy = Arc::new(Proxy::new(&config.routes, &upstreams, config.server.request_body_limit));
-        Self { upstreams, proxy }
+        let graphql = match (&config.schema, config.graphql.enabled) {
+            (Some(model), true) => {
+                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
+            }
+            _ => None,
+        };
+        Ok(Self { upstreams, proxy, graphql })
     }
 }
 
@@ -55,9 +63,19 @@ impl FromRef<AppState> for Upstreams {
 ///    are logged too;
 /// 3. body read timeout: a client that stalls mid-body is cut off;
 /// 4. protocol guard: requests without a valid host never reach a handler.
-pub fn app(state: AppState, server: &ServerConfig) -> Router {
-    let body_read_timeout = server.body_read_timeout;
-    Router::new()
+pub fn app(state: AppState, config: &Config) -> Router {
+    let body_read_timeout = config.server.body_read_timeout;
+    let mut router = Router::new();
+    if let Some(endpoint) = &state.graphql {
+        let path = &config.graphql.path;
+        router = router.merge(
+            Router::new()
+                .route(path, get(graphql::http::handle).post(graphql::http::handle))
+                .route(&format!("{path}/assets/{{name}}"), get(graphql::http::asset))
+                .with_state(Arc::clone(endpoint)),
+        );
+    }
+    router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(proxy::handle)

@@ -8,6 +8,8 @@
 //!   [`serve`] is the library's entry point.
 //! - [`app`]: the composition root; `app()` stacks every layer.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
+//! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
+//! - [`identity`]: the verified caller, as layers hand it to the doors.
 //! - [`upstream`]: the client library for backends (pools, balancing,
 //!   health, retries, timeouts).
 //! - [`telemetry`]: logging and the per-request access log.
@@ -18,6 +20,8 @@
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod graphql;
+pub mod identity;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;

@@ -32,12 +32,35 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Work with the GraphQL schema.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemaCommand {
+    /// Print the client-facing SDL (without gateway directives), for
+    /// front-end code generation.
+    Print {
+        /// Configuration file; without it, the embedded demo configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Schema { command: SchemaCommand::Print { config } } => match print_schema(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("portico: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve { config } => match run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -73,18 +96,29 @@ fn print_config_error(error: &ConfigError) {
     }
 }
 
-fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let loaded = match &config_path {
+fn load(config_path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let loaded = match config_path {
         Some(path) => Config::load(path),
         None => Config::embedded_default(),
     };
-    let config = match loaded {
-        Ok(config) => config,
-        Err(error) => {
-            print_config_error(&error);
-            anyhow::bail!("the configuration is invalid");
-        }
-    };
+    loaded.map_err(|error| {
+        print_config_error(&error);
+        anyhow::anyhow!("the configuration is invalid")
+    })
+}
+
+fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(config_path.as_deref())?;
+    let schema =
+        config.schema.clone().context("GraphQL is not enabled in this configuration ([graphql] enabled = true)")?;
+    let upstreams = portico::upstream::Upstreams::new(&config.services)?;
+    let endpoint = config.graphql.endpoint(&config.base_dir, schema, &upstreams)?;
+    print!("{}", endpoint.sdl());
+    Ok(())
+}
+
+fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(config_path.as_deref())?;
     config.telemetry.init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

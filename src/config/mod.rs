@@ -11,9 +11,12 @@ mod env;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::graphql::model::SchemaModel;
+use crate::graphql::{GraphqlConfig, GraphqlSetupError};
 use crate::proxy::RouteConfig;
 use crate::server::ServerConfig;
 use crate::telemetry::TelemetryConfig;
@@ -35,6 +38,15 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// REST passthrough routes, matched by longest path prefix.
     pub routes: Vec<RouteConfig>,
+    /// The GraphQL endpoint and its schema files.
+    pub graphql: GraphqlConfig,
+    /// The folder relative paths are resolved against: the configuration
+    /// file's folder (the working directory for the embedded default).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The GraphQL schema, read and checked during validation.
+    #[serde(skip)]
+    pub schema: Option<Arc<SchemaModel>>,
 }
 
 /// Why a configuration could not be used.
@@ -103,25 +115,38 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text, &path.display().to_string())
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse_in(&text, &path.display().to_string(), &base_dir)
     }
 
-    /// The embedded default configuration, validated like any other.
+    /// The embedded default configuration, validated like any other. Its
+    /// relative paths are those of `examples/portico.toml` in the source
+    /// tree it was built from, when that tree is still there.
     pub fn embedded_default() -> Result<Self, ConfigError> {
-        Self::parse(DEFAULT_CONFIG, "<default>")
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let base_dir = if examples.is_dir() { examples } else { PathBuf::new() };
+        Self::parse_in(DEFAULT_CONFIG, "<default>", &base_dir)
     }
 
-    /// Parses and validates TOML text; `source` names it in error messages.
+    /// Parses and validates TOML text; `source` names it in error messages
+    /// and relative paths are resolved against the working directory.
     pub fn parse(text: &str, source: &str) -> Result<Self, ConfigError> {
+        Self::parse_in(text, source, Path::new(""))
+    }
+
+    /// Parses and validates TOML text, resolving relative paths against `base_dir`.
+    pub fn parse_in(text: &str, source: &str, base_dir: &Path) -> Result<Self, ConfigError> {
         let located = |mut problem: ConfigProblem| {
-            problem.source = source.to_owned();
+            if problem.source.is_empty() {
+                problem.source = source.to_owned();
+            }
             problem
         };
         let expanded = env::expand(text, |name| std::env::var(name).ok())
             .map_err(|problems| ConfigError::Invalid(problems.into_iter().map(located).collect()))?;
 
         let deserializer = toml::Deserializer::new(&expanded);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|error| {
             let key = error.path().to_string();
             let inner = error.into_inner();
             let position = inner.span().map(|span| line_and_column(&expanded, span.start));
@@ -134,7 +159,23 @@ impl Config {
             ConfigError::Invalid(vec![located(problem)])
         })?;
 
-        let problems = config.validate();
+        config.base_dir = base_dir.to_path_buf();
+        let mut problems = config.validate();
+        if config.graphql.enabled {
+            let services = config.services.keys().cloned().collect();
+            match config.graphql.load_schema(base_dir, &services) {
+                Ok(model) => config.schema = Some(Arc::new(model)),
+                Err(GraphqlSetupError::Schema(schema_problems)) => {
+                    problems.0.extend(schema_problems.into_iter().map(|problem| ConfigProblem {
+                        source: problem.file,
+                        position: Some((problem.position.line, problem.position.column)),
+                        key: String::new(),
+                        message: problem.message,
+                    }));
+                }
+                Err(other) => problems.0.push(ConfigProblem::new("", other.to_string())),
+            }
+        }
         if problems.0.is_empty() {
             Ok(config)
         } else {
@@ -148,6 +189,7 @@ impl Config {
         let mut problems = Problems::default();
         self.server.validate(&mut problems);
         self.telemetry.validate(&mut problems);
+        self.graphql.validate(&mut problems);
         for (name, service) in &self.services {
             service.validate(&format!("services.{name}"), &mut problems);
         }

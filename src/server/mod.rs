@@ -24,6 +24,7 @@ pub use guard::{protocol_guard, ProtocolError};
 
 use crate::app::{app, AppState};
 use crate::config::Config;
+use crate::graphql::GraphqlSetupError;
 use crate::upstream::{UpstreamBuildError, Upstreams};
 
 /// Why the gateway could not start.
@@ -32,6 +33,9 @@ pub enum ServeError {
     /// A backend service could not be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamBuildError),
+    /// The GraphQL endpoint could not be set up.
+    #[error(transparent)]
+    Graphql(#[from] GraphqlSetupError),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then stops
@@ -44,8 +48,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let upstreams = Upstreams::new(&config.services)?;
     let _health_checks = upstreams.spawn_health_checks();
-    let state = AppState::new(&config, upstreams);
-    let router = app(state, &config.server);
+    let state = AppState::new(&config, upstreams)?;
+    let router = app(state, &config);
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -1,0 +1,472 @@
+//! GraphQL over HTTP: the `/graphql` endpoint, persisted queries, trusted
+//! documents, the document cache, and the GraphiQL playground.
+//!
+//! Follows the GraphQL-over-HTTP spec: `POST` (JSON) and `GET` (query
+//! string, queries only); `application/graphql-response+json` answers use
+//! 4xx for request errors, `application/json` answers are 200 for every
+//! well-formed request.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_graphql::dynamic::Schema;
+use async_graphql::{ParseRequestError, ServerError};
+use async_graphql_parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
+use axum::body::Body;
+use axum::extract::{FromRequest, Path as AxumPath, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+use super::limits::{check_operation, check_text, Limits};
+use super::resolve::{OperationState, Runtime};
+use crate::identity::VerifiedClaims;
+use crate::telemetry::REQUEST_ID;
+
+const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+
+/// The assets the playground page loads, served from memory.
+const PLAYGROUND_ASSETS: [(&str, &str); 4] = [
+    ("graphiql.min.css", "text/css; charset=utf-8"),
+    ("graphiql.min.js", "text/javascript; charset=utf-8"),
+    ("react.production.min.js", "text/javascript; charset=utf-8"),
+    ("react-dom.production.min.js", "text/javascript; charset=utf-8"),
+];
+
+/// Everything the endpoint needs, built once at start.
+pub struct GraphqlEndpoint {
+    schema: Schema,
+    runtime: Arc<Runtime>,
+    limits: Limits,
+    path: String,
+    max_body_size: usize,
+    documents: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
+    persisted: Option<moka::sync::Cache<String, Arc<str>>>,
+    trusted: Option<HashMap<String, Arc<str>>>,
+    playground: Option<HashMap<&'static str, Bytes>>,
+}
+
+impl std::fmt::Debug for GraphqlEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphqlEndpoint").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Settings for [`GraphqlEndpoint::new`], taken from the validated config.
+pub struct EndpointSettings<'a> {
+    /// The endpoint path.
+    pub path: &'a str,
+    /// Document limits.
+    pub limits: Limits,
+    /// Largest request body.
+    pub max_body_size: usize,
+    /// Whether APQ is on.
+    pub persisted_queries: bool,
+    /// The trusted-documents allow list, if in that mode.
+    pub trusted: Option<HashMap<String, Arc<str>>>,
+    /// Where the playground's assets are, if the playground is on.
+    pub playground_assets: Option<&'a Path>,
+}
+
+impl GraphqlEndpoint {
+    /// Builds the endpoint. Missing playground assets are logged, not fatal:
+    /// the API works without them.
+    pub fn new(schema: Schema, runtime: Arc<Runtime>, settings: EndpointSettings<'_>) -> Self {
+        let playground = settings.playground_assets.map(|folder| {
+            let mut assets = HashMap::new();
+            for (name, _) in PLAYGROUND_ASSETS {
+                match std::fs::read(folder.join(name)) {
+                    Ok(bytes) => {
+                        assets.insert(name, Bytes::from(bytes));
+                    }
+                    Err(error) => tracing::warn!(
+                        asset = name, folder = %folder.display(), %error,
+                        "GraphiQL asset missing; run `cargo xtask setup` to install the playground"
+                    ),
+                }
+            }
+            assets
+        });
+        Self {
+            schema,
+            runtime,
+            limits: settings.limits,
+            path: settings.path.to_owned(),
+            max_body_size: settings.max_body_size,
+            documents: moka::sync::Cache::builder()
+                .max_capacity(16 * 1024 * 1024)
+                .weigher(|query: &Arc<str>, _| u32::try_from(query.len() * 4).unwrap_or(u32::MAX))
+                .build(),
+            persisted: settings.persisted_queries.then(|| {
+                moka::sync::Cache::builder()
+                    .max_capacity(8 * 1024 * 1024)
+                    .weigher(|_: &String, query: &Arc<str>| u32::try_from(query.len() + 64).unwrap_or(u32::MAX))
+                    .build()
+            }),
+            trusted: settings.trusted,
+            playground,
+        }
+    }
+
+    /// The client-facing SDL.
+    pub fn sdl(&self) -> String {
+        self.schema.sdl()
+    }
+}
+
+/// A request refused before execution.
+struct RequestError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl RequestError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+}
+
+/// Parse failures of the HTTP request itself.
+pub struct Rejection(ParseRequestError);
+
+impl From<ParseRequestError> for Rejection {
+    fn from(error: ParseRequestError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let message = match self.0 {
+            ParseRequestError::InvalidRequest(_) => "the body is not a valid GraphQL request".to_owned(),
+            ParseRequestError::InvalidFilesMap(_) | ParseRequestError::InvalidMultipart(_) => {
+                "the multipart body is not valid".to_owned()
+            }
+            ParseRequestError::PayloadTooLarge => "the request body is too large".to_owned(),
+            ParseRequestError::UnsupportedBatch => "batched operations are not supported".to_owned(),
+            other => format!("the request could not be read: {}", other.to_string().split(':').next().unwrap_or("")),
+        };
+        errors_response(StatusCode::BAD_REQUEST, "application/json", &[error_json(&message, "BAD_REQUEST")])
+    }
+}
+
+/// `GET` and `POST` on the endpoint.
+pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Request) -> Response {
+    let accepts_response_type = accepts(request.headers(), GRAPHQL_RESPONSE);
+    let content_type = if accepts_response_type { GRAPHQL_RESPONSE } else { "application/json" };
+    let method = request.method().clone();
+
+    if method == Method::GET
+        && request.uri().query().is_none_or(|query| !query.contains("query=") && !query.contains("extensions="))
+    {
+        return match (&endpoint.playground, accepts(request.headers(), "text/html")) {
+            (Some(_), true) => playground_page(&endpoint.path),
+            _ => errors_response(
+                StatusCode::BAD_REQUEST,
+                content_type,
+                &[error_json("a GET needs a `query` parameter", "BAD_REQUEST")],
+            ),
+        };
+    }
+    let request_id = request.headers().get(REQUEST_ID).cloned();
+    let claims = request.extensions().get::<VerifiedClaims>().map(|claims| Arc::clone(&claims.0));
+
+    let request = match limit_body(request, endpoint.max_body_size).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let graphql_request = match async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &()).await {
+        Ok(parsed) => parsed.into_inner(),
+        Err(rejection) => return rejection.into_response(),
+    };
+    match execute(&endpoint, graphql_request, &method, claims, request_id, accepts_response_type).await {
+        Ok(response) => response,
+        Err(error) => errors_response(
+            if accepts_response_type || error.status != StatusCode::OK { error.status } else { StatusCode::OK },
+            content_type,
+            &[error_json(&error.message, error.code)],
+        ),
+    }
+}
+
+async fn limit_body(request: Request, limit: usize) -> Result<Request, Response> {
+    if request.method() == Method::GET {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(_) => Err(errors_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "application/json",
+            &[error_json(&format!("the request body is larger than {limit} bytes"), "PAYLOAD_TOO_LARGE")],
+        )),
+    }
+}
+
+async fn execute(
+    endpoint: &GraphqlEndpoint,
+    mut request: async_graphql::Request,
+    method: &Method,
+    claims: Option<Arc<Json>>,
+    request_id: Option<HeaderValue>,
+    graphql_response_type: bool,
+) -> Result<Response, RequestError> {
+    let query = resolve_document(endpoint, &request)?;
+    check_text(&query, &endpoint.limits)
+        .map_err(|error| RequestError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string()))?;
+    let document = parsed_document(endpoint, &query)?;
+
+    let operation = select_operation(&document, request.operation_name.as_deref())?;
+    if *method == Method::GET && operation.ty != OperationType::Query {
+        return Err(RequestError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "BAD_REQUEST",
+            "only queries may be sent with GET; use POST",
+        ));
+    }
+    let root_type = match operation.ty {
+        OperationType::Query => Some(endpoint.runtime.model.query.as_str()),
+        OperationType::Mutation => endpoint.runtime.model.mutation.as_deref(),
+        OperationType::Subscription => None,
+    }
+    .ok_or_else(|| {
+        RequestError::new(
+            StatusCode::BAD_REQUEST,
+            "GRAPHQL_VALIDATION_FAILED",
+            "this schema has no root type for the operation",
+        )
+    })?;
+    check_operation(&endpoint.runtime.model, &document, operation, root_type, &request.variables, &endpoint.limits)
+        .map_err(|error| RequestError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string()))?;
+
+    request.query = String::new();
+    request.set_parsed_query((*document).clone());
+    let state = Arc::new(OperationState::new(claims, request_id));
+    let response = endpoint.schema.execute(request.data(state)).await;
+
+    // Errors without data and without a path are request errors (the
+    // document failed validation); data was never produced.
+    let request_error = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|error| error.path.is_empty());
+    let status = if request_error && graphql_response_type { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let body = if request_error {
+        let errors: Vec<Json> = response.errors.iter().map(server_error_json).collect();
+        json!({ "errors": errors })
+    } else {
+        serde_json::to_value(&response).unwrap_or_else(
+            |_| json!({ "errors": [error_json("the response could not be encoded", "INTERNAL_SERVER_ERROR")] }),
+        )
+    };
+    let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
+    Ok(json_response(status, content_type, &body))
+}
+
+/// The query text, from the request, the persisted-query cache or the
+/// trusted-documents list.
+fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request) -> Result<Arc<str>, RequestError> {
+    let hash = request.extensions.get("persistedQuery").and_then(|value| value.clone().into_json().ok()).and_then(
+        |persisted| {
+            (persisted.get("version").and_then(Json::as_u64) == Some(1))
+                .then(|| persisted.get("sha256Hash").and_then(Json::as_str).map(str::to_ascii_lowercase))
+                .flatten()
+        },
+    );
+
+    if let Some(trusted) = &endpoint.trusted {
+        let key = hash.unwrap_or_else(|| sha256_hex(&request.query));
+        return trusted.get(&key).cloned().ok_or_else(|| {
+            RequestError::new(
+                StatusCode::BAD_REQUEST,
+                "QUERY_NOT_IN_SAFELIST",
+                "this document is not on the list of trusted documents",
+            )
+        });
+    }
+
+    match (hash, request.query.is_empty()) {
+        (None, true) => Err(RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the request has no query")),
+        (None, false) => Ok(Arc::from(request.query.as_str())),
+        (Some(hash), query_missing) => {
+            let Some(persisted) = &endpoint.persisted else {
+                return Err(RequestError::new(
+                    StatusCode::OK,
+                    "PERSISTED_QUERY_NOT_SUPPORTED",
+                    "PersistedQueryNotSupported",
+                ));
+            };
+            if query_missing {
+                return persisted.get(&hash).ok_or_else(|| {
+                    RequestError::new(StatusCode::OK, "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")
+                });
+            }
+            if sha256_hex(&request.query) != hash {
+                return Err(RequestError::new(
+                    StatusCode::BAD_REQUEST,
+                    "BAD_REQUEST",
+                    "provided sha does not match query",
+                ));
+            }
+            let query: Arc<str> = Arc::from(request.query.as_str());
+            persisted.insert(hash, Arc::clone(&query));
+            Ok(query)
+        }
+    }
+}
+
+/// Parses the document once per distinct text; later requests reuse it.
+fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<ExecutableDocument>, RequestError> {
+    if let Some(document) = endpoint.documents.get(query) {
+        return Ok(document);
+    }
+    let document = async_graphql_parser::parse_query(&**query).map_err(|error| {
+        let message = match error.positions().next() {
+            Some(position) => format!("{error} (line {}, column {})", position.line, position.column),
+            None => error.to_string(),
+        };
+        RequestError::new(StatusCode::BAD_REQUEST, "GRAPHQL_PARSE_FAILED", message)
+    })?;
+    let document = Arc::new(document);
+    endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
+    Ok(document)
+}
+
+fn select_operation<'a>(
+    document: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Result<&'a OperationDefinition, RequestError> {
+    let not_found = |message: String| RequestError::new(StatusCode::BAD_REQUEST, "GRAPHQL_VALIDATION_FAILED", message);
+    match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Ok(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .get(name)
+            .map(|operation| &operation.node)
+            .ok_or_else(|| not_found(format!("the document has no operation named {name:?}"))),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
+            .values()
+            .next()
+            .map(|operation| &operation.node)
+            .ok_or_else(|| not_found("no operation".to_owned())),
+        (DocumentOperations::Multiple(_), None) => {
+            Err(not_found("the document has several operations; name one with operationName".to_owned()))
+        }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|item| item.split(';').next().is_some_and(|item| item.trim().eq_ignore_ascii_case(media_type)))
+}
+
+fn error_json(message: &str, code: &str) -> Json {
+    json!({ "message": message, "extensions": { "code": code } })
+}
+
+fn server_error_json(error: &ServerError) -> Json {
+    let mut value = serde_json::to_value(error).unwrap_or_else(|_| json!({ "message": error.message }));
+    if let Some(object) = value.as_object_mut() {
+        let extensions = object.entry("extensions").or_insert_with(|| json!({}));
+        if let Some(extensions) = extensions.as_object_mut() {
+            extensions.entry("code").or_insert_with(|| json!("GRAPHQL_VALIDATION_FAILED"));
+        }
+    }
+    value
+}
+
+fn errors_response(status: StatusCode, content_type: &'static str, errors: &[Json]) -> Response {
+    json_response(status, content_type, &json!({ "errors": errors }))
+}
+
+fn json_response(status: StatusCode, content_type: &'static str, body: &Json) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response()
+}
+
+/// Serves one of the playground's assets.
+pub async fn asset(State(endpoint): State<Arc<GraphqlEndpoint>>, AxumPath(name): AxumPath<String>) -> Response {
+    let found = PLAYGROUND_ASSETS.iter().find(|(asset, _)| *asset == name).and_then(|(asset, content_type)| {
+        endpoint.playground.as_ref()?.get(asset).map(|bytes| (bytes.clone(), *content_type))
+    });
+    match found {
+        Some((bytes, content_type)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+            ],
+            bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn playground_page(path: &str) -> Response {
+    let page = PLAYGROUND_HTML.replace("{{PATH}}", path);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], page).into_response()
+}
+
+const PLAYGROUND_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>portico · GraphiQL</title>
+  <link rel="stylesheet" href="{{PATH}}/assets/graphiql.min.css">
+  <style>body { margin: 0; height: 100vh; } #graphiql { height: 100vh; }</style>
+</head>
+<body>
+  <div id="graphiql"><p style="font-family: sans-serif; padding: 2em">Loading GraphiQL… If this stays, the playground's
+  assets are not installed: run <code>cargo xtask setup</code>.</p></div>
+  <script src="{{PATH}}/assets/react.production.min.js"></script>
+  <script src="{{PATH}}/assets/react-dom.production.min.js"></script>
+  <script src="{{PATH}}/assets/graphiql.min.js"></script>
+  <script>
+    const fetcher = GraphiQL.createFetcher({ url: window.location.origin + "{{PATH}}" });
+    ReactDOM.createRoot(document.getElementById("graphiql")).render(
+      React.createElement(GraphiQL, { fetcher, defaultEditorToolsVisibility: true })
+    );
+  </script>
+</body>
+</html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apq_hashes_are_lowercase_hex_sha256() {
+        assert_eq!(sha256_hex("{ a }").len(), 64);
+        assert_eq!(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn accept_matching_ignores_parameters_and_case() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html;q=0.9, Application/GraphQL-Response+JSON; charset=utf-8"),
+        );
+        assert!(accepts(&headers, GRAPHQL_RESPONSE));
+        assert!(accepts(&headers, "text/html"));
+        assert!(!accepts(&headers, "application/json"));
+    }
+}

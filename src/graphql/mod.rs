@@ -1,0 +1,162 @@
+//! The GraphQL front door: one schema, written as SDL in `schema/`, whose
+//! fields are declared to come from the backends' REST endpoints with
+//! `@rest` connectors.
+//!
+//! - [`sdl`] reads and checks the SDL into a [`model::SchemaModel`];
+//! - [`connector`] turns a field's `@rest` into a concrete request;
+//! - [`resolve`] builds async-graphql's dynamic schema with resolvers that
+//!   call backends through `upstream` (deduplicated, started early, batched);
+//! - [`limits`] refuses abusive documents before any backend is called;
+//! - [`http`] speaks GraphQL over HTTP, persisted queries and the playground;
+//! - [`error`] is the one place failures get their `extensions.code`.
+//!
+//! Architecture invariant: this module does not import `proxy`'s routing;
+//! both doors reach backends only through `upstream`.
+
+mod config;
+pub mod connector;
+pub mod error;
+pub mod http;
+pub mod limits;
+pub mod model;
+pub mod resolve;
+pub mod sdl;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use config::GraphqlConfig;
+pub use http::GraphqlEndpoint;
+
+use crate::upstream::Upstreams;
+use http::EndpointSettings;
+use limits::Limits;
+use model::SchemaModel;
+use resolve::Runtime;
+use sdl::{SchemaProblem, SchemaSource};
+
+/// The schema used when `graphql.schema` names no file: the three demo
+/// services of `services/`.
+pub const DEFAULT_SCHEMA: &str = include_str!("../../schema/portico.graphql");
+
+/// Why the GraphQL endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphqlSetupError {
+    /// A schema file could not be read.
+    #[error("graphql.schema: cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The schema has problems.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Schema(Vec<SchemaProblem>),
+    /// The trusted-documents manifest is unusable.
+    #[error("graphql.trusted_documents: {0}")]
+    TrustedDocuments(String),
+    /// async-graphql refused the schema (a gap in our own checks).
+    #[error("the schema could not be built: {0}")]
+    Build(String),
+}
+
+impl GraphqlConfig {
+    /// Reads and checks the schema files; `base` is the folder relative
+    /// paths are resolved against, `services` the configured service names.
+    pub fn load_schema(&self, base: &Path, services: &BTreeSet<String>) -> Result<SchemaModel, GraphqlSetupError> {
+        let sources = if self.schema.is_empty() {
+            vec![SchemaSource { file: "<default schema>".to_owned(), text: DEFAULT_SCHEMA.to_owned() }]
+        } else {
+            self.schema
+                .iter()
+                .map(|path| {
+                    let path = base.join(path);
+                    std::fs::read_to_string(&path)
+                        .map(|text| SchemaSource { file: path.display().to_string(), text })
+                        .map_err(|source| GraphqlSetupError::Read { path, source })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        sdl::load(&sources, services).map_err(GraphqlSetupError::Schema)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_document_size: usize::try_from(self.max_document_size.as_u64()).unwrap_or(usize::MAX),
+            max_tokens: self.max_tokens,
+            max_depth: self.max_depth,
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+            max_cost: self.max_cost,
+        }
+    }
+
+    /// Builds the endpoint for a checked schema.
+    pub fn endpoint(
+        &self,
+        base: &Path,
+        model: Arc<SchemaModel>,
+        upstreams: &Upstreams,
+    ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
+        let runtime = Arc::new(Runtime {
+            upstreams: upstreams.clone(),
+            model,
+            max_url_value_length: self.max_url_value_length,
+            max_batch_size: self.max_batch_size,
+            max_response_size: usize::try_from(self.max_upstream_response_size.as_u64()).unwrap_or(usize::MAX),
+        });
+        let schema = resolve::build_schema(Arc::clone(&runtime), self.introspection)
+            .map_err(|error| GraphqlSetupError::Build(error.to_string()))?;
+        let trusted = match &self.trusted_documents {
+            None => None,
+            Some(path) => Some(load_trusted_documents(&base.join(path))?),
+        };
+        let assets = base.join(&self.playground_assets);
+        Ok(GraphqlEndpoint::new(
+            schema,
+            runtime,
+            EndpointSettings {
+                path: &self.path,
+                limits: self.limits(),
+                max_body_size: usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX),
+                persisted_queries: self.persisted_queries,
+                trusted,
+                playground_assets: self.playground.then_some(assets.as_path()),
+            },
+        ))
+    }
+}
+
+/// Reads a manifest: a JSON object of `sha256 -> document`, or Apollo's
+/// persisted-query manifest (`{"operations": [{"id", "body"}]}`).
+fn load_trusted_documents(path: &Path) -> Result<HashMap<String, Arc<str>>, GraphqlSetupError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| GraphqlSetupError::TrustedDocuments(format!("cannot read {}: {error}", path.display())))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|error| GraphqlSetupError::TrustedDocuments(format!("{} is not JSON: {error}", path.display())))?;
+    let mut documents = HashMap::new();
+    if let Some(operations) = manifest.get("operations").and_then(serde_json::Value::as_array) {
+        for operation in operations {
+            if let (Some(id), Some(body)) =
+                (operation.get("id").and_then(|v| v.as_str()), operation.get("body").and_then(|v| v.as_str()))
+            {
+                documents.insert(id.to_ascii_lowercase(), Arc::from(body));
+            }
+        }
+    } else if let Some(object) = manifest.as_object() {
+        for (hash, body) in object {
+            if let Some(body) = body.as_str() {
+                documents.insert(hash.trim_start_matches("sha256:").to_ascii_lowercase(), Arc::from(body));
+            }
+        }
+    }
+    if documents.is_empty() {
+        return Err(GraphqlSetupError::TrustedDocuments(format!(
+            "{} lists no documents; write {{\"<sha256>\": \"query ...\"}}",
+            path.display()
+        )));
+    }
+    Ok(documents)
+}

@@ -1,0 +1,569 @@
+//! The executable schema: async-graphql's dynamic schema built from the
+//! model, with resolvers that call backends through `upstream`.
+//!
+//! Three things make an operation cheap:
+//! - deduplication: identical GET calls within one operation share one
+//!   in-flight request;
+//! - early start: when an object arrives, the calls of its selected `@rest`
+//!   children that depend only on it are started at once, because the
+//!   dynamic executor resolves an object's fields one after another;
+//! - batching: `batch` fields of list items are gathered by a per-operation
+//!   `DataLoader` into one `?ids=` call per chunk.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dynamic::{
+    Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Schema,
+    SchemaBuilder, TypeRef,
+};
+use async_graphql::{Name, Value};
+use async_graphql_parser::types::{BaseType, Type};
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value as Json;
+
+use super::connector::{RestConnector, Scope};
+use super::error::{gateway_error, FetchError};
+use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
+use crate::proxy::USER_ID;
+use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
+
+/// Limits and clients shared by every operation.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The backend services.
+    pub upstreams: Upstreams,
+    /// The checked schema.
+    pub model: Arc<SchemaModel>,
+    /// Longest value placed into a URL.
+    pub max_url_value_length: usize,
+    /// Most keys in one batched call.
+    pub max_batch_size: usize,
+    /// Largest backend answer read.
+    pub max_response_size: usize,
+}
+
+/// What one operation carries: the caller, its request id, and the calls
+/// made so far.
+#[derive(Default)]
+pub struct OperationState {
+    /// The verified caller's claims, if any.
+    pub claims: Option<Arc<Json>>,
+    /// The caller's subject (`sub`), forwarded as `X-User-Id`.
+    pub subject: Option<HeaderValue>,
+    /// The request id, forwarded to every backend call.
+    pub request_id: Option<HeaderValue>,
+    fetches: Mutex<HashMap<String, SharedFetch>>,
+    loaders: Mutex<HashMap<String, Arc<DataLoader<BatchLoader>>>>,
+}
+
+impl std::fmt::Debug for OperationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperationState").field("subject", &self.subject).finish_non_exhaustive()
+    }
+}
+
+impl OperationState {
+    /// State for one operation.
+    pub fn new(claims: Option<Arc<Json>>, request_id: Option<HeaderValue>) -> Self {
+        let subject = claims
+            .as_ref()
+            .and_then(|claims| match claims.get("sub")? {
+                Json::String(text) => Some(text.clone()),
+                Json::Number(number) => Some(number.to_string()),
+                _ => None,
+            })
+            .and_then(|sub| HeaderValue::try_from(sub).ok());
+        Self { claims, subject, request_id, ..Self::default() }
+    }
+}
+
+type FetchResult = Result<Arc<Json>, FetchError>;
+type SharedFetch = Shared<BoxFuture<'static, FetchResult>>;
+
+/// An object on its way through the executor: its JSON and the calls its
+/// children already started.
+struct ParentObject {
+    json: Json,
+    prefetched: HashMap<String, SharedFetch>,
+}
+
+/// Builds the executable schema for `runtime.model`.
+pub fn build_schema(runtime: Arc<Runtime>, introspection: bool) -> Result<Schema, async_graphql::dynamic::SchemaError> {
+    let model = Arc::clone(&runtime.model);
+    let mut builder: SchemaBuilder = Schema::build(&model.query, model.mutation.as_deref(), None);
+    if model.uses_type("JSON") {
+        builder = builder.register(Scalar::new("JSON").description("Any JSON value."));
+    }
+    for (name, description) in &model.scalars {
+        let mut scalar = Scalar::new(name);
+        if let Some(description) = description {
+            scalar = scalar.description(description);
+        }
+        builder = builder.register(scalar);
+    }
+    for enumeration in model.enums.values() {
+        let mut built = Enum::new(&enumeration.name).items(enumeration.values.iter().map(EnumItem::new));
+        if let Some(description) = &enumeration.description {
+            built = built.description(description);
+        }
+        builder = builder.register(built);
+    }
+    for input in model.inputs.values() {
+        let mut built = InputObject::new(&input.name);
+        if let Some(description) = &input.description {
+            built = built.description(description);
+        }
+        for field in &input.fields {
+            built = built.field(input_value(field));
+        }
+        builder = builder.register(built);
+    }
+    for object in model.objects.values() {
+        let mut built = Object::new(&object.name);
+        if let Some(description) = &object.description {
+            built = built.description(description);
+        }
+        for field in &object.fields {
+            built = built.field(field_resolver(&runtime, object, field));
+        }
+        builder = builder.register(built);
+    }
+    if !introspection {
+        builder = builder.disable_introspection();
+    }
+    builder.finish()
+}
+
+fn input_value(arg: &super::model::ArgModel) -> InputValue {
+    let mut value = InputValue::new(&arg.name, type_ref(&arg.ty));
+    if let Some(default) = &arg.default {
+        value = value.default_value(default.clone());
+    }
+    if let Some(description) = &arg.description {
+        value = value.description(description);
+    }
+    value
+}
+
+/// The dynamic schema's form of a declared type.
+pub fn type_ref(ty: &Type) -> TypeRef {
+    let base = match &ty.base {
+        BaseType::Named(name) => TypeRef::Named(name.to_string().into()),
+        BaseType::List(inner) => TypeRef::List(Box::new(type_ref(inner))),
+    };
+    if ty.nullable {
+        base
+    } else {
+        TypeRef::NonNull(Box::new(base))
+    }
+}
+
+fn field_resolver(runtime: &Arc<Runtime>, object: &ObjectModel, field: &FieldModel) -> Field {
+    let runtime_for_field = Arc::clone(runtime);
+    let field_name = field.name.clone();
+    let type_name = object.name.clone();
+    let mut built = Field::new(&field.name, type_ref(&field.ty), move |ctx| {
+        let runtime = Arc::clone(&runtime_for_field);
+        let field_name = field_name.clone();
+        let type_name = type_name.clone();
+        FieldFuture::new(async move {
+            let field = runtime
+                .model
+                .objects
+                .get(&type_name)
+                .and_then(|object| object.field(&field_name))
+                .ok_or_else(|| gateway_error("INTERNAL_SERVER_ERROR", "field missing from the schema model"))?;
+            resolve_field(&runtime, &ctx, field).await
+        })
+    });
+    for arg in &field.args {
+        built = built.argument(input_value(arg));
+    }
+    if let Some(description) = &field.description {
+        built = built.description(description);
+    }
+    if let Some(reason) = &field.deprecation {
+        built = built.deprecation(reason.as_deref());
+    }
+    built
+}
+
+async fn resolve_field<'a>(
+    runtime: &Runtime,
+    ctx: &ResolverContext<'a>,
+    field: &FieldModel,
+) -> async_graphql::Result<Option<FieldValue<'a>>> {
+    let parent = ctx.parent_value.downcast_ref::<ParentObject>();
+    let json = match &field.source {
+        FieldSource::Json { key } => parent.and_then(|parent| parent.json.get(key)).cloned().unwrap_or(Json::Null),
+        FieldSource::Rest(connector) => {
+            let state = ctx.data::<Arc<OperationState>>()?;
+            let args =
+                Json::Object(field.arguments_with_defaults(
+                    ctx.args.as_index_map().iter().map(|(name, value)| (name.as_str(), value)),
+                ));
+            let scope =
+                Scope { args: Some(&args), parent: parent.map(|parent| &parent.json), claims: state.claims.as_deref() };
+            let fetched = if let Some(batch) = &connector.batch {
+                let Some(key) = batch.key.evaluate(&scope).and_then(|key| scalar_key(&key)) else {
+                    return Ok(None);
+                };
+                let loader = batch_loader(runtime, state, connector, &scope).map_err(|error| error.to_graphql())?;
+                loader.load_one(key).await.map(|found| found.map(Arc::new))
+            } else {
+                let response_key = ctx.ctx.field().alias().unwrap_or(&field.name).to_owned();
+                let started = parent.and_then(|parent| parent.prefetched.get(&response_key)).cloned();
+                let fetch = match started {
+                    Some(fetch) => fetch,
+                    None => start_call(runtime, state, connector, &scope).map_err(|error| error.to_graphql())?,
+                };
+                match fetch.await {
+                    Ok(answer) => {
+                        select(&answer, &connector.selection).map(|value| Arc::new(value.clone())).map_or_else(
+                            || {
+                                Err(FetchError::Shape {
+                                    service: Arc::from(connector.service.as_str()),
+                                    detail: format!("no value at selection {:?}", connector.selection.join(".")),
+                                })
+                            },
+                            |value| Ok(Some(value)),
+                        )
+                    }
+                    Err(error) => Err(error),
+                }
+            };
+            match fetched {
+                Ok(Some(value)) => Arc::unwrap_or_clone(value),
+                Ok(None) => Json::Null,
+                // A missing object on a nullable field is simply absent.
+                Err(FetchError::NotFound { .. }) if field.ty.nullable => return Ok(None),
+                Err(error) => return Err(error.to_graphql()),
+            }
+        }
+    };
+    output_value(runtime, ctx, &field.ty, json, field)
+}
+
+/// Converts backend JSON to the declared output type.
+fn output_value<'a>(
+    runtime: &Runtime,
+    ctx: &ResolverContext<'a>,
+    ty: &Type,
+    json: Json,
+    field: &FieldModel,
+) -> async_graphql::Result<Option<FieldValue<'a>>> {
+    if json.is_null() {
+        return if ty.nullable {
+            Ok(None)
+        } else {
+            Err(gateway_error(
+                "UPSTREAM_ERROR",
+                format!("the backend returned no value for non-null field {}", field.name),
+            ))
+        };
+    }
+    match &ty.base {
+        BaseType::List(inner) => {
+            let Json::Array(items) = json else {
+                return Err(gateway_error(
+                    "UPSTREAM_ERROR",
+                    format!("the backend returned a non-list for list field {}", field.name),
+                ));
+            };
+            let mut values = Vec::with_capacity(items.len());
+            for item in items {
+                values.push(output_value(runtime, ctx, inner, item, field)?.unwrap_or(FieldValue::NULL));
+            }
+            Ok(Some(FieldValue::list(values)))
+        }
+        BaseType::Named(name) => {
+            if let Some(object) = runtime.model.objects.get(name.as_str()) {
+                if !json.is_object() {
+                    return Err(gateway_error(
+                        "UPSTREAM_ERROR",
+                        format!("the backend returned a non-object for {}", field.name),
+                    ));
+                }
+                let prefetched = prefetch_children(runtime, ctx, object, &json);
+                return Ok(Some(FieldValue::owned_any(ParentObject { json, prefetched })));
+            }
+            if let Some(enumeration) = runtime.model.enums.get(name.as_str()) {
+                let text = json.as_str().unwrap_or_default();
+                let item = enumeration.values.iter().find(|value| value.eq_ignore_ascii_case(text));
+                return match item {
+                    Some(item) => Ok(Some(FieldValue::value(Value::Enum(Name::new(item))))),
+                    None => Err(gateway_error("UPSTREAM_ERROR", format!("{text:?} is not a value of enum {name}"))),
+                };
+            }
+            scalar_value(name.as_str(), json).map(|value| Some(FieldValue::value(value))).ok_or_else(|| {
+                gateway_error("UPSTREAM_ERROR", format!("the backend value for {} is not a valid {name}", field.name))
+            })
+        }
+    }
+}
+
+/// Coerces a JSON value to a built-in scalar; custom scalars pass through.
+fn scalar_value(scalar: &str, json: Json) -> Option<Value> {
+    match (scalar, json) {
+        ("ID" | "String", Json::String(text)) => Some(Value::String(text)),
+        ("ID" | "String", Json::Number(number)) => Some(Value::String(number.to_string())),
+        ("String", Json::Bool(flag)) => Some(Value::String(flag.to_string())),
+        ("Int", Json::Number(number)) => number.as_i64().filter(|value| i32::try_from(*value).is_ok()).map(Value::from),
+        ("Float", Json::Number(number)) => number.as_f64().map(Value::from),
+        ("Boolean", Json::Bool(flag)) => Some(Value::Boolean(flag)),
+        ("ID" | "String" | "Int" | "Float" | "Boolean", _) => None,
+        (_, json) => Value::from_json(json).ok(),
+    }
+}
+
+fn scalar_key(value: &Json) -> Option<String> {
+    match value {
+        Json::String(text) => Some(text.clone()),
+        Json::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+fn select<'a>(answer: &'a Json, selection: &[String]) -> Option<&'a Json> {
+    selection.iter().try_fold(answer, |current, key| match current {
+        Json::Array(items) => key.parse::<usize>().ok().and_then(|index| items.get(index)),
+        other => other.get(key),
+    })
+}
+
+/// Starts the GET calls of the object's selected `@rest` children now, so
+/// that siblings run concurrently although the executor visits them in turn.
+fn prefetch_children(
+    runtime: &Runtime,
+    ctx: &ResolverContext<'_>,
+    object: &ObjectModel,
+    json: &Json,
+) -> HashMap<String, SharedFetch> {
+    let mut started = HashMap::new();
+    let Ok(state) = ctx.data::<Arc<OperationState>>() else { return started };
+    for child in ctx.ctx.field().selection_set() {
+        let Some(field) = object.field(child.name()) else { continue };
+        let FieldSource::Rest(connector) = &field.source else { continue };
+        if connector.batch.is_some() || connector.method != Method::GET {
+            continue;
+        }
+        let Ok(given) = child.arguments() else { continue };
+        let args =
+            Json::Object(field.arguments_with_defaults(given.iter().map(|(name, value)| (name.as_str(), value))));
+        let scope = Scope { args: Some(&args), parent: Some(json), claims: state.claims.as_deref() };
+        if let Ok(fetch) = start_call(runtime, state, connector, &scope) {
+            started.insert(child.alias().unwrap_or(child.name()).to_owned(), fetch);
+        }
+    }
+    started
+}
+
+/// Starts (or joins) the call for `connector` in `scope`. GET calls are
+/// shared within the operation; others always run on their own.
+fn start_call(
+    runtime: &Runtime,
+    state: &Arc<OperationState>,
+    connector: &Arc<RestConnector>,
+    scope: &Scope<'_>,
+) -> Result<SharedFetch, FetchError> {
+    let url = connector.render_url(scope, runtime.max_url_value_length)?;
+    let service = upstream_service(runtime, connector)?;
+    let call = BackendCall {
+        service,
+        method: connector.method.clone(),
+        url,
+        headers: connector.render_headers(scope),
+        body: connector.render_body(scope),
+        state: Arc::clone(state),
+        max_response_size: runtime.max_response_size,
+    };
+    if connector.method != Method::GET {
+        return Ok(spawn_call(call));
+    }
+    let key = format!("{} {}", connector.service, call.url);
+    let mut fetches = state.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+    Ok(fetches.entry(key).or_insert_with(|| spawn_call(call)).clone())
+}
+
+fn upstream_service(runtime: &Runtime, connector: &RestConnector) -> Result<Arc<UpstreamService>, FetchError> {
+    runtime
+        .upstreams
+        .get(&connector.service)
+        .cloned()
+        .ok_or_else(|| FetchError::Unavailable { service: Arc::from(connector.service.as_str()) })
+}
+
+/// Runs the call on its own task, so it progresses whether or not anyone is
+/// polling yet.
+fn spawn_call(call: BackendCall) -> SharedFetch {
+    let service_name = Arc::clone(call.service.name());
+    let task = tokio::spawn(call.run());
+    async move {
+        task.await
+            .unwrap_or(Err(FetchError::Status { service: service_name, status: StatusCode::BAD_GATEWAY }))
+    }
+    .boxed()
+    .shared()
+}
+
+/// One backend request, ready to send.
+struct BackendCall {
+    service: Arc<UpstreamService>,
+    method: Method,
+    url: String,
+    headers: Vec<(http::HeaderName, String)>,
+    body: Option<Json>,
+    state: Arc<OperationState>,
+    max_response_size: usize,
+}
+
+impl BackendCall {
+    async fn run(self) -> FetchResult {
+        let service_name = Arc::clone(self.service.name());
+        let body = match &self.body {
+            Some(body) => UpstreamRequestBody::Full(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
+            None => UpstreamRequestBody::Empty,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self
+            .url
+            .parse()
+            .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_REQUEST })?;
+        let headers = request.headers_mut();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if self.body.is_some() {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(request_id) = &self.state.request_id {
+            headers.insert(crate::telemetry::REQUEST_ID, request_id.clone());
+        }
+        if let Some(subject) = &self.state.subject {
+            headers.insert(USER_ID, subject.clone());
+        }
+        for (name, value) in self.headers {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+
+        let answer = self.service.send(request).await.map_err(|error| {
+            tracing::warn!(service = %service_name, error = %crate::error::ErrorChain(&error), "backend call failed");
+            FetchError::from_upstream(&error)
+        })?;
+        let status = answer.response.status();
+        let limited = http_body_util::Limited::new(answer.response.into_body(), self.max_response_size);
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_GATEWAY })?
+            .to_bytes();
+        let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+        if !status.is_success() {
+            return Err(FetchError::from_status(service_name, status, json));
+        }
+        match json {
+            Some(json) => Ok(Arc::new(json)),
+            None if bytes.is_empty() => Ok(Arc::new(Json::Null)),
+            None => Err(FetchError::Shape { service: service_name, detail: "the answer is not JSON".to_owned() }),
+        }
+    }
+}
+
+/// Gathers the keys of one batched field across the operation.
+pub struct BatchLoader {
+    service: Arc<UpstreamService>,
+    connector: Arc<RestConnector>,
+    base_scope_args: Json,
+    claims: Option<Arc<Json>>,
+    state: Arc<OperationState>,
+    max_url_value_length: usize,
+    max_batch_size: usize,
+    max_response_size: usize,
+}
+
+impl std::fmt::Debug for BatchLoader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchLoader").field("service", self.service.name()).finish_non_exhaustive()
+    }
+}
+
+fn batch_loader(
+    runtime: &Runtime,
+    state: &Arc<OperationState>,
+    connector: &Arc<RestConnector>,
+    scope: &Scope<'_>,
+) -> Result<Arc<DataLoader<BatchLoader>>, FetchError> {
+    // Items selecting the field with different arguments need separate calls.
+    let args = scope.args.cloned().unwrap_or(Json::Null);
+    let identity = format!("{:p} {args}", Arc::as_ptr(connector));
+    let mut loaders = state.loaders.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(loader) = loaders.get(&identity) {
+        return Ok(Arc::clone(loader));
+    }
+    let loader = BatchLoader {
+        service: upstream_service(runtime, connector)?,
+        connector: Arc::clone(connector),
+        base_scope_args: args,
+        claims: state.claims.clone(),
+        state: Arc::clone(state),
+        max_url_value_length: runtime.max_url_value_length,
+        max_batch_size: runtime.max_batch_size,
+        max_response_size: runtime.max_response_size,
+    };
+    let loader = Arc::new(DataLoader::new(loader, tokio::spawn).max_batch_size(runtime.max_batch_size));
+    loaders.insert(identity, Arc::clone(&loader));
+    Ok(loader)
+}
+
+impl Loader<String> for BatchLoader {
+    type Value = Json;
+    type Error = FetchError;
+
+    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Json>, FetchError> {
+        let mut keys = keys.to_vec();
+        // Keys arrive in hash order; sorted keys give stable, cacheable URLs.
+        keys.sort_by(|a, b| match (a.parse::<i64>(), b.parse::<i64>()) {
+            (Ok(a), Ok(b)) => a.cmp(&b),
+            _ => a.cmp(b),
+        });
+        let scope = Scope { args: Some(&self.base_scope_args), parent: None, claims: self.claims.as_deref() };
+        let calls = keys.chunks(self.max_batch_size.max(1)).map(|chunk| {
+            let url = self.connector.render_batch_url(&scope, chunk, self.max_url_value_length.max(chunk.len() * 24));
+            async move {
+                let call = BackendCall {
+                    service: Arc::clone(&self.service),
+                    method: Method::GET,
+                    url: url?,
+                    headers: self.connector.render_headers(&scope),
+                    body: None,
+                    state: Arc::clone(&self.state),
+                    max_response_size: self.max_response_size,
+                };
+                call.run().await
+            }
+        });
+        let answers = futures_util::future::try_join_all(calls).await?;
+        let Some(batch) = &self.connector.batch else { return Ok(HashMap::new()) };
+        let mut found = HashMap::new();
+        for answer in answers {
+            let Some(Json::Array(items)) = select(&answer, &self.connector.selection) else {
+                return Err(FetchError::Shape {
+                    service: Arc::clone(self.service.name()),
+                    detail: format!("no list at selection {:?}", self.connector.selection.join(".")),
+                });
+            };
+            for item in items {
+                if let Some(key) = item.get(&batch.match_key).and_then(scalar_key) {
+                    found.insert(key, item.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
