@@ -120,14 +120,29 @@ impl GraphqlEndpoint {
 
 /// A request refused before execution.
 struct RequestError {
+    /// The status under `application/graphql-response+json`.
     status: StatusCode,
+    /// Whether the HTTP request itself was fine (only the GraphQL document
+    /// was refused): `application/json` answers those with 200.
+    well_formed: bool,
     code: &'static str,
     message: String,
 }
 
 impl RequestError {
+    /// The HTTP request is unusable (no query, wrong method, bad hash).
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, well_formed: false, code, message: message.into() }
+    }
+
+    /// The document was refused (parse, validation, limits, allow list).
+    fn document(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, well_formed: true, code, message: message.into() }
+    }
+
+    /// A persisted-query protocol answer (Apollo clients expect 200).
+    fn protocol(code: &'static str, message: impl Into<String>) -> Self {
+        Self { status: StatusCode::OK, well_formed: true, code, message: message.into() }
     }
 }
 
@@ -187,7 +202,7 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
     match execute(&endpoint, graphql_request, &method, claims, request_id, accepts_response_type).await {
         Ok(response) => response,
         Err(error) => errors_response(
-            if accepts_response_type || error.status != StatusCode::OK { error.status } else { StatusCode::OK },
+            if accepts_response_type || !error.well_formed { error.status } else { StatusCode::OK },
             content_type,
             &[error_json(&error.message, error.code)],
         ),
@@ -218,8 +233,7 @@ async fn execute(
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
     let query = resolve_document(endpoint, &request)?;
-    check_text(&query, &endpoint.limits)
-        .map_err(|error| RequestError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string()))?;
+    check_text(&query, &endpoint.limits).map_err(|error| RequestError::document(error.code(), error.to_string()))?;
     let document = parsed_document(endpoint, &query)?;
 
     let operation = select_operation(&document, request.operation_name.as_deref())?;
@@ -236,14 +250,10 @@ async fn execute(
         OperationType::Subscription => None,
     }
     .ok_or_else(|| {
-        RequestError::new(
-            StatusCode::BAD_REQUEST,
-            "GRAPHQL_VALIDATION_FAILED",
-            "this schema has no root type for the operation",
-        )
+        RequestError::document("GRAPHQL_VALIDATION_FAILED", "this schema has no root type for the operation")
     })?;
     check_operation(&endpoint.runtime.model, &document, operation, root_type, &request.variables, &endpoint.limits)
-        .map_err(|error| RequestError::new(StatusCode::BAD_REQUEST, error.code(), error.to_string()))?;
+        .map_err(|error| RequestError::document(error.code(), error.to_string()))?;
 
     request.query = String::new();
     request.set_parsed_query((*document).clone());
@@ -282,11 +292,7 @@ fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request
     if let Some(trusted) = &endpoint.trusted {
         let key = hash.unwrap_or_else(|| sha256_hex(&request.query));
         return trusted.get(&key).cloned().ok_or_else(|| {
-            RequestError::new(
-                StatusCode::BAD_REQUEST,
-                "QUERY_NOT_IN_SAFELIST",
-                "this document is not on the list of trusted documents",
-            )
+            RequestError::document("QUERY_NOT_IN_SAFELIST", "this document is not on the list of trusted documents")
         });
     }
 
@@ -295,16 +301,12 @@ fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request
         (None, false) => Ok(Arc::from(request.query.as_str())),
         (Some(hash), query_missing) => {
             let Some(persisted) = &endpoint.persisted else {
-                return Err(RequestError::new(
-                    StatusCode::OK,
-                    "PERSISTED_QUERY_NOT_SUPPORTED",
-                    "PersistedQueryNotSupported",
-                ));
+                return Err(RequestError::protocol("PERSISTED_QUERY_NOT_SUPPORTED", "PersistedQueryNotSupported"));
             };
             if query_missing {
-                return persisted.get(&hash).ok_or_else(|| {
-                    RequestError::new(StatusCode::OK, "PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound")
-                });
+                return persisted
+                    .get(&hash)
+                    .ok_or_else(|| RequestError::protocol("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"));
             }
             if sha256_hex(&request.query) != hash {
                 return Err(RequestError::new(
@@ -330,7 +332,7 @@ fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<E
             Some(position) => format!("{error} (line {}, column {})", position.line, position.column),
             None => error.to_string(),
         };
-        RequestError::new(StatusCode::BAD_REQUEST, "GRAPHQL_PARSE_FAILED", message)
+        RequestError::document("GRAPHQL_PARSE_FAILED", message)
     })?;
     let document = Arc::new(document);
     endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
@@ -341,7 +343,7 @@ fn select_operation<'a>(
     document: &'a ExecutableDocument,
     name: Option<&str>,
 ) -> Result<&'a OperationDefinition, RequestError> {
-    let not_found = |message: String| RequestError::new(StatusCode::BAD_REQUEST, "GRAPHQL_VALIDATION_FAILED", message);
+    let not_found = |message: String| RequestError::document("GRAPHQL_VALIDATION_FAILED", message);
     match (&document.operations, name) {
         (DocumentOperations::Single(operation), _) => Ok(&operation.node),
         (DocumentOperations::Multiple(operations), Some(name)) => operations

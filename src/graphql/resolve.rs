@@ -178,7 +178,18 @@ fn field_resolver(runtime: &Arc<Runtime>, object: &ObjectModel, field: &FieldMod
                 .get(&type_name)
                 .and_then(|object| object.field(&field_name))
                 .ok_or_else(|| gateway_error("INTERNAL_SERVER_ERROR", "field missing from the schema model"))?;
-            resolve_field(&runtime, &ctx, field).await
+            match resolve_field(&runtime, &ctx, field).await {
+                Ok(value) => Ok(value),
+                // The dynamic executor drops a failed field from the answer
+                // and leaves its error without a path. For a nullable field
+                // the error is recorded here, with its path, and the field
+                // is null, as the spec requires.
+                Err(error) if field.ty.nullable => {
+                    ctx.add_error(ctx.set_error_path(error.into_server_error(ctx.item.pos)));
+                    Ok(None)
+                }
+                Err(error) => Err(error),
+            }
         })
     });
     for arg in &field.args {
@@ -516,7 +527,9 @@ fn batch_loader(
         max_batch_size: runtime.max_batch_size,
         max_response_size: runtime.max_response_size,
     };
-    let loader = Arc::new(DataLoader::new(loader, tokio::spawn).max_batch_size(runtime.max_batch_size));
+    // The loader gathers every key of the tick; `load` sorts them and splits
+    // them into chunks itself, so that chunks are stable and never overlap.
+    let loader = Arc::new(DataLoader::new(loader, tokio::spawn).max_batch_size(usize::MAX));
     loaders.insert(identity, Arc::clone(&loader));
     Ok(loader)
 }

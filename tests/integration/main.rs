@@ -3,6 +3,7 @@
 
 mod balancing;
 mod errors;
+mod graphql;
 mod harness;
 mod protocol;
 mod resilience;

@@ -1,0 +1,541 @@
+//! The GraphQL front door against stub backends serving the contract's
+//! shapes: connectors, batching, concurrency, deduplication, errors and
+//! partial data, limits, persisted queries, GraphQL over HTTP.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use crate::harness::{client, Gateway, Stub};
+
+/// Calls received by the stubs, as `METHOD /path?query`, in arrival order.
+#[derive(Clone, Default)]
+struct Calls(Arc<Mutex<Vec<String>>>);
+
+impl Calls {
+    fn list(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+    fn record(&self, request: &Request) {
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        self.0.lock().expect("lock").push(format!("{} {target}", request.method()));
+    }
+}
+
+/// How the stubs misbehave, keyed by path prefix.
+#[derive(Clone, Default)]
+struct Behaviour {
+    status: Arc<Mutex<HashMap<&'static str, StatusCode>>>,
+    /// Both list endpoints under a student wait here for each other, so the
+    /// test only passes if the gateway calls them concurrently.
+    rendezvous: Option<Arc<Barrier>>,
+}
+
+impl Behaviour {
+    fn fail(&self, prefix: &'static str, status: StatusCode) {
+        self.status.lock().expect("lock").insert(prefix, status);
+    }
+    fn failure_for(&self, path: &str) -> Option<StatusCode> {
+        self.status
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|(prefix, _)| path.starts_with(*prefix))
+            .map(|(_, status)| *status)
+    }
+}
+
+#[derive(Clone)]
+struct StubState {
+    calls: Calls,
+    behaviour: Behaviour,
+}
+
+fn user(id: u64) -> Value {
+    let names = ["", "Ada Lovelace", "Alan Turing", "Grace Hopper"];
+    json!({"id": id, "username": format!("user{id}"), "email": format!("user{id}@example.com"),
+           "full_name": names.get(id as usize).copied().unwrap_or("Someone"), "grade": 5, "created_at": "2026-01-02T03:04:05Z"})
+}
+
+fn lesson(id: u64) -> Value {
+    json!({"id": id, "title": format!("Lesson {id}"), "level": "A2", "word_count": 100 * id, "duration_seconds": 60 * id})
+}
+
+fn page(results: Vec<Value>) -> Value {
+    json!({"count": results.len(), "next": null, "previous": null, "results": results})
+}
+
+fn ids(query: &HashMap<String, String>) -> Vec<u64> {
+    query.get("ids").map(|ids| ids.split(',').filter_map(|id| id.parse().ok()).collect()).unwrap_or_default()
+}
+
+async fn guard(State(state): State<StubState>, request: Request, next: axum::middleware::Next) -> Response {
+    if request.uri().path() == "/health/" {
+        return next.run(request).await;
+    }
+    state.calls.record(&request);
+    if let Some(status) = state.behaviour.failure_for(request.uri().path()) {
+        if status == StatusCode::REQUEST_TIMEOUT {
+            std::future::pending::<()>().await;
+        }
+        return (status, Json(json!({"detail": "stub failure"}))).into_response();
+    }
+    next.run(request).await
+}
+
+async fn rendezvous(behaviour: &Behaviour) -> Result<(), Response> {
+    if let Some(barrier) = &behaviour.rendezvous {
+        if tokio::time::timeout(Duration::from_secs(5), barrier.wait()).await.is_err() {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "the sibling call never came").into_response());
+        }
+    }
+    Ok(())
+}
+
+fn student_api(state: StubState) -> Router {
+    Router::new()
+        .route("/health/", get(|| async { "ok" }))
+        .route(
+            "/users/{id}/",
+            get(|Path(id): Path<String>| async move {
+                match id.parse::<u64>() {
+                    Ok(id @ 1..=3) => Json(user(id)).into_response(),
+                    _ => (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/users/",
+            get(|Query(query): Query<HashMap<String, String>>| async move {
+                Json(page(ids(&query).into_iter().map(user).collect()))
+            }),
+        )
+        .route(
+            "/register/",
+            post(|Json(body): Json<Value>| async move {
+                if body.get("email").and_then(Value::as_str).is_some_and(|email| email.contains('@')) {
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({"id": 9, "username": body["username"], "email": body["email"],
+                        "full_name": body["full_name"], "grade": body["grade"], "created_at": "2026-03-01T00:00:00Z"})),
+                    )
+                        .into_response()
+                } else {
+                    (StatusCode::BAD_REQUEST, Json(json!({"email": ["Enter a valid email address."]}))).into_response()
+                }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn live_reading(state: StubState) -> Router {
+    Router::new()
+        .route("/health/", get(|| async { "ok" }))
+        .route(
+            "/sessions/",
+            get(|State(state): State<StubState>, Query(query): Query<HashMap<String, String>>| async move {
+                if let Err(response) = rendezvous(&state.behaviour).await {
+                    return response;
+                }
+                let student: u64 = query.get("student_id").and_then(|id| id.parse().ok()).unwrap_or(0);
+                let sessions: Vec<Value> = [(10, 7), (11, 3), (12, 4), (13, 3)]
+                    .iter()
+                    .map(|(id, lesson)| {
+                        json!({"id": id, "student_id": student, "lesson_id": lesson,
+                        "started_at": "2026-02-01T10:00:00Z", "words_per_minute": 112.5, "accuracy": 0.97})
+                    })
+                    .collect();
+                Json(page(sessions)).into_response()
+            }),
+        )
+        .route(
+            "/lesson/",
+            get(|Query(query): Query<HashMap<String, String>>| async move {
+                Json(page(ids(&query).into_iter().map(lesson).collect()))
+            }),
+        )
+        .route("/lesson/{id}/", get(|Path(id): Path<u64>| async move { Json(lesson(id)) }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn payment(state: StubState) -> Router {
+    Router::new()
+        .route("/health/", get(|| async { "ok" }))
+        .route(
+            "/payments/",
+            get(|State(state): State<StubState>, Query(query): Query<HashMap<String, String>>| async move {
+                if let Err(response) = rendezvous(&state.behaviour).await {
+                    return response;
+                }
+                let student: u64 = query.get("student_id").and_then(|id| id.parse().ok()).unwrap_or(0);
+                Json(page(vec![json!({"id": 5, "student_id": student, "amount": "49.00", "currency": "USD",
+                    "status": "succeeded", "created_at": "2026-02-03T12:00:00Z"})]))
+                .into_response()
+            }),
+        )
+        .route(
+            "/checkout/",
+            post(|headers: http::HeaderMap, Json(body): Json<Value>| async move {
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let user = headers.get("x-user-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                (StatusCode::CREATED, Json(json!({"id": 77, "student_id": body["student_id"], "amount": body["amount"],
+                    "currency": body["currency"], "status": format!("key={key};user={user}"), "created_at": "2026-02-03T12:00:00Z"})))
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+struct Backends {
+    calls: Calls,
+    behaviour: Behaviour,
+    stubs: Vec<(&'static str, Stub)>,
+    graphql: String,
+    toml: String,
+}
+
+impl Backends {
+    /// The gateway configuration, with `replace` pointing one service elsewhere.
+    fn config(&self, replace: Option<(&str, &str)>) -> String {
+        let mut toml = String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n");
+        for (name, stub) in &self.stubs {
+            let url = match replace {
+                Some((service, url)) if service == *name => url.to_owned(),
+                _ => stub.url(),
+            };
+            toml.push_str(&format!(
+                "[services.{name}]\nendpoints = [\"{url}\"]\nrequest_timeout = \"500ms\"\nhealth_check = {{ enabled = false }}\n\
+                 passive_health = {{ enabled = false }}\nretry = {{ attempts = 0 }}\n\n"
+            ));
+        }
+        toml.push_str(&format!("[graphql]\nenabled = true\n{}\n", self.graphql));
+        toml
+    }
+}
+
+async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
+    let calls = Calls::default();
+    let state = StubState { calls: calls.clone(), behaviour: behaviour.clone() };
+    let stubs = vec![
+        ("student_api", Stub::serve(student_api(state.clone())).await),
+        ("live_reading", Stub::serve(live_reading(state.clone())).await),
+        ("payment", Stub::serve(payment(state)).await),
+    ];
+    let mut backends = Backends { calls, behaviour, stubs, graphql: graphql.to_owned(), toml: String::new() };
+    backends.toml = backends.config(None);
+    backends
+}
+
+async fn post_graphql(gateway: &Gateway, body: Value) -> (StatusCode, Value) {
+    let response = client().post(gateway.url("/graphql")).json(&body).send().await.expect("response");
+    let status = response.status();
+    (status, response.json().await.expect("JSON"))
+}
+
+const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
+    readingSessions { wordsPerMinute accuracy lesson { title level } } payments { amount currency status } } }";
+
+#[tokio::test]
+async fn dashboard_takes_four_calls_with_the_student_calls_concurrent() {
+    let behaviour = Behaviour { rendezvous: Some(Arc::new(Barrier::new(2))), ..Behaviour::default() };
+    let backends = backends(behaviour, "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let (status, body) = post_graphql(&gateway, json!({"query": DASHBOARD, "variables": {"id": "1"}})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("errors").is_none(), "{body}");
+    let student = &body["data"]["student"];
+    assert_eq!(student["fullName"], "Ada Lovelace");
+    assert_eq!(student["readingSessions"].as_array().expect("sessions").len(), 4);
+    assert_eq!(student["readingSessions"][0]["lesson"], json!({"title": "Lesson 7", "level": "A2"}));
+    assert_eq!(student["readingSessions"][1]["lesson"]["title"], "Lesson 3");
+    assert_eq!(student["payments"], json!([{"amount": "49.00", "currency": "USD", "status": "succeeded"}]));
+
+    let mut calls = backends.calls.list();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    assert_eq!(calls[0], "GET /users/1/");
+    calls[1..3].sort();
+    assert_eq!(calls[1], "GET /payments/?student_id=1&page_size=50");
+    assert_eq!(calls[2], "GET /sessions/?student_id=1&page_size=50");
+    assert_eq!(calls[3], "GET /lesson/?ids=3%2C4%2C7&page_size=3", "one batched call, sorted and deduplicated keys");
+}
+
+#[tokio::test]
+async fn batches_are_split_at_the_maximum_batch_size() {
+    let backends = backends(Behaviour::default(), "max_batch_size = 2").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let (_, body) =
+        post_graphql(&gateway, json!({"query": "{ readingSessions(studentId: 1) { lesson { id } } }"})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let lesson_calls: Vec<String> =
+        backends.calls.list().into_iter().filter(|call| call.starts_with("GET /lesson/")).collect();
+    assert_eq!(lesson_calls, vec!["GET /lesson/?ids=3%2C4&page_size=2", "GET /lesson/?ids=7&page_size=1"]);
+}
+
+#[tokio::test]
+async fn identical_calls_within_one_operation_are_made_once() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ a: student(id: 1) { fullName } b: student(id: 1) { username } c: student(id: 2) { id } }";
+    let (_, body) = post_graphql(&gateway, json!({"query": query})).await;
+    assert_eq!(body["data"]["a"]["fullName"], "Ada Lovelace");
+    assert_eq!(body["data"]["b"]["username"], "user1");
+    assert_eq!(body["data"]["c"]["id"], "2", "IDs are strings even when the backend sends numbers");
+    assert_eq!(backends.calls.list(), vec!["GET /users/1/", "GET /users/2/"]);
+}
+
+#[tokio::test]
+async fn a_failing_service_nulls_its_fields_and_the_rest_still_answers() {
+    let backends = backends(Behaviour::default(), "").await;
+    backends.behaviour.fail("/payments/", StatusCode::INTERNAL_SERVER_ERROR);
+    backends.behaviour.fail("/lesson/", StatusCode::REQUEST_TIMEOUT);
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let (status, body) = post_graphql(&gateway, json!({"query": DASHBOARD, "variables": {"id": "1"}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let student = &body["data"]["student"];
+    assert_eq!(student["fullName"], "Ada Lovelace");
+    assert_eq!(student["payments"], Value::Null);
+    assert_eq!(student["readingSessions"][0]["wordsPerMinute"], 112.5);
+    assert_eq!(student["readingSessions"][0]["lesson"], Value::Null);
+    let errors = body["errors"].as_array().expect("errors");
+    let by_code = |code: &str| errors.iter().filter(|error| error["extensions"]["code"] == code).collect::<Vec<_>>();
+    let upstream = by_code("UPSTREAM_ERROR");
+    assert_eq!(upstream.len(), 1, "{errors:?}");
+    assert_eq!(upstream[0]["extensions"]["service"], "payment");
+    assert_eq!(upstream[0]["extensions"]["status"], 500);
+    assert_eq!(upstream[0]["path"], json!(["student", "payments"]), "{body}");
+    assert!(!by_code("UPSTREAM_TIMEOUT").is_empty(), "{errors:?}");
+    let text = body.to_string();
+    assert!(!text.contains("127.0.0.1"), "no internal address in answers: {text}");
+}
+
+#[tokio::test]
+async fn an_unreachable_service_is_upstream_unavailable_and_a_404_is_null() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let (_, body) =
+        post_graphql(&gateway, json!({"query": "{ missing: student(id: 404) { id } ada: student(id: 1) { id } }"}))
+            .await;
+    assert_eq!(body["data"]["missing"], Value::Null);
+    assert_eq!(body["data"]["ada"]["id"], "1");
+    assert!(body.get("errors").is_none(), "a 404 on a nullable field is not an error: {body}");
+
+    let dead = crate::harness::closed_port().await;
+    let gateway = Gateway::start(&backends.config(Some(("payment", &format!("http://{dead}"))))).await;
+    let (_, body) = post_graphql(&gateway, json!({"query": "{ payments(studentId: 1) { id } lessons { id } }"})).await;
+    assert_eq!(body["data"]["payments"], Value::Null);
+    assert_eq!(body["data"]["lessons"].as_array().map(Vec::len), Some(0), "live_reading still answers");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(body["errors"][0]["extensions"]["service"], "payment");
+}
+
+#[tokio::test]
+async fn mutations_send_snake_case_bodies_and_headers_and_report_field_errors() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let checkout = "mutation { checkout(input: {studentId: 1, amount: \"49.00\", currency: \"USD\"}, idempotencyKey: \"k-1\") { id amount status } }";
+    let (_, body) = post_graphql(&gateway, json!({"query": checkout})).await;
+    assert_eq!(body["data"]["checkout"]["amount"], "49.00", "{body}");
+    assert_eq!(body["data"]["checkout"]["status"], "key=k-1;user=", "the Idempotency-Key header reached the service");
+    assert!(backends.calls.list().contains(&"POST /checkout/".to_owned()));
+
+    let register = "mutation { register(input: {username: \"x\", email: \"bad\", fullName: \"X\", grade: 3, password: \"longpassword\"}) { id } }";
+    let (status, body) = post_graphql(&gateway, json!({"query": register})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"], Value::Null);
+    let error = &body["errors"][0];
+    assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(error["extensions"]["fieldErrors"]["email"][0], "Enter a valid email address.");
+    assert_eq!(error["extensions"]["service"], "student_api");
+}
+
+#[tokio::test]
+async fn hostile_arguments_are_percent_encoded_into_one_segment() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let (_, body) = post_graphql(
+        &gateway,
+        json!({"query": "{ student(id: \"1/../../admin?x=1#y\") { id } lessons(level: \"A1&page_size=500\") { id } }"}),
+    )
+    .await;
+    assert_eq!(body["data"]["student"], Value::Null);
+    assert_eq!(
+        backends.calls.list(),
+        vec!["GET /users/1%2F..%2F..%2Fadmin%3Fx%3D1%23y/", "GET /lesson/?level=A1%26page_size%3D500&page_size=50"]
+    );
+
+    let long = "9".repeat(600);
+    let (_, body) = post_graphql(&gateway, json!({"query": format!("{{ student(id: \"{long}\") {{ id }} }}")})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(backends.calls.list().len(), 2, "an over-long value never reaches a backend");
+}
+
+#[tokio::test]
+async fn abusive_documents_are_refused_before_any_backend_call() {
+    let limits = "max_depth = 3\nmax_aliases = 2\nmax_root_fields = 3\nmax_cost = 100\nmax_tokens = 200\nmax_document_size = \"2KiB\"\nmax_body_size = \"4KiB\"";
+    let backends = backends(Behaviour::default(), limits).await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let cases = [
+        ("{ student(id: 1) { readingSessions { lesson { title } } } }", "QUERY_LIMIT_EXCEEDED", "nested 4 levels"),
+        (
+            "{ a: lesson(id: 1) { id } b: lesson(id: 2) { id } c: lesson(id: 3) { id } }",
+            "QUERY_LIMIT_EXCEEDED",
+            "aliases",
+        ),
+        (
+            "{ lesson(id: 1) { id } l2: lesson(id: 2) { id } students { id } payments(studentId: 1) { id } }",
+            "QUERY_LIMIT_EXCEEDED",
+            "root fields",
+        ),
+        ("{ students(first: 500) { readingSessions(first: 500) { id } } }", "COST_LIMIT_EXCEEDED", "costs"),
+    ];
+    for (query, code, message) in cases {
+        let (status, body) = post_graphql(&gateway, json!({"query": query})).await;
+        assert_eq!(status, StatusCode::OK, "application/json answers are 200: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{query}: {body}");
+        assert!(body["errors"][0]["message"].as_str().expect("message").contains(message), "{body}");
+    }
+    let many_tokens = format!("{{ lesson(id: 1) {{ {} }} }}", "id ".repeat(300));
+    let (_, body) = post_graphql(&gateway, json!({"query": many_tokens})).await;
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("tokens"), "{body}");
+    let huge = format!("{{ lesson(id: 1) {{ id }} }} #{}", "x".repeat(3000));
+    let (_, body) = post_graphql(&gateway, json!({"query": huge})).await;
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("bytes"), "{body}");
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .json(&json!({"query": "x".repeat(5000)}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(backends.calls.list().is_empty(), "{:?}", backends.calls.list());
+}
+
+#[tokio::test]
+async fn graphql_over_http_status_codes_and_media_types() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let response = client()
+        .get(gateway.url("/graphql?query=%7B%20lesson(id%3A%201)%20%7B%20title%20%7D%20%7D"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.json::<Value>().await.expect("JSON")["data"]["lesson"]["title"], "Lesson 1");
+
+    let response = client()
+        .get(gateway.url("/graphql?query=mutation%20%7B%20startReadingSession(lessonId%3A%201)%20%7B%20id%20%7D%20%7D"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "mutations need POST");
+
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({"query": "{ lesson(id: 1) { nope } }"}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST, "validation errors are 400 with the GraphQL media type");
+    assert_eq!(response.headers()["content-type"], "application/graphql-response+json");
+    let body: Value = response.json().await.expect("JSON");
+    assert!(body.get("data").is_none(), "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+
+    let (status, body) = post_graphql(&gateway, json!({"query": "{ lesson(id: 1) { nope } }"})).await;
+    assert_eq!(status, StatusCode::OK, "and 200 with application/json");
+    assert!(body["errors"].is_array());
+
+    let (status, body) = post_graphql(&gateway, json!({"query": "{ lesson(id: 1) { title "})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED");
+
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.expect("a JSON error");
+    assert!(body["errors"][0]["message"].is_string());
+    assert!(backends.calls.list().len() == 1, "only the GET query called a backend: {:?}", backends.calls.list());
+}
+
+#[tokio::test]
+async fn automatic_persisted_queries_follow_the_apollo_protocol() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ lesson(id: 2) { title } }";
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(query.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect::<String>()
+    };
+    let extensions = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+
+    let (_, body) = post_graphql(&gateway, json!({"extensions": extensions})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND");
+    let (_, body) = post_graphql(&gateway, json!({"query": query, "extensions": extensions})).await;
+    assert_eq!(body["data"]["lesson"]["title"], "Lesson 2");
+    let (_, body) = post_graphql(&gateway, json!({"extensions": extensions})).await;
+    assert_eq!(body["data"]["lesson"]["title"], "Lesson 2", "the hash alone now runs the query");
+    let (status, body) =
+        post_graphql(&gateway, json!({"query": "{ lesson(id: 3) { id } }", "extensions": extensions})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("does not match"));
+}
+
+#[tokio::test]
+async fn trusted_documents_mode_runs_only_listed_documents() {
+    let query = "{ lesson(id: 4) { title } }";
+    let hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(query.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect::<String>()
+    };
+    let manifest = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(manifest.path(), json!({ hash.clone(): query }).to_string()).expect("write manifest");
+    let backends = backends(Behaviour::default(), &format!("trusted_documents = {:?}", manifest.path())).await;
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let (_, body) =
+        post_graphql(&gateway, json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}})).await;
+    assert_eq!(body["data"]["lesson"]["title"], "Lesson 4");
+    let (_, body) = post_graphql(&gateway, json!({"query": query})).await;
+    assert_eq!(body["data"]["lesson"]["title"], "Lesson 4", "the listed text itself is accepted too");
+    let (status, body) = post_graphql(&gateway, json!({"query": "{ lesson(id: 5) { title } }"})).await;
+    assert_eq!(status, StatusCode::OK, "a refused document is still a well-formed request");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_NOT_IN_SAFELIST");
+    assert_eq!(backends.calls.list(), vec!["GET /lesson/4/", "GET /lesson/4/"]);
+}
+
+#[tokio::test]
+async fn introspection_can_be_turned_off_and_the_playground_is_served() {
+    let backends = backends(Behaviour::default(), "introspection = false").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let (_, body) = post_graphql(&gateway, json!({"query": "{ __schema { types { name } } }"})).await;
+    assert!(body["errors"].is_array(), "{body}");
+    assert!(body["data"].is_null() || body["data"]["__schema"].is_null(), "{body}");
+
+    let page = client().get(gateway.url("/graphql")).header("accept", "text/html").send().await.expect("response");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.expect("html");
+    assert!(html.contains("/graphql/assets/graphiql.min.js"), "assets come from the gateway, not a CDN");
+    assert!(!html.contains("unpkg") && !html.contains("cdn"), "{html}");
+}
