@@ -1,1 +1,66 @@
-fn main() {}
+//! `cargo xtask`: the project's own automation, written in Rust.
+//!
+//! Running the demo and the full test suite needs more than `cargo`: three Django
+//! services with their own virtualenv, migrated and seeded databases, and gunicorn
+//! processes on fixed ports. Shell scripts for that drift apart between developers'
+//! machines and CI and leave processes behind when interrupted. Keeping it here means
+//! the only prerequisites are `cargo` and `python3`, developers and CI run the very
+//! same steps (`.ci/run` is just `cargo xtask test` plus system packages), and every
+//! process the demo starts is stopped again.
+//!
+//! Commands:
+//! - `cargo xtask setup [--reseed]`: virtualenv, Python requirements, migrations and
+//!   seed data for `services/`; fast when nothing changed.
+//! - `cargo xtask demo`: setup, then the services and the gateway, until Ctrl-C.
+//! - `cargo xtask test`: setup, Django tests, fmt, clippy and `cargo test`, as CI runs them.
+//!
+//! Unix only: the services run under gunicorn, which needs it.
+
+mod check;
+mod children;
+mod demo;
+mod setup;
+mod workspace;
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::workspace::Workspace;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup [--reseed]  create services/.venv, install the Python requirements when they changed,
+                    migrate every service and seed the databases that did not exist yet
+                    (--reseed wipes and reseeds them all)
+  demo              setup, then start the services and the gateway on :8080 until Ctrl-C
+  test              setup, Django tests, cargo fmt --check, clippy and cargo test (what CI runs)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let workspace = Workspace::locate();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["setup"] => setup::setup(&workspace, setup::Seeding::KeepExisting),
+        ["setup", "--reseed"] => setup::setup(&workspace, setup::Seeding::Reseed),
+        ["demo"] => demo::demo(&workspace),
+        ["test"] => check::test(&workspace),
+        [] | ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => bail!("unknown arguments {args:?}\n\n{USAGE}"),
+    }
+}

@@ -1,0 +1,134 @@
+//! `cargo xtask setup`: bring `services/` to a runnable state, doing only the work
+//! that is missing so that `demo` and `test` can call it every time.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use sha2::{Digest as _, Sha256};
+
+use crate::workspace::{run, step, Service, Workspace, SERVICES};
+
+/// Records which requirements.txt the virtualenv was installed from. It lives inside
+/// the virtualenv so that a fresh virtualenv always gets a fresh install.
+const REQUIREMENTS_MARKER: &str = ".requirements-installed";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Seeding {
+    /// Seed only databases that did not exist, so data from an earlier demo survives.
+    KeepExisting,
+    /// Wipe and reseed every database.
+    Reseed,
+}
+
+pub fn setup(workspace: &Workspace, seeding: Seeding) -> Result<()> {
+    step("setting up services/");
+    ensure_venv(workspace)?;
+    ensure_requirements(workspace)?;
+    for service in &SERVICES {
+        prepare_database(workspace, service, seeding)?;
+    }
+    Ok(())
+}
+
+fn ensure_venv(workspace: &Workspace) -> Result<()> {
+    let venv = workspace.venv();
+    // A venv whose ensurepip step failed has a python but no pip; treat it as missing
+    // so that the next run finishes it (`python -m venv` accepts an existing directory).
+    if workspace.venv_bin("python").exists() && workspace.venv_bin("pip").exists() {
+        println!("    virtualenv {} exists", venv.display());
+        return Ok(());
+    }
+    let python = system_python()?;
+    step(format!("creating virtualenv {} with {}", venv.display(), python.display()));
+    let output = Command::new(&python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("could not run {}", python.display()))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let message = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    eprintln!("{}", message.trim_end());
+    if message.contains("ensurepip") {
+        bail!(
+            "creating the virtualenv failed because Python's ensurepip is missing; \
+             on Debian/Ubuntu install it with `apt-get install python3-venv`, then run this again"
+        );
+    }
+    bail!("`{} -m venv {}` failed ({})", python.display(), venv.display(), output.status);
+}
+
+/// The interpreter that creates the virtualenv: `$PYTHON`, else `python3` from PATH.
+fn system_python() -> Result<PathBuf> {
+    let python =
+        std::env::var_os("PYTHON").filter(|value| !value.is_empty()).map_or_else(|| "python3".into(), PathBuf::from);
+    let hint = "install Python 3 (services/requirements.txt is pinned for 3.11) or set PYTHON to its path";
+    let status = Command::new(&python)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .with_context(|| format!("could not run {}: {hint}", python.display()))?;
+    ensure!(status.success(), "`{} --version` failed ({status}): {hint}", python.display());
+    Ok(python)
+}
+
+/// Runs pip only when requirements.txt differs from what was last installed, because
+/// even a no-op `pip install` takes seconds and would slow every demo and test run.
+fn ensure_requirements(workspace: &Workspace) -> Result<()> {
+    let requirements = workspace.services().join("requirements.txt");
+    let contents = fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let wanted = sha256_hex(&contents);
+    let marker = workspace.venv().join(REQUIREMENTS_MARKER);
+    let installed = fs::read_to_string(&marker).unwrap_or_default();
+    if installed.trim() == wanted {
+        println!("    Python requirements are up to date");
+        return Ok(());
+    }
+    step(format!("installing {}", requirements.display()));
+    run(
+        Command::new(workspace.venv_bin("pip"))
+            .args(["install", "--disable-pip-version-check", "--requirement"])
+            .arg(&requirements)
+            .stdin(Stdio::null()),
+        "pip install",
+    )?;
+    fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Migrates always (cheap, and needed after a pull that adds migrations) but seeds
+/// only a database that migrate had to create, since seeding wipes the tables.
+fn prepare_database(workspace: &Workspace, service: &Service, seeding: Seeding) -> Result<()> {
+    let database = service.database(workspace);
+    let existed = database.exists();
+    manage(workspace, service, &["migrate", "--noinput", "--verbosity", "0"])?;
+    if existed && seeding == Seeding::KeepExisting {
+        println!("    {}: migrated; keeping the data in {}", service.name, short(workspace, &database));
+        return Ok(());
+    }
+    manage(workspace, service, &["seed"]).with_context(|| {
+        format!(
+            "{} now has an unseeded database; once the problem is fixed, run `cargo xtask setup --reseed`",
+            service.name
+        )
+    })?;
+    println!("    {}: migrated and seeded {}", service.name, short(workspace, &database));
+    Ok(())
+}
+
+fn manage(workspace: &Workspace, service: &Service, args: &[&str]) -> Result<()> {
+    let what = format!("{}: manage.py {}", service.name, args.join(" "));
+    run(workspace.manage(service, args).stdin(Stdio::null()), &what)
+}
+
+/// A path relative to the repository when it is inside it, for shorter progress lines.
+fn short<'a>(workspace: &Workspace, path: &'a Path) -> std::path::Display<'a> {
+    path.strip_prefix(workspace.root()).unwrap_or(path).display()
+}
