@@ -441,9 +441,16 @@ const PLAYGROUND_HTML: &str = r#"<!doctype html>
   <script src="{{PATH}}/assets/react-dom.production.min.js"></script>
   <script src="{{PATH}}/assets/graphiql.min.js"></script>
   <script>
+    // A link such as /graphql#query=...&variables=... opens with that operation.
+    const shared = new URLSearchParams(window.location.hash.slice(1));
     const fetcher = GraphiQL.createFetcher({ url: window.location.origin + "{{PATH}}" });
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
-      React.createElement(GraphiQL, { fetcher, defaultEditorToolsVisibility: true })
+      React.createElement(GraphiQL, {
+        fetcher,
+        defaultEditorToolsVisibility: true,
+        query: shared.get("query") || undefined,
+        variables: shared.get("variables") || undefined,
+      })
     );
   </script>
 </body>

@@ -18,10 +18,10 @@ use crate::harness::{client, Gateway, Stub};
 
 /// Calls received by the stubs, as `METHOD /path?query`, in arrival order.
 #[derive(Clone, Default)]
-struct Calls(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Calls(Arc<Mutex<Vec<String>>>);
 
 impl Calls {
-    fn list(&self) -> Vec<String> {
+    pub(crate) fn list(&self) -> Vec<String> {
         self.0.lock().expect("lock").clone()
     }
     fn record(&self, request: &Request) {
@@ -33,7 +33,7 @@ impl Calls {
 
 /// How the stubs misbehave, keyed by path prefix.
 #[derive(Clone, Default)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     status: Arc<Mutex<HashMap<&'static str, StatusCode>>>,
     /// Both list endpoints under a student wait here for each other, so the
     /// test only passes if the gateway calls them concurrently.
@@ -197,12 +197,12 @@ fn payment(state: StubState) -> Router {
         .with_state(state)
 }
 
-struct Backends {
-    calls: Calls,
+pub(crate) struct Backends {
+    pub(crate) calls: Calls,
     behaviour: Behaviour,
     stubs: Vec<(&'static str, Stub)>,
     graphql: String,
-    toml: String,
+    pub(crate) toml: String,
 }
 
 impl Backends {
@@ -224,7 +224,7 @@ impl Backends {
     }
 }
 
-async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
+pub(crate) async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
     let calls = Calls::default();
     let state = StubState { calls: calls.clone(), behaviour: behaviour.clone() };
     let stubs = vec![
@@ -243,7 +243,7 @@ async fn post_graphql(gateway: &Gateway, body: Value) -> (StatusCode, Value) {
     (status, response.json().await.expect("JSON"))
 }
 
-const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
+pub(crate) const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
     readingSessions { wordsPerMinute accuracy lesson { title level } } payments { amount currency status } } }";
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod balancing;
 mod errors;
 mod graphql;
 mod harness;
+mod playground;
 mod protocol;
 mod resilience;
 mod routing;

@@ -29,7 +29,55 @@ pub fn setup(workspace: &Workspace, seeding: Seeding) -> Result<()> {
     for service in &SERVICES {
         prepare_database(workspace, service, seeding)?;
     }
-    Ok(())
+    ensure_playground(workspace)
+}
+
+/// The npm packages whose UMD bundles make the GraphiQL playground. Pinned,
+/// because the gateway's playground page is written against these builds
+/// (graphiql 4+ ships ESM only and would need a bundler).
+const PLAYGROUND_PACKAGES: [&str; 3] = ["graphiql@3.8.3", "react@18.3.1", "react-dom@18.3.1"];
+
+/// Where each served asset comes from inside `node_modules`.
+const PLAYGROUND_FILES: [(&str, &str); 4] = [
+    ("graphiql/graphiql.min.js", "graphiql.min.js"),
+    ("graphiql/graphiql.min.css", "graphiql.min.css"),
+    ("react/umd/react.production.min.js", "react.production.min.js"),
+    ("react-dom/umd/react-dom.production.min.js", "react-dom.production.min.js"),
+];
+
+/// Installs GraphiQL's files into `assets/graphiql`, which the gateway serves
+/// itself so that the playground works without internet access. npm runs in
+/// a scratch folder under `target/`; nothing from it is committed.
+fn ensure_playground(workspace: &Workspace) -> Result<()> {
+    let assets = workspace.root().join("assets").join("graphiql");
+    let marker = assets.join(".installed");
+    let wanted = PLAYGROUND_PACKAGES.join(" ");
+    let complete = PLAYGROUND_FILES.iter().all(|(_, name)| assets.join(name).is_file());
+    if complete && fs::read_to_string(&marker).unwrap_or_default().trim() == wanted {
+        println!("    GraphiQL playground files are installed");
+        return Ok(());
+    }
+    let scratch = workspace.root().join("target").join("graphiql-npm");
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    fs::write(scratch.join("package.json"), "{ \"private\": true }\n").context("writing the scratch package.json")?;
+    step(format!("installing the GraphiQL playground ({wanted}) with npm"));
+    if let Err(error) = Command::new("npm").arg("--version").stdout(Stdio::null()).status() {
+        bail!("npm is needed to install the GraphiQL playground's files ({error}); install Node.js and npm, then run this again");
+    }
+    run(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error"])
+            .args(PLAYGROUND_PACKAGES)
+            .current_dir(&scratch)
+            .stdin(Stdio::null()),
+        "npm install (GraphiQL)",
+    )?;
+    fs::create_dir_all(&assets).with_context(|| format!("creating {}", assets.display()))?;
+    for (source, name) in PLAYGROUND_FILES {
+        let from = scratch.join("node_modules").join(source);
+        fs::copy(&from, assets.join(name)).with_context(|| format!("copying {}", from.display()))?;
+    }
+    fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
 }
 
 fn ensure_venv(workspace: &Workspace) -> Result<()> {

@@ -1,0 +1,106 @@
+//! The GraphiQL playground in a real browser: Debian's Chromium, headless,
+//! driven through chromedriver. The page and its assets come from the
+//! gateway alone; the browser has no internet access here.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::graphql::{backends, Behaviour, DASHBOARD};
+use crate::harness::{eventually, Gateway};
+
+/// chromedriver on a free port, stopped when dropped.
+struct ChromeDriver {
+    child: Child,
+    port: u16,
+}
+
+impl ChromeDriver {
+    async fn start() -> ChromeDriver {
+        let port = crate::harness::closed_port().await.port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs (Debian package chromium-driver; .ci/run installs it)");
+        eventually(Duration::from_secs(20), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        ChromeDriver { child, port }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_playground_runs_the_dashboard_operation_in_a_browser() {
+    let backends = backends(Behaviour::default(), &format!("playground_assets = {:?}", assets_folder())).await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let driver = ChromeDriver::start().await;
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".to_owned(),
+        json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--window-size=1400,1000"]
+        }),
+    );
+    let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a browser session");
+
+    let fragment = url_fragment(&[("query", DASHBOARD), ("variables", r#"{"id": "1"}"#)]);
+    let outcome = async {
+        browser.goto(&format!("{}#{fragment}", gateway.url("/graphql"))).await?;
+        let run = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(".graphiql-execute-button"))
+            .await?;
+        run.click().await?;
+        let result =
+            browser.wait().at_most(Duration::from_secs(20)).for_element(Locator::Css(".graphiql-response")).await?;
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = result.text().await?;
+            if text.contains("Ada Lovelace") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<String, fantoccini::error::CmdError>(text)
+    }
+    .await;
+    let _ = browser.close().await;
+    let text = outcome.expect("the playground loads, runs and renders");
+    assert!(text.contains("\"fullName\": \"Ada Lovelace\""), "rendered result: {text}");
+    assert!(text.contains("\"title\": \"Lesson 7\""), "rendered result: {text}");
+    assert!(text.contains("\"amount\": \"49.00\""), "rendered result: {text}");
+    assert_eq!(backends.calls.list().len(), 4, "the browser's run made the Dashboard's four calls");
+}
+
+fn assets_folder() -> std::path::PathBuf {
+    let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join("graphiql");
+    assert!(folder.join("graphiql.min.js").is_file(), "GraphiQL's files are missing: run `cargo xtask setup`");
+    folder
+}
+
+fn url_fragment(pairs: &[(&str, &str)]) -> String {
+    let encode =
+        |text: &str| percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string();
+    pairs.iter().map(|(key, value)| format!("{key}={}", encode(value))).collect::<Vec<_>>().join("&")
+}
