@@ -160,3 +160,24 @@ fn load_trusted_documents(path: &Path) -> Result<HashMap<String, Arc<str>>, Grap
     }
     Ok(documents)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `schema/api.graphql` is what front-end code generation reads; it must
+    /// be exactly what the gateway serves for the default schema.
+    #[test]
+    fn the_checked_in_client_schema_matches_what_is_served() {
+        let config = crate::Config::embedded_default().expect("the default configuration loads");
+        let model = config.schema.clone().expect("GraphQL is enabled in the default configuration");
+        let upstreams = Upstreams::new(&config.services).expect("upstreams");
+        let served = config.graphql.endpoint(&config.base_dir, model, &upstreams).expect("endpoint").sdl();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join("api.graphql");
+        let checked_in = std::fs::read_to_string(&path).expect("schema/api.graphql exists");
+        assert!(
+            served == checked_in,
+            "schema/api.graphql is out of date; regenerate it with `cargo run -- schema print > schema/api.graphql`"
+        );
+    }
+}

@@ -24,7 +24,68 @@ pub const ALL: &[(&str, Scenario)] = &[
         Box::pin(service_errors_pass_through_and_gateway_errors_are_json(g))
     }),
     ("the_gateway_is_ready_when_every_service_is", |g| Box::pin(the_gateway_is_ready_when_every_service_is(g))),
+    ("graphql_dashboard_combines_the_three_services", |g| Box::pin(graphql_dashboard_combines_the_three_services(g))),
+    ("graphql_register_creates_a_student_and_reports_field_errors", |g| {
+        Box::pin(graphql_register_creates_a_student_and_reports_field_errors(g))
+    }),
+    ("graphql_user_mutations_need_a_verified_caller", |g| Box::pin(graphql_user_mutations_need_a_verified_caller(g))),
 ];
+
+async fn graphql(gateway: &Gateway, query: &str, variables: Value) -> Value {
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .json(&json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.expect("JSON")
+}
+
+const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
+    readingSessions { wordsPerMinute accuracy lesson { title level } } payments { amount currency status } } }";
+
+async fn graphql_dashboard_combines_the_three_services(gateway: &Gateway) {
+    let body = graphql(gateway, DASHBOARD, json!({"id": "1"})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let student = &body["data"]["student"];
+    assert_eq!(student["fullName"], "Ada Lovelace");
+    let sessions = student["readingSessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(
+        sessions[0],
+        json!({"wordsPerMinute": 112.5, "accuracy": 0.97, "lesson": {"title": "The Quick Fox", "level": "A2"}})
+    );
+    assert!(sessions.iter().all(|session| session["lesson"]["title"].is_string()), "{sessions:?}");
+    let amounts: Vec<&str> =
+        student["payments"].as_array().expect("payments").iter().filter_map(|p| p["amount"].as_str()).collect();
+    assert_eq!(amounts, vec!["49.00", "19.99"]);
+}
+
+async fn graphql_register_creates_a_student_and_reports_field_errors(gateway: &Gateway) {
+    let register =
+        "mutation Register($input: RegisterInput!) { register(input: $input) { id username fullName grade } }";
+    let input = json!({"username": "gql-reader", "email": "gql@example.com", "fullName": "Graph Reader", "grade": 6,
+                       "password": "a-long-password"});
+    let body = graphql(gateway, register, json!({"input": input})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["register"]["fullName"], "Graph Reader");
+    assert_eq!(body["data"]["register"]["grade"], 6);
+
+    let body = graphql(gateway, register, json!({"input": input})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    assert!(body["errors"][0]["extensions"]["fieldErrors"]["username"].is_array(), "{body}");
+}
+
+async fn graphql_user_mutations_need_a_verified_caller(gateway: &Gateway) {
+    let checkout = "mutation { checkout(input: {studentId: 1, amount: \"5.00\", currency: \"USD\"}, idempotencyKey: \"gql-1\") { id } }";
+    let body = graphql(gateway, checkout, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["service"], "payment");
+    let start = "mutation { startReadingSession(lessonId: 3) { id } }";
+    let body = graphql(gateway, start, json!({})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
