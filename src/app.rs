@@ -62,7 +62,9 @@ impl FromRef<AppState> for Upstreams {
 /// 2. access log: outside everything that can refuse a request, so refusals
 ///    are logged too;
 /// 3. body read timeout: a client that stalls mid-body is cut off;
-/// 4. protocol guard: requests without a valid host never reach a handler.
+/// 4. protocol guard: requests without a valid host never reach a handler;
+/// 5. canonical path: every later layer and door decides on the same,
+///    normalised path.
 pub fn app(state: AppState, config: &Config) -> Router {
     let body_read_timeout = config.server.body_read_timeout;
     let mut router = Router::new();
@@ -88,7 +90,8 @@ pub fn app(state: AppState, config: &Config) -> Router {
                 .map_request(move |request: Request<Body>| {
                     request.map(|body| Body::new(TimeoutBody::new(body_read_timeout, body)))
                 })
-                .layer(axum::middleware::from_fn(protocol_guard)),
+                .layer(axum::middleware::from_fn(protocol_guard))
+                .layer(axum::middleware::from_fn(crate::routing::canonical_path)),
         )
 }
 

@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use crate::proxy::{PathError, ProxyError};
+use crate::proxy::ProxyError;
+use crate::routing::PathError;
 use crate::server::ProtocolError;
 use crate::upstream::UpstreamError;
 
@@ -24,6 +25,9 @@ pub enum GatewayError {
     /// From the connection-level request checks.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// The path cannot be made canonical safely.
+    #[error(transparent)]
+    Path(#[from] PathError),
 }
 
 /// How an error is presented.
@@ -51,6 +55,7 @@ impl GatewayError {
     fn present(&self) -> Presentation {
         match self {
             Self::Proxy(error) => present_proxy(error),
+            Self::Path(error) => Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string()),
             Self::Protocol(error @ ProtocolError::MissingHost) => {
                 Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
             }
@@ -94,9 +99,7 @@ fn present_proxy(error: &ProxyError) -> Presentation {
         ProxyError::MethodNotAllowed { .. } => {
             Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
         }
-        ProxyError::BadPath(PathError::NotAbsolute | PathError::EscapesRoot | PathError::HiddenSeparator) => {
-            Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string())
-        }
+        ProxyError::UnforwardablePath => Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string()),
         ProxyError::BodyTooLarge { .. } => {
             Presentation::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", error.to_string()).closing()
         }

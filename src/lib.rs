@@ -7,6 +7,8 @@
 //! - [`server`]: the listener, protocol-level protection, graceful shutdown;
 //!   [`serve`] is the library's entry point.
 //! - [`app`]: the composition root; `app()` stacks every layer.
+//! - [`routing`]: canonical paths and prefix matching, shared by layers
+//!   and doors.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
 //! - [`identity`]: the verified caller, as layers hand it to the doors.
@@ -23,6 +25,7 @@ pub mod error;
 pub mod graphql;
 pub mod identity;
 pub mod proxy;
+pub mod routing;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

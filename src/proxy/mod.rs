@@ -9,7 +9,6 @@
 
 mod config;
 mod headers;
-mod path;
 mod routing;
 
 use std::net::SocketAddr;
@@ -25,8 +24,9 @@ use http_body::Body as _;
 
 pub use config::RouteConfig;
 pub use headers::{remove_hop_by_hop, USER_ID};
-pub use path::{normalize, PathError};
 pub use routing::{Route, RouteMatch, RouteTable};
+
+use crate::routing::PrefixMatch;
 
 use crate::error::GatewayError;
 use crate::telemetry::RequestLog;
@@ -46,9 +46,9 @@ pub enum ProxyError {
         /// What the route accepts.
         allowed: Vec<Method>,
     },
-    /// The path could not be normalised safely.
-    #[error(transparent)]
-    BadPath(#[from] PathError),
+    /// The path and query could not be rebuilt for the backend.
+    #[error("the request path cannot be forwarded")]
+    UnforwardablePath,
     /// The declared body is larger than the limit.
     #[error("the request body is larger than the limit of {limit}")]
     BodyTooLarge {
@@ -86,11 +86,12 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
 
 async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
     let (mut parts, body) = request.into_parts();
-    let path = normalize(parts.uri.path())?;
+    // The canonical-path layer has normalised the path already.
+    let path = parts.uri.path().to_owned();
     let route = match proxy.routes.lookup(&path) {
-        RouteMatch::Found(route) => route,
-        RouteMatch::AddSlash(route) => return Ok(redirect_to_slash(&route.prefix, parts.uri.query())),
-        RouteMatch::NotFound => return Err(ProxyError::RouteNotFound),
+        PrefixMatch::Found(route) => route,
+        PrefixMatch::AddSlash(prefix, _) => return Ok(redirect_to_slash(prefix, parts.uri.query())),
+        PrefixMatch::NotFound => return Err(ProxyError::RouteNotFound),
     };
     let log = parts.extensions.get::<Arc<RequestLog>>().cloned();
     if let Some(log) = &log {
@@ -105,7 +106,7 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         Some(query) => PathAndQuery::try_from(format!("{upstream_path}?{query}")),
         None => PathAndQuery::try_from(upstream_path),
     }
-    .map_err(|_| PathError::NotAbsolute)?;
+    .map_err(|_| ProxyError::UnforwardablePath)?;
 
     let declared_length = parts
         .headers

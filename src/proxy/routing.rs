@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use crate::routing::{PrefixMatch, PrefixTable};
 use crate::upstream::{UpstreamService, Upstreams};
 
 use super::RouteConfig;
@@ -20,55 +21,34 @@ pub struct Route {
 }
 
 /// The result of looking a path up.
-#[derive(Debug)]
-pub enum RouteMatch<'a> {
-    /// The path belongs to this route.
-    Found(&'a Route),
-    /// The path is the route's prefix without its trailing slash; like
-    /// NGINX, the client is redirected to the slashed form.
-    AddSlash(&'a Route),
-    /// No route matches.
-    NotFound,
-}
+pub type RouteMatch<'a> = PrefixMatch<'a, Route>;
 
-/// All routes, longest prefix first.
+/// All routes, by prefix.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: PrefixTable<Route>,
 }
 
 impl RouteTable {
     /// Builds the table from validated routes; every service named exists.
     pub fn new(configs: &[RouteConfig], upstreams: &Upstreams) -> Self {
-        let mut routes: Vec<Route> = configs
-            .iter()
-            .filter_map(|config| {
-                let service = upstreams.get(&config.service)?;
-                Some(Route {
-                    prefix: Arc::from(config.prefix.as_str()),
-                    service: Arc::clone(service),
-                    strip_prefix: config.strip_prefix,
-                    methods: config.allowed_methods(),
-                })
-            })
-            .collect();
-        routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        Self { routes }
+        let routes = configs.iter().filter_map(|config| {
+            let service = upstreams.get(&config.service)?;
+            let prefix: Arc<str> = Arc::from(config.prefix.as_str());
+            let route = Route {
+                prefix: Arc::clone(&prefix),
+                service: Arc::clone(service),
+                strip_prefix: config.strip_prefix,
+                methods: config.allowed_methods(),
+            };
+            Some((prefix, route))
+        });
+        Self { routes: PrefixTable::new(routes) }
     }
 
-    /// Finds the route for a normalised path.
+    /// Finds the route for a canonical path.
     pub fn lookup(&self, path: &str) -> RouteMatch<'_> {
-        for route in &self.routes {
-            let prefix = &*route.prefix;
-            if let Some(rest) = path.strip_prefix(prefix) {
-                if prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/') {
-                    return RouteMatch::Found(route);
-                }
-            } else if prefix.len() > 1 && prefix.strip_suffix('/') == Some(path) {
-                return RouteMatch::AddSlash(route);
-            }
-        }
-        RouteMatch::NotFound
+        self.routes.lookup(path)
     }
 }
 
@@ -127,7 +107,7 @@ mod tests {
 
     fn forwarded(table: &RouteTable, path: &str) -> Option<(String, String)> {
         match table.lookup(path) {
-            RouteMatch::Found(route) => Some((route.prefix.to_string(), route.upstream_path(path).to_owned())),
+            PrefixMatch::Found(route) => Some((route.prefix.to_string(), route.upstream_path(path).to_owned())),
             _ => None,
         }
     }
@@ -147,8 +127,8 @@ mod tests {
     #[test]
     fn a_prefix_without_its_slash_redirects_and_unknown_paths_do_not_match() {
         let table = table(&[("/payment/", true)]);
-        assert!(matches!(table.lookup("/payment"), RouteMatch::AddSlash(_)));
-        assert!(matches!(table.lookup("/paymentx/"), RouteMatch::NotFound));
-        assert!(matches!(table.lookup("/"), RouteMatch::NotFound));
+        assert!(matches!(table.lookup("/payment"), PrefixMatch::AddSlash(..)));
+        assert!(matches!(table.lookup("/paymentx/"), PrefixMatch::NotFound));
+        assert!(matches!(table.lookup("/"), PrefixMatch::NotFound));
     }
 }

@@ -1,8 +1,8 @@
-//! Safe path normalisation, applied before a route is chosen.
+//! Safe path normalisation.
 //!
-//! Routing and forwarding see the same normalised path, so no spelling of a
-//! path (`..`, `%2e%2e`, `%2f`, doubled slashes, backslashes) can match one
-//! route and then reach another part of the backend.
+//! Every decision by path is made on the normalised path, so no spelling of
+//! a path (`..`, `%2e%2e`, `%2f`, doubled slashes, backslashes) can match one
+//! route or policy and then reach another part of a backend.
 
 use std::borrow::Cow;
 
