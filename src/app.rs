@@ -14,6 +14,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutBody;
 
+use crate::auth::{self, AuthSetupError, Authenticator, Policy};
 use crate::config::Config;
 use crate::graphql::{self, GraphqlEndpoint, GraphqlSetupError};
 use crate::proxy::{self, Proxy};
@@ -27,20 +28,45 @@ pub struct AppState {
     upstreams: Upstreams,
     proxy: Arc<Proxy>,
     graphql: Option<Arc<GraphqlEndpoint>>,
+    auth: Arc<Authenticator>,
 }
 
 impl AppState {
     /// Builds the state for a validated configuration.
-    pub fn new(config: &Config, upstreams: Upstreams) -> Result<Self, GraphqlSetupError> {
+    pub fn new(config: &Config, upstreams: Upstreams) -> Result<Self, StateError> {
         let proxy = Arc::new(Proxy::new(&config.routes, &upstreams, config.server.request_body_limit));
+        let route_policies = config
+            .routes
+            .iter()
+            .map(|route| (Arc::from(route.prefix.as_str()), Policy { mode: route.auth, scopes: route.scopes.clone() }));
+        let graphql_policy = config.graphql.enabled.then(|| {
+            (Arc::from(config.graphql.path.as_str()), Policy { mode: config.graphql.auth, scopes: Vec::new() })
+        });
+        let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir, route_policies.chain(graphql_policy))?);
         let graphql = match (&config.schema, config.graphql.enabled) {
             (Some(model), true) => {
                 Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
             }
             _ => None,
         };
-        Ok(Self { upstreams, proxy, graphql })
+        Ok(Self { upstreams, proxy, graphql, auth })
     }
+
+    /// The authenticator, whose background work the server keeps running.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+}
+
+/// Why the state could not be built from a validated configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The GraphQL endpoint could not be set up.
+    #[error(transparent)]
+    Graphql(#[from] GraphqlSetupError),
+    /// Authentication could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
 }
 
 impl FromRef<AppState> for Arc<Proxy> {
@@ -55,7 +81,9 @@ impl FromRef<AppState> for Upstreams {
     }
 }
 
-/// The gateway's whole HTTP stack. Layers are listed outermost first:
+/// The gateway's whole HTTP stack. Outside them all, with HTTPS and HSTS
+/// configured, every answer (refusals included) gets
+/// `Strict-Transport-Security`. Layers are listed outermost first:
 ///
 /// 1. request id: set before anything else so every log line and every
 ///    error answer carries it, and copied onto the response;
@@ -64,9 +92,13 @@ impl FromRef<AppState> for Upstreams {
 /// 3. body read timeout: a client that stalls mid-body is cut off;
 /// 4. protocol guard: requests without a valid host never reach a handler;
 /// 5. canonical path: every later layer and door decides on the same,
-///    normalised path.
+///    normalised path;
+/// 6. authentication: forged identity headers are removed and credentials
+///    verified against the path's policy before anything reaches a door;
+///    later layers (rate limits, caches) key on the identity it records.
 pub fn app(state: AppState, config: &Config) -> Router {
     let body_read_timeout = config.server.body_read_timeout;
+    let authenticator = Arc::clone(&state.auth);
     let mut router = Router::new();
     if let Some(endpoint) = &state.graphql {
         let path = &config.graphql.path;
@@ -84,6 +116,7 @@ pub fn app(state: AppState, config: &Config) -> Router {
         .with_state(state)
         .layer(
             ServiceBuilder::new()
+                .option_layer(config.server.hsts_layer())
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(AccessLogLayer)
@@ -91,7 +124,8 @@ pub fn app(state: AppState, config: &Config) -> Router {
                     request.map(|body| Body::new(TimeoutBody::new(body_read_timeout, body)))
                 })
                 .layer(axum::middleware::from_fn(protocol_guard))
-                .layer(axum::middleware::from_fn(crate::routing::canonical_path)),
+                .layer(axum::middleware::from_fn(crate::routing::canonical_path))
+                .layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate)),
         )
 }
 

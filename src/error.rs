@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
+use crate::auth::AuthError;
 use crate::proxy::ProxyError;
 use crate::routing::PathError;
 use crate::server::ProtocolError;
@@ -28,6 +29,9 @@ pub enum GatewayError {
     /// The path cannot be made canonical safely.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// The caller's credentials were refused.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// How an error is presented.
@@ -56,6 +60,15 @@ impl GatewayError {
         match self {
             Self::Proxy(error) => present_proxy(error),
             Self::Path(error) => Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string()),
+            Self::Auth(error) if error.is_forbidden() => {
+                Presentation::new(StatusCode::FORBIDDEN, "insufficient_scope", error.to_string())
+            }
+            Self::Auth(AuthError::MissingCredentials) => Presentation::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                AuthError::MissingCredentials.to_string(),
+            ),
+            Self::Auth(error) => Presentation::new(StatusCode::UNAUTHORIZED, "invalid_credentials", error.to_string()),
             Self::Protocol(error @ ProtocolError::MissingHost) => {
                 Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
             }
@@ -83,6 +96,11 @@ impl GatewayError {
         if presentation.close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        if let Self::Auth(error) = &self {
+            if let Ok(challenge) = HeaderValue::try_from(bearer_challenge(error)) {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
         if let Self::Proxy(ProxyError::MethodNotAllowed { allowed, .. }) = &self {
             let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
             if let Ok(allow) = HeaderValue::try_from(allow) {
@@ -90,6 +108,17 @@ impl GatewayError {
             }
         }
         response
+    }
+}
+
+/// The RFC 6750 challenge for a refused request.
+fn bearer_challenge(error: &AuthError) -> String {
+    match error {
+        AuthError::MissingCredentials => "Bearer realm=\"portico\"".to_owned(),
+        AuthError::InsufficientScope { required } => {
+            format!("Bearer realm=\"portico\", error=\"insufficient_scope\", scope=\"{}\"", required.join(" "))
+        }
+        other => format!("Bearer realm=\"portico\", error=\"invalid_token\", error_description=\"{other}\""),
     }
 }
 

@@ -4,13 +4,15 @@
 //!
 //! - [`config`]: loads the TOML file, expands `${VAR}`, validates every
 //!   section once; each concern owns its own section's struct.
-//! - [`server`]: the listener, protocol-level protection, graceful shutdown;
-//!   [`serve`] is the library's entry point.
+//! - [`server`]: the listener, HTTPS termination and the HTTP→HTTPS
+//!   redirect, protocol-level protection, graceful shutdown; [`serve`] is
+//!   the library's entry point.
 //! - [`app`]: the composition root; `app()` stacks every layer.
 //! - [`routing`]: canonical paths and prefix matching, shared by layers
 //!   and doors.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
+//! - [`auth`]: JWT and API-key authentication, per-route policies.
 //! - [`identity`]: the verified caller, as layers hand it to the doors.
 //! - [`upstream`]: the client library for backends (pools, balancing,
 //!   health, retries, timeouts).
@@ -20,6 +22,7 @@
 //! See `ARCHITECTURE.md` for the request's path through these modules.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod graphql;

@@ -32,6 +32,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Mint a development token signed with the configuration's HS256
+    /// secret (the demo's, without --config); the token is the last line.
+    Token {
+        /// The `sub` claim: the user id the services receive as X-User-Id.
+        #[arg(long)]
+        sub: String,
+        /// A scope to grant; repeat for more.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// How long the token is valid, e.g. "1h" or "30m".
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Configuration file whose [auth.jwt] secret signs the token.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Work with the GraphQL schema.
     Schema {
         #[command(subcommand)]
@@ -54,6 +70,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Token { sub, scopes, ttl, config } => match mint(config, &sub, &scopes, ttl) {
+            Ok(token) => {
+                eprintln!("# a development token for sub={sub}; use it as `Authorization: Bearer <token>`");
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("portico: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Schema { command: SchemaCommand::Print { config } } => match print_schema(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -105,6 +132,22 @@ fn load(config_path: Option<&std::path::Path>) -> anyhow::Result<Config> {
         print_config_error(&error);
         anyhow::anyhow!("the configuration is invalid")
     })
+}
+
+fn mint(
+    config_path: Option<PathBuf>,
+    sub: &str,
+    scopes: &[String],
+    ttl: std::time::Duration,
+) -> anyhow::Result<String> {
+    let config = load(config_path.as_deref())?;
+    let jwt = config.auth.jwt.as_ref().context("the configuration has no [auth.jwt] section")?;
+    let secret = jwt
+        .secret
+        .as_deref()
+        .context("[auth.jwt] has no HS256 `secret`: tokens for key pairs are minted by the identity provider")?;
+    anyhow::ensure!(jwt.algorithms.iter().any(|algorithm| algorithm == "HS256"), "[auth.jwt] does not accept HS256");
+    Ok(portico::auth::mint_token(secret, sub, scopes, ttl, jwt.issuer.as_deref(), &jwt.audience)?)
 }
 
 fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {

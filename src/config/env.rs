@@ -4,6 +4,7 @@
 //! Expansion runs on the raw text before TOML parsing so that line numbers in
 //! later error messages stay true. Values are escaped for a TOML basic string,
 //! so a secret containing `"` or `\` cannot change the file's structure.
+//! `${NAME:-default}` uses `default` when `NAME` is unset or empty, and
 //! `$${` stands for a literal `${`.
 
 use super::ConfigProblem;
@@ -32,15 +33,20 @@ pub(super) fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Res
                     rest = reference;
                     continue;
                 };
-                let name = &reference[..end];
+                let (name, default) = match reference[..end].split_once(":-") {
+                    Some((name, default)) => (name, Some(default)),
+                    None => (&reference[..end], None),
+                };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     problems.push(problem(
                         line_index,
                         column,
                         &format!("`${{{name}}}` is not a valid variable name (letters, digits and `_` only)"),
                     ));
-                } else if let Some(value) = lookup(name) {
+                } else if let Some(value) = lookup(name).filter(|value| !value.is_empty() || default.is_none()) {
                     push_escaped(&mut expanded, &value);
+                } else if let Some(default) = default {
+                    push_escaped(&mut expanded, default);
                 } else {
                     problems.push(problem(
                         line_index,
@@ -113,6 +119,12 @@ mod tests {
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].position, Some((1, 6)));
         assert!(problems[1].message.contains("ALSO_MISSING is not set"));
+    }
+
+    #[test]
+    fn defaults_apply_when_a_variable_is_unset() {
+        let expanded = expand("a = \"${MISSING:-fallback}\"\nb = \"${PORT:-1}\"", lookup).expect("defaults");
+        assert_eq!(expanded, "a = \"fallback\"\nb = \"8001\"");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
 use crate::proxy::RouteConfig;
@@ -40,6 +41,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The GraphQL endpoint and its schema files.
     pub graphql: GraphqlConfig,
+    /// How callers authenticate.
+    pub auth: AuthConfig,
     /// The folder relative paths are resolved against: the configuration
     /// file's folder (the working directory for the embedded default).
     #[serde(skip)]
@@ -108,6 +111,11 @@ impl Problems {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem::new(key, message));
     }
+
+    /// The first problem recorded, if any.
+    pub fn first(&self) -> Option<&ConfigProblem> {
+        self.0.first()
+    }
 }
 
 impl Config {
@@ -161,6 +169,10 @@ impl Config {
 
         config.base_dir = base_dir.to_path_buf();
         let mut problems = config.validate();
+        config.server.load_tls_files(base_dir, &mut problems);
+        for (name, service) in &mut config.services {
+            service.load_tls_files(base_dir, &format!("services.{name}"), &mut problems);
+        }
         if config.graphql.enabled {
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
@@ -190,6 +202,9 @@ impl Config {
         self.server.validate(&mut problems);
         self.telemetry.validate(&mut problems);
         self.graphql.validate(&mut problems);
+        self.auth.validate(&mut problems);
+        let scoped_without_auth =
+            self.auth.jwt.is_none() && self.auth.api_keys.is_empty() && self.auth.api_keys_file.is_none();
         for (name, service) in &self.services {
             service.validate(&format!("services.{name}"), &mut problems);
         }
@@ -211,6 +226,9 @@ impl Config {
                         }
                     ),
                 );
+            }
+            if scoped_without_auth && route.auth == crate::auth::AuthMode::Required {
+                problems.push(format!("{key}.auth"), "\"required\" needs [auth.jwt] or API keys to be configured");
             }
             if let Some(first) = seen_prefixes.insert(route.prefix.clone(), index) {
                 problems.push(

@@ -17,6 +17,9 @@ pub struct GraphqlConfig {
     pub enabled: bool,
     /// Path of the endpoint (and of the GraphiQL playground).
     pub path: String,
+    /// Authentication on the endpoint; field-level policies come from the
+    /// `@authenticated` and `@requiresScopes` directives.
+    pub auth: crate::auth::AuthMode,
     /// SDL files with `@rest` connectors, read in order and merged; relative
     /// paths are relative to the configuration file. Empty: the embedded
     /// default schema for the three demo services.
@@ -60,6 +63,7 @@ impl Default for GraphqlConfig {
         Self {
             enabled: false,
             path: "/graphql".to_owned(),
+            auth: crate::auth::AuthMode::Optional,
             schema: Vec::new(),
             introspection: true,
             playground: true,

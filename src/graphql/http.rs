@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::limits::{check_operation, check_text, Limits};
 use super::resolve::{OperationState, Runtime};
-use crate::identity::VerifiedClaims;
+use crate::identity::Identity;
 use crate::telemetry::REQUEST_ID;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -189,7 +189,7 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
         };
     }
     let request_id = request.headers().get(REQUEST_ID).cloned();
-    let claims = request.extensions().get::<VerifiedClaims>().map(|claims| Arc::clone(&claims.0));
+    let identity = request.extensions().get::<Arc<Identity>>().cloned();
 
     let request = match limit_body(request, endpoint.max_body_size).await {
         Ok(request) => request,
@@ -199,7 +199,7 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
         Ok(parsed) => parsed.into_inner(),
         Err(rejection) => return rejection.into_response(),
     };
-    match execute(&endpoint, graphql_request, &method, claims, request_id, accepts_response_type).await {
+    match execute(&endpoint, graphql_request, &method, identity, request_id, accepts_response_type).await {
         Ok(response) => response,
         Err(error) => errors_response(
             if accepts_response_type || !error.well_formed { error.status } else { StatusCode::OK },
@@ -228,7 +228,7 @@ async fn execute(
     endpoint: &GraphqlEndpoint,
     mut request: async_graphql::Request,
     method: &Method,
-    claims: Option<Arc<Json>>,
+    identity: Option<Arc<Identity>>,
     request_id: Option<HeaderValue>,
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
@@ -257,7 +257,7 @@ async fn execute(
 
     request.query = String::new();
     request.set_parsed_query((*document).clone());
-    let state = Arc::new(OperationState::new(claims, request_id));
+    let state = Arc::new(OperationState::new(identity, request_id));
     let response = endpoint.schema.execute(request.data(state)).await;
 
     // Errors without data and without a path are request errors (the
@@ -441,7 +441,8 @@ const PLAYGROUND_HTML: &str = r#"<!doctype html>
   <script src="{{PATH}}/assets/react-dom.production.min.js"></script>
   <script src="{{PATH}}/assets/graphiql.min.js"></script>
   <script>
-    // A link such as /graphql#query=...&variables=... opens with that operation.
+    // A link such as /graphql#query=...&variables=...&headers=... opens with
+    // that operation (headers as a JSON object, e.g. an Authorization token).
     const shared = new URLSearchParams(window.location.hash.slice(1));
     const fetcher = GraphiQL.createFetcher({ url: window.location.origin + "{{PATH}}" });
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
@@ -450,6 +451,7 @@ const PLAYGROUND_HTML: &str = r#"<!doctype html>
         defaultEditorToolsVisibility: true,
         query: shared.get("query") || undefined,
         variables: shared.get("variables") || undefined,
+        headers: shared.get("headers") || undefined,
       })
     );
   </script>

@@ -54,6 +54,9 @@ pub struct ObjectModel {
     pub fields: Vec<FieldModel>,
     /// `@cost(weight:)` on the type: the cost of each object of this type.
     pub cost: Option<u64>,
+    /// `@authenticated` / `@requiresScopes` on the type: needed to read any
+    /// field that returns it.
+    pub access: Access,
 }
 
 impl ObjectModel {
@@ -84,6 +87,54 @@ pub struct FieldModel {
     pub deprecation: Option<Option<String>>,
     /// Where the field is declared, for messages.
     pub declared_at: (Arc<str>, async_graphql_parser::Pos),
+    /// Who may read the field (its own directives and its type's).
+    pub access: Access,
+}
+
+/// `@authenticated` and `@requiresScopes` on a field or type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// A verified caller is needed.
+    pub authenticated: bool,
+    /// Any one of these groups must be granted in full.
+    pub scopes: Vec<Vec<String>>,
+}
+
+impl Access {
+    /// Whether anyone may read.
+    pub fn is_open(&self) -> bool {
+        !self.authenticated && self.scopes.is_empty()
+    }
+
+    /// Both sets of requirements: authentication if either asks, and every
+    /// scope requirement of both.
+    pub fn and(&self, other: &Access) -> Access {
+        let scopes = match (self.scopes.is_empty(), other.scopes.is_empty()) {
+            (true, _) => other.scopes.clone(),
+            (_, true) => self.scopes.clone(),
+            (false, false) => self
+                .scopes
+                .iter()
+                .flat_map(|mine| other.scopes.iter().map(move |theirs| mine.iter().chain(theirs).cloned().collect()))
+                .collect(),
+        };
+        Access { authenticated: self.authenticated || other.authenticated, scopes }
+    }
+
+    /// Refuses a caller who does not meet the requirements.
+    pub fn check(&self, identity: Option<&crate::identity::Identity>) -> async_graphql::Result<()> {
+        let Some(identity) = identity else {
+            return Err(super::error::gateway_error("UNAUTHENTICATED", "this field requires an authenticated caller"));
+        };
+        if self.scopes.is_empty() || self.scopes.iter().any(|group| identity.has_scopes(group)) {
+            return Ok(());
+        }
+        let wanted: Vec<String> = self.scopes.iter().map(|group| group.join(" ")).collect();
+        Err(super::error::gateway_error(
+            "FORBIDDEN",
+            format!("this field requires the scopes: {}", wanted.join(" or ")),
+        ))
+    }
 }
 
 impl FieldModel {

@@ -29,7 +29,7 @@ use serde_json::Value as Json;
 use super::connector::{RestConnector, Scope};
 use super::error::{gateway_error, FetchError};
 use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
-use crate::proxy::USER_ID;
+use crate::identity::Identity;
 use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
 
 /// Limits and clients shared by every operation.
@@ -51,10 +51,10 @@ pub struct Runtime {
 /// made so far.
 #[derive(Default)]
 pub struct OperationState {
-    /// The verified caller's claims, if any.
+    /// The verified caller, if any.
+    pub identity: Option<Arc<Identity>>,
+    /// The caller's claims (for `$claims.x`).
     pub claims: Option<Arc<Json>>,
-    /// The caller's subject (`sub`), forwarded as `X-User-Id`.
-    pub subject: Option<HeaderValue>,
     /// The request id, forwarded to every backend call.
     pub request_id: Option<HeaderValue>,
     fetches: Mutex<HashMap<String, SharedFetch>>,
@@ -63,22 +63,15 @@ pub struct OperationState {
 
 impl std::fmt::Debug for OperationState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OperationState").field("subject", &self.subject).finish_non_exhaustive()
+        f.debug_struct("OperationState").field("identity", &self.identity).finish_non_exhaustive()
     }
 }
 
 impl OperationState {
     /// State for one operation.
-    pub fn new(claims: Option<Arc<Json>>, request_id: Option<HeaderValue>) -> Self {
-        let subject = claims
-            .as_ref()
-            .and_then(|claims| match claims.get("sub")? {
-                Json::String(text) => Some(text.clone()),
-                Json::Number(number) => Some(number.to_string()),
-                _ => None,
-            })
-            .and_then(|sub| HeaderValue::try_from(sub).ok());
-        Self { claims, subject, request_id, ..Self::default() }
+    pub fn new(identity: Option<Arc<Identity>>, request_id: Option<HeaderValue>) -> Self {
+        let claims = identity.as_ref().map(|identity| Arc::clone(&identity.claims));
+        Self { identity, claims, request_id, ..Self::default() }
     }
 }
 
@@ -210,6 +203,10 @@ async fn resolve_field<'a>(
     field: &FieldModel,
 ) -> async_graphql::Result<Option<FieldValue<'a>>> {
     let parent = ctx.parent_value.downcast_ref::<ParentObject>();
+    if !field.access.is_open() {
+        let state = ctx.data::<Arc<OperationState>>()?;
+        field.access.check(state.identity.as_deref())?;
+    }
     let json = match &field.source {
         FieldSource::Json { key } => parent.and_then(|parent| parent.json.get(key)).cloned().unwrap_or(Json::Null),
         FieldSource::Rest(connector) => {
@@ -454,8 +451,10 @@ impl BackendCall {
         if let Some(request_id) = &self.state.request_id {
             headers.insert(crate::telemetry::REQUEST_ID, request_id.clone());
         }
-        if let Some(subject) = &self.state.subject {
-            headers.insert(USER_ID, subject.clone());
+        if let Some(identity) = &self.state.identity {
+            for (name, value) in &identity.forwarded_headers {
+                headers.insert(name.clone(), value.clone());
+            }
         }
         for (name, value) in self.headers {
             if let Ok(value) = HeaderValue::try_from(value) {

@@ -19,7 +19,9 @@ use async_graphql_parser::{Pos, Positioned};
 use http::{HeaderName, Method};
 
 use super::connector::{parse_path, snake_case, BatchSpec, BodyTemplate, Expr, RestConnector};
-use super::model::{ArgModel, EnumModel, FieldModel, FieldSource, InputModel, ListSize, ObjectModel, SchemaModel};
+use super::model::{
+    Access, ArgModel, EnumModel, FieldModel, FieldSource, InputModel, ListSize, ObjectModel, SchemaModel,
+};
 
 /// The directives the gateway understands, as SDL; `portico schema print`
 /// leaves them out of the client-facing schema.
@@ -28,6 +30,10 @@ pub const GATEWAY_DIRECTIVES: &str = r#"
 directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], body: JSON, selection: String, batch: RestBatch) on FIELD_DEFINITION
 "Reads the field from a differently named JSON key."
 directive @map(from: String!) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
+"Only verified callers may read the field, or any field returning the type."
+directive @authenticated on FIELD_DEFINITION | OBJECT
+"Only callers granted all scopes of one of the groups may read it."
+directive @requiresScopes(scopes: [[String!]!]!) on FIELD_DEFINITION | OBJECT
 "The cost of resolving a field or an object of a type (IBM GraphQL cost spec)."
 directive @cost(weight: Int!) on FIELD_DEFINITION | OBJECT
 "How long a list field is, for cost analysis (IBM GraphQL cost spec)."
@@ -152,6 +158,7 @@ pub fn load(sources: &[SchemaSource], services: &BTreeSet<String>) -> Result<Sch
     if !syntax_failed {
         check_roots(&mut checker, &model, sources);
     }
+    inherit_type_access(&mut model);
     if checker.problems.is_empty() {
         Ok(model)
     } else {
@@ -197,6 +204,10 @@ fn add_definition(
         TypeKind::Object(object) => {
             let is_root = name == model.query || model.mutation.as_deref() == Some(name.as_str());
             let cost = type_cost(checker, &ty.directives);
+            let mut access = Access::default();
+            for directive in &ty.directives {
+                access_directive(checker, directive, &mut access);
+            }
             let mut fields = Vec::new();
             for field in &object.fields {
                 if fields.iter().any(|existing: &FieldModel| existing.name == field.node.name.node.as_str()) {
@@ -207,7 +218,7 @@ fn add_definition(
                     fields.push(field);
                 }
             }
-            model.objects.insert(name.clone(), ObjectModel { name, description, fields, cost });
+            model.objects.insert(name.clone(), ObjectModel { name, description, fields, cost, access });
         }
         TypeKind::InputObject(input) => {
             let mut fields = Vec::new();
@@ -232,7 +243,9 @@ fn add_definition(
         }
     }
     for directive in &ty.directives {
-        if !matches!((directive.node.name.node.as_str(), &ty.kind), ("cost", TypeKind::Object(_))) {
+        let allowed_on_objects = ["cost", "authenticated", "requiresScopes"];
+        let on_object = matches!(ty.kind, TypeKind::Object(_));
+        if !(on_object && allowed_on_objects.contains(&directive.node.name.node.as_str())) {
             checker.problem(
                 directive.pos,
                 format!("directive @{} is not allowed on type {}", directive.node.name.node, ty.name.node),
@@ -330,6 +343,7 @@ fn field_model(
     let mut cost = None;
     let mut list_size = None;
     let mut deprecation = None;
+    let mut access = Access::default();
     for directive in &definition.directives {
         let arguments = DirectiveArguments::new(checker, directive);
         match directive.node.name.node.as_str() {
@@ -361,13 +375,14 @@ fn field_model(
                 }
                 list_size = Some(ListSize { assumed_size: arguments.unsigned(checker, "assumedSize", false), slicing_arguments });
             }
+            "authenticated" | "requiresScopes" => access_directive(checker, directive, &mut access),
             "deprecated" => {
                 arguments.only(checker, &["reason"]);
                 deprecation = Some(arguments.string(checker, "reason", false));
             }
             other => checker.problem(
                 directive.node.name.pos,
-                format!("unknown directive @{other} on {type_name}.{name} (known: @rest, @map, @cost, @listSize, @deprecated)"),
+                format!("unknown directive @{other} on {type_name}.{name} (known: @rest, @map, @authenticated, @requiresScopes, @cost, @listSize, @deprecated)"),
             ),
         }
     }
@@ -381,7 +396,72 @@ fn field_model(
         list_size,
         deprecation,
         declared_at: (Arc::from(checker.file.as_str()), field.pos),
+        access,
     })
+}
+
+/// Reads `@authenticated` or `@requiresScopes(scopes: [["a", "b"], ["c"]])`.
+fn access_directive(checker: &mut Checker<'_>, directive: &Positioned<ConstDirective>, access: &mut Access) {
+    let arguments = DirectiveArguments::new(checker, directive);
+    match directive.node.name.node.as_str() {
+        "authenticated" => {
+            arguments.only(checker, &[]);
+            access.authenticated = true;
+        }
+        "requiresScopes" => {
+            arguments.only(checker, &["scopes"]);
+            let groups = match arguments.get("scopes").map(|value| &value.node) {
+                Some(Value::List(groups)) => groups
+                    .iter()
+                    .map(|group| match group {
+                        Value::List(scopes) => scopes
+                            .iter()
+                            .map(|scope| if let Value::String(text) = scope { Some(text.clone()) } else { None })
+                            .collect::<Option<Vec<_>>>(),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>(),
+                _ => None,
+            };
+            match groups {
+                Some(groups) if !groups.is_empty() && groups.iter().all(|group| !group.is_empty()) => {
+                    access.authenticated = true;
+                    access.scopes = groups;
+                }
+                _ => checker.problem(
+                    directive.pos,
+                    "@requiresScopes takes scopes: [[\"scope\", ...], ...] (any group, all scopes of it)",
+                ),
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A field returning a protected type is protected too.
+fn inherit_type_access(model: &mut SchemaModel) {
+    let type_access: std::collections::HashMap<String, Access> = model
+        .objects
+        .iter()
+        .filter(|(_, object)| !object.access.is_open())
+        .map(|(name, object)| (name.clone(), object.access.clone()))
+        .collect();
+    if type_access.is_empty() {
+        return;
+    }
+    for object in model.objects.values_mut() {
+        for field in &mut object.fields {
+            let mut base = &field.ty.base;
+            while let BaseType::List(inner) = base {
+                base = &inner.base;
+            }
+            if let BaseType::Named(name) = base {
+                if let Some(access) = type_access.get(name.as_str()) {
+                    field.access = field.access.and(access);
+                }
+            }
+        }
+    }
 }
 
 /// Typed access to a directive's arguments, reporting misuse.

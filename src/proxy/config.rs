@@ -3,6 +3,7 @@
 use http::Method;
 use serde::Deserialize;
 
+use crate::auth::AuthMode;
 use crate::config::Problems;
 
 /// One REST passthrough route.
@@ -22,6 +23,13 @@ pub struct RouteConfig {
     /// Methods allowed on the route; empty allows every method.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Whether callers must authenticate (`required`), may (`optional`:
+    /// credentials are verified when sent) or are not asked (`none`).
+    #[serde(default)]
+    pub auth: AuthMode,
+    /// Scopes a caller needs on this route (all of them).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 fn default_strip_prefix() -> bool {
@@ -42,6 +50,9 @@ impl RouteConfig {
         }
         if self.prefix.split('/').any(|segment| segment == "." || segment == "..") {
             problems.push(format!("{key}.prefix"), format!("{:?} must not contain '.' or '..' segments", self.prefix));
+        }
+        if !self.scopes.is_empty() && self.auth == AuthMode::None {
+            problems.push(format!("{key}.scopes"), "scopes need auth = \"required\" or \"optional\"");
         }
         for (index, method) in self.methods.iter().enumerate() {
             if self.parsed_method(method).is_none() {

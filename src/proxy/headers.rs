@@ -18,9 +18,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// The header through which services learn the caller's identity; only the
-/// gateway may set it.
-pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -41,12 +38,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Rewrites a client's headers for the backend: hop-by-hop and identity
-/// headers go, forwarding headers describe the original request.
-pub fn prepare_request_headers(headers: &mut HeaderMap, client_ip: IpAddr, original_host: Option<&HeaderValue>) {
+/// Rewrites a client's headers for the backend: hop-by-hop headers go,
+/// forwarding headers describe the original request. (Identity headers were
+/// already replaced by the authentication layer.)
+pub fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    original_host: Option<&HeaderValue>,
+    client_scheme: &'static str,
+) {
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
-    headers.remove(USER_ID);
 
     let client_ip_text = client_ip.to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
@@ -60,7 +62,7 @@ pub fn prepare_request_headers(headers: &mut HeaderMap, client_ip: IpAddr, origi
     if let Ok(value) = HeaderValue::try_from(client_ip_text) {
         headers.insert(X_REAL_IP, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme));
     match original_host {
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
@@ -78,14 +80,13 @@ mod tests {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret-Hop"));
         headers.insert("x-secret-hop", HeaderValue::from_static("1"));
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        headers.insert(USER_ID, HeaderValue::from_static("42"));
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         headers.insert("accept", HeaderValue::from_static("application/json"));
         let host = headers.get(header::HOST).cloned();
 
-        prepare_request_headers(&mut headers, "10.0.0.7".parse().expect("ip"), host.as_ref());
+        prepare_request_headers(&mut headers, "10.0.0.7".parse().expect("ip"), host.as_ref(), "http");
 
-        for gone in ["host", "connection", "x-secret-hop", "te", "x-user-id"] {
+        for gone in ["host", "connection", "x-secret-hop", "te"] {
             assert!(!headers.contains_key(gone), "{gone} should be removed");
         }
         assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 10.0.0.7");

@@ -23,7 +23,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
 
 pub use config::RouteConfig;
-pub use headers::{remove_hop_by_hop, USER_ID};
+pub use headers::remove_hop_by_hop;
 pub use routing::{Route, RouteMatch, RouteTable};
 
 use crate::routing::PrefixMatch;
@@ -127,8 +127,14 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
-    let original_host = parts.headers.get(header::HOST).cloned();
-    headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref());
+    // HTTP/2 clients name the host in `:authority` rather than `Host`.
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()));
+    let client_scheme = parts.extensions.get::<crate::server::ConnectionInfo>().map_or("http", |info| info.scheme());
+    headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref(), client_scheme);
 
     let mut upstream_request = http::Request::new(body);
     *upstream_request.method_mut() = parts.method;

@@ -100,6 +100,8 @@ mod tests {
                 service: "svc".to_owned(),
                 strip_prefix,
                 methods: Vec::new(),
+                auth: crate::auth::AuthMode::Optional,
+                scopes: Vec::new(),
             })
             .collect();
         RouteTable::new(&configs, &upstreams)

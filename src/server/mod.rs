@@ -1,14 +1,21 @@
 //! The listener: accepting connections, protecting the gateway from hostile
-//! or broken clients at the protocol level, and shutting down gracefully.
+//! or broken clients at the protocol level, terminating HTTPS, and shutting
+//! down gracefully.
 //!
 //! [`serve`] takes an already bound listener and a shutdown future, so the
-//! binary and the tests start the gateway the same way.
+//! binary and the tests start the gateway the same way. With `[server.tls]`
+//! the listener speaks HTTPS, and an optional second, plain-HTTP listener
+//! only redirects to it.
 
 mod config;
 mod guard;
+mod redirect;
+mod tls;
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -16,16 +23,36 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-pub use config::ServerConfig;
+pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
 pub use guard::{protocol_guard, ProtocolError};
+pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
-use crate::app::{app, AppState};
+use crate::app::{app, AppState, StateError};
 use crate::config::Config;
-use crate::graphql::GraphqlSetupError;
 use crate::upstream::{UpstreamBuildError, Upstreams};
+use tls::TlsTermination;
+
+/// How the client reached the gateway; the accept loop puts it into every
+/// request's extensions, next to the peer address (`ConnectInfo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    /// Whether the connection is TLS (HTTPS).
+    pub tls: bool,
+}
+
+impl ConnectionInfo {
+    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
+    pub fn scheme(self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +60,25 @@ pub enum ServeError {
     /// A backend service could not be set up.
     #[error(transparent)]
     Upstream(#[from] UpstreamBuildError),
-    /// The GraphQL endpoint could not be set up.
+    /// The application state could not be built.
     #[error(transparent)]
-    Graphql(#[from] GraphqlSetupError),
+    State(#[from] StateError),
+    /// HTTPS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The plain-HTTP redirect listener could not be bound.
+    #[error("server.tls.http_redirect.listen: cannot listen on {address}: {source}")]
+    RedirectBind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The bind error.
+        source: io::Error,
+    },
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then stops
-/// accepting and lets in-flight requests finish for up to
-/// `server.shutdown_timeout`.
+/// accepting (on the redirect listener too) and lets in-flight requests
+/// finish for up to `server.shutdown_timeout`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
@@ -49,7 +87,26 @@ pub async fn serve(
     let upstreams = Upstreams::new(&config.services)?;
     let _health_checks = upstreams.spawn_health_checks();
     let state = AppState::new(&config, upstreams)?;
+    let _auth_background = state.authenticator().spawn_background();
     let router = app(state, &config);
+
+    let tls = match &config.server.tls {
+        Some(tls) => Some(TlsTermination::start(tls, &config.base_dir)?),
+        None => None,
+    };
+    let redirect = match config.server.tls.as_ref().and_then(|tls| tls.http_redirect.as_ref()) {
+        Some(redirect) => {
+            let redirect_listener = TcpListener::bind(redirect.listen)
+                .await
+                .map_err(|source| ServeError::RedirectBind { address: redirect.listen, source })?;
+            let https_port = redirect
+                .https_port
+                .or_else(|| listener.local_addr().ok().map(|address| address.port()))
+                .unwrap_or(config.server.listen.port());
+            Some((redirect_listener, https_port))
+        }
+        None => None,
+    };
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -63,44 +120,107 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.server.max_header_size.as_u64()).unwrap_or(u32::MAX));
+    // Shared with the per-connection tasks that finish a TLS handshake first.
+    let builder = Arc::new(builder);
+    let connection_info = ConnectionInfo { tls: tls.is_some() };
 
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, "portico listening");
+        tracing::info!(%address, tls = connection_info.tls, "portico listening");
+    }
+    if let Some(Ok(address)) = redirect.as_ref().map(|(redirect_listener, _)| redirect_listener.local_addr()) {
+        tracing::info!(%address, "redirecting plain HTTP to HTTPS");
     }
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Usually out of file descriptors: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted.map(|(stream, peer)| (stream, peer, false)),
+            accepted = accept_optional(redirect.as_ref().map(|(redirect_listener, _)| redirect_listener)) => {
+                accepted.map(|(stream, peer)| (stream, peer, true))
+            }
             () = &mut shutdown => break,
         };
+        let (stream, peer, redirecting) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Usually out of file descriptors: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
+        if let (true, Some((_, https_port))) = (redirecting, &redirect) {
+            let https_port = *https_port;
+            let service = hyper::service::service_fn(move |request| redirect::serve_redirect(request, https_port));
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            spawn_connection(graceful.watch(connection.into_owned()), peer);
+            continue;
+        }
         let service = router.clone().map_request(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            request.extensions_mut().insert(connection_info);
             request
         });
-        let connection =
-            builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, error = %error, "connection ended with an error");
+        let service = TowerToHyperService::new(service);
+        match &tls {
+            None => {
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                spawn_connection(graceful.watch(connection.into_owned()), peer);
             }
-        });
+            Some(tls) => {
+                // The handshake runs in the connection's own task, so a slow
+                // or silent client never holds up the accept loop.
+                let handshake = tls.acceptor().accept(stream);
+                let handshake_timeout = config.server.header_read_timeout;
+                let watcher = graceful.watcher();
+                let builder = Arc::clone(&builder);
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(handshake_timeout, handshake).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_elapsed) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
+    drop(redirect);
     tracing::info!("shutting down: no longer accepting, draining in-flight requests");
     if tokio::time::timeout(config.server.shutdown_timeout, graceful.shutdown()).await.is_err() {
         tracing::warn!(timeout = ?config.server.shutdown_timeout, "drain timeout reached; closing remaining connections");
     }
     Ok(())
+}
+
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept_optional(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a connection that is being watched for graceful shutdown.
+fn spawn_connection<E>(connection: impl Future<Output = Result<(), E>> + Send + 'static, peer: SocketAddr)
+where
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%peer, error = %error, "connection ended with an error");
+        }
+    });
 }

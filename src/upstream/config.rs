@@ -1,20 +1,24 @@
 //! The `[services.<name>]` sections: where a backend lives and how the
 //! gateway talks to it.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::Uri;
 use serde::Deserialize;
+use tokio_rustls::rustls::RootCertStore;
 
+use super::tls::load_ca_file;
 use crate::config::Problems;
 
 /// One backend service: its endpoints and the client policy used for them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// Base URLs of the service's replicas, such as `"http://127.0.0.1:8001"`,
-    /// or tables `{ url = "...", weight = 3 }`.
+    /// Base URLs of the service's replicas, such as `"http://127.0.0.1:8001"`
+    /// or `"https://payment.internal"`, or tables `{ url = "...", weight = 3 }`.
     pub endpoints: Vec<EndpointConfig>,
     /// How a request picks a replica.
     pub load_balancing: LoadBalancing,
@@ -36,6 +40,8 @@ pub struct ServiceConfig {
     pub passive_health: PassiveHealthConfig,
     /// Retries of failed requests on another replica.
     pub retry: RetryConfig,
+    /// How the certificates of `https://` endpoints are verified.
+    pub tls: UpstreamTlsConfig,
 }
 
 impl Default for ServiceConfig {
@@ -50,8 +56,25 @@ impl Default for ServiceConfig {
             health_check: HealthCheckConfig::default(),
             passive_health: PassiveHealthConfig::default(),
             retry: RetryConfig::default(),
+            tls: UpstreamTlsConfig::default(),
         }
     }
+}
+
+/// `[services.<name>.tls]`: trust for `https://` endpoints. Certificates are
+/// always verified (chain and host name); this only chooses whom to trust.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file with the CA certificate(s) that issue the service's
+    /// certificates, typically a private CA. When set, only these CAs are
+    /// trusted for this service; without it, the public web CAs (Mozilla's
+    /// list, built in) are. Relative paths are resolved against the
+    /// configuration file's folder.
+    pub ca_file: Option<PathBuf>,
+    /// The CA file as read during validation.
+    #[serde(skip)]
+    pub(crate) ca_roots: Option<Arc<RootCertStore>>,
 }
 
 /// A replica's base URL, optionally weighted.
@@ -90,14 +113,15 @@ impl EndpointConfig {
 
     /// The scheme and authority requests are sent to.
     pub fn target(&self) -> Result<(Scheme, Authority), String> {
+        const EXAMPLE: &str = "write it like \"http://127.0.0.1:8001\" or \"https://api.internal\"";
         let url = self.url();
         let uri: Uri =
             url.parse().map_err(|_| format!("{url:?} is not a URL; write it like \"http://127.0.0.1:8001\""))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!(
-                "{url:?}: only http:// endpoints are supported; write it like \"http://127.0.0.1:8001\""
-            ));
-        }
+        let scheme = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP => Scheme::HTTP,
+            Some(scheme) if *scheme == Scheme::HTTPS => Scheme::HTTPS,
+            _ => return Err(format!("{url:?}: only http:// and https:// endpoints are supported; {EXAMPLE}")),
+        };
         let Some(authority) = uri.authority().cloned() else {
             return Err(format!("{url:?} has no host; write it like \"http://127.0.0.1:8001\""));
         };
@@ -106,7 +130,7 @@ impl EndpointConfig {
                 "{url:?}: an endpoint is a base URL without path or query; put path prefixes in routes"
             ));
         }
-        Ok((Scheme::HTTP, authority))
+        Ok((scheme, authority))
     }
 }
 
@@ -203,6 +227,16 @@ impl Default for RetryConfig {
 }
 
 impl ServiceConfig {
+    /// Reads `tls.ca_file` (relative to `base_dir`) so that `portico check`
+    /// reports an unusable file and the client is built from what was read.
+    pub(crate) fn load_tls_files(&mut self, base_dir: &Path, key: &str, problems: &mut Problems) {
+        let Some(ca_file) = &self.tls.ca_file else { return };
+        match load_ca_file(&base_dir.join(ca_file)) {
+            Ok(roots) => self.tls.ca_roots = Some(Arc::new(roots)),
+            Err(error) => problems.push(format!("{key}.tls.ca_file"), error.to_string()),
+        }
+    }
+
     pub(crate) fn validate(&self, key: &str, problems: &mut Problems) {
         if self.endpoints.is_empty() {
             problems.push(

@@ -1,5 +1,5 @@
-//! The client library for backend services: pooled connections, replica
-//! selection, health, retries and timeouts.
+//! The client library for backend services: pooled connections (plain or
+//! verified TLS), replica selection, health, retries and timeouts.
 //!
 //! Architecture invariant: this module knows nothing of routes, GraphQL,
 //! identities or caches. Callers hand it a request whose URI is a path and
@@ -11,6 +11,7 @@ mod body;
 mod config;
 mod error;
 mod health;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,21 +20,25 @@ use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_rustls::rustls::RootCertStore;
 use tower::retry::budget::{Budget, TpsBudget};
 
 pub use balance::{selector_for, LeastRequests, RoundRobin, Selector, Weighted};
 pub use body::{UpstreamRequestBody, UpstreamResponseBody};
-pub use config::{EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig};
+pub use config::{
+    EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig,
+    UpstreamTlsConfig,
+};
 pub use error::UpstreamError;
 pub use health::HealthCheckTasks;
+pub use tls::CaFileError;
 
 use body::AttemptBody;
 use health::{CheckStreak, EndpointHealth, HealthClock};
 
-type HttpClient = Client<HttpConnector, AttemptBody>;
+type HttpClient = Client<tls::Connector, AttemptBody>;
 
 /// Every configured backend service, by name.
 #[derive(Clone, Debug, Default)]
@@ -43,11 +48,12 @@ pub struct Upstreams {
 
 impl Upstreams {
     /// Builds clients and health state for every service. The configuration
-    /// has been validated, so endpoints parse.
+    /// has been validated, so endpoints parse and CA files were read.
     pub fn new(configs: &BTreeMap<String, ServiceConfig>) -> Result<Self, UpstreamBuildError> {
+        let public_roots = Arc::new(tls::public_roots());
         let services = configs
             .iter()
-            .map(|(name, config)| Ok((name.clone(), Arc::new(UpstreamService::new(name, config)?))))
+            .map(|(name, config)| Ok((name.clone(), Arc::new(UpstreamService::new(name, config, &public_roots)?))))
             .collect::<Result<_, UpstreamBuildError>>()?;
         Ok(Self { services: Arc::new(services) })
     }
@@ -82,12 +88,12 @@ impl Upstreams {
     }
 }
 
-/// An endpoint URL that could not be turned into a client target.
+/// A service whose client could not be built: an endpoint URL that is not
+/// a client target, or an unusable CA file.
 #[derive(Debug, thiserror::Error)]
-#[error("services.{service}.endpoints[{index}]: {message}")]
+#[error("{key}: {message}")]
 pub struct UpstreamBuildError {
-    service: String,
-    index: usize,
+    key: String,
     message: String,
 }
 
@@ -200,24 +206,32 @@ fn is_retryable_status(status: StatusCode) -> bool {
 }
 
 impl UpstreamService {
-    fn new(name: &str, config: &ServiceConfig) -> Result<Self, UpstreamBuildError> {
+    fn new(name: &str, config: &ServiceConfig, public_roots: &Arc<RootCertStore>) -> Result<Self, UpstreamBuildError> {
         let endpoints = config
             .endpoints
             .iter()
             .enumerate()
             .map(|(index, endpoint)| {
                 Endpoint::new(endpoint).map_err(|message| UpstreamBuildError {
-                    service: name.to_owned(),
-                    index,
+                    key: format!("services.{name}.endpoints[{index}]"),
                     message,
                 })
             })
             .collect::<Result<Box<[Endpoint]>, _>>()?;
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let tls_error = |message: String| UpstreamBuildError { key: format!("services.{name}.tls"), message };
+        let roots = match (&config.tls.ca_roots, &config.tls.ca_file) {
+            (Some(roots), _) => Arc::clone(roots),
+            // Read during validation, unless the configuration was built
+            // without it; then relative paths are taken from the working
+            // directory, as `Config::parse` does.
+            (None, Some(ca_file)) => {
+                Arc::new(tls::load_ca_file(ca_file).map_err(|error| tls_error(error.to_string()))?)
+            }
+            (None, None) => Arc::clone(public_roots),
+        };
+        let connector = tls::connector(roots, config.connect_timeout, Duration::from_secs(60))
+            .map_err(|error| tls_error(error.to_string()))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.idle_timeout)
             .pool_max_idle_per_host(config.max_idle_per_host)

@@ -30,6 +30,7 @@ fn gateway_config(services: &DjangoServices) -> String {
         let prefix = name.replace('_', "-");
         toml.push_str(&format!("[[routes]]\nprefix = \"/{prefix}/\"\nservice = \"{name}\"\n\n"));
     }
+    toml.push_str(&format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{}\"\n\n", scenarios::SECRET));
     toml.push_str("[graphql]\nenabled = true\n");
     toml
 }

@@ -219,9 +219,25 @@ impl Backends {
                  passive_health = {{ enabled = false }}\nretry = {{ attempts = 0 }}\n\n"
             ));
         }
+        toml.push_str(&format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\n"));
         toml.push_str(&format!("[graphql]\nenabled = true\n{}\n", self.graphql));
         toml
     }
+}
+
+/// The HS256 secret of the test gateways.
+pub(crate) const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+
+/// A token for `sub` with the given space-separated scopes.
+pub(crate) fn token(sub: &str, scopes: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() + 600;
+    let claims = json!({"sub": sub, "exp": exp, "scope": scopes});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("signing works")
 }
 
 pub(crate) async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
@@ -237,8 +253,15 @@ pub(crate) async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
     backends
 }
 
+/// Posts an operation as student 1 with the `payments:read` scope.
 async fn post_graphql(gateway: &Gateway, body: Value) -> (StatusCode, Value) {
-    let response = client().post(gateway.url("/graphql")).json(&body).send().await.expect("response");
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(token("1", "payments:read"))
+        .json(&body)
+        .send()
+        .await
+        .expect("response");
     let status = response.status();
     (status, response.json().await.expect("JSON"))
 }
@@ -349,7 +372,7 @@ async fn mutations_send_snake_case_bodies_and_headers_and_report_field_errors() 
     let checkout = "mutation { checkout(input: {studentId: 1, amount: \"49.00\", currency: \"USD\"}, idempotencyKey: \"k-1\") { id amount status } }";
     let (_, body) = post_graphql(&gateway, json!({"query": checkout})).await;
     assert_eq!(body["data"]["checkout"]["amount"], "49.00", "{body}");
-    assert_eq!(body["data"]["checkout"]["status"], "key=k-1;user=", "the Idempotency-Key header reached the service");
+    assert_eq!(body["data"]["checkout"]["status"], "key=k-1;user=1", "the key and the caller reached the service");
     assert!(backends.calls.list().contains(&"POST /checkout/".to_owned()));
 
     let register = "mutation { register(input: {username: \"x\", email: \"bad\", fullName: \"X\", grade: 3, password: \"longpassword\"}) { id } }";

@@ -1,6 +1,7 @@
 //! Integration tests: the gateway in-process, real HTTP stub backends on
 //! ephemeral ports, real HTTP clients.
 
+mod auth;
 mod balancing;
 mod errors;
 mod graphql;
@@ -11,3 +12,4 @@ mod resilience;
 mod routing;
 mod shutdown;
 mod streaming;
+mod tls;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::graphql::{backends, Behaviour, DASHBOARD};
+use crate::graphql::{backends, token, Behaviour, DASHBOARD};
 use crate::harness::{eventually, Gateway};
 
 /// chromedriver on a free port, stopped when dropped.
@@ -63,7 +63,8 @@ async fn the_playground_runs_the_dashboard_operation_in_a_browser() {
         .await
         .expect("a browser session");
 
-    let fragment = url_fragment(&[("query", DASHBOARD), ("variables", r#"{"id": "1"}"#)]);
+    let headers = json!({"Authorization": format!("Bearer {}", token("1", "payments:read"))}).to_string();
+    let fragment = url_fragment(&[("query", DASHBOARD), ("variables", r#"{"id": "1"}"#), ("headers", &headers)]);
     let outcome = async {
         browser.goto(&format!("{}#{fragment}", gateway.url("/graphql"))).await?;
         let run = browser

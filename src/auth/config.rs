@@ -1,0 +1,222 @@
+//! The `[auth]` section: how callers prove who they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+/// Authentication settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// JSON Web Tokens in `Authorization: Bearer ...`.
+    pub jwt: Option<JwtConfig>,
+    /// API keys for machine clients.
+    pub api_keys: Vec<ApiKeyConfig>,
+    /// A file with more `[[api_keys]]` entries (TOML), so keys can be
+    /// rotated without touching the main configuration.
+    pub api_keys_file: Option<PathBuf>,
+    /// The header that carries an API key.
+    pub api_key_header: String,
+    /// The header that tells backends which API client is calling.
+    pub api_client_header: String,
+    /// Whether the client's own `Authorization` / API-key header is passed
+    /// on to backends (they trust the gateway's identity headers instead).
+    pub forward_credentials: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt: None,
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            api_key_header: "X-API-KEY".to_owned(),
+            api_client_header: "X-Api-Client".to_owned(),
+            forward_credentials: false,
+        }
+    }
+}
+
+/// How JWTs are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted algorithms, chosen here and never by the token.
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// PEM public key for RS*/PS*/ES*/EdDSA.
+    pub public_key_file: Option<PathBuf>,
+    /// A JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL, fetched at start and refreshed.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again.
+    #[serde(with = "humantime_serde")]
+    pub jwks_refresh_interval: Duration,
+    /// Least time between two fetches, also when tokens name unknown keys.
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refresh_interval: Duration,
+    /// Required `iss`.
+    pub issuer: Option<String>,
+    /// Accepted `aud` values (any one must match).
+    pub audience: Vec<String>,
+    /// Clock skew tolerated for `exp` and `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claims every token must carry.
+    pub required_claims: Vec<String>,
+    /// Claim holding scopes: a space-separated string (`scope`) or an array (`scp`).
+    pub scope_claim: String,
+    /// Claims forwarded to backends, as `claim = "Header-Name"`.
+    pub forward_claims: BTreeMap<String, String>,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".to_owned()],
+            secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_interval: Duration::from_secs(300),
+            jwks_min_refresh_interval: Duration::from_secs(5),
+            issuer: None,
+            audience: Vec::new(),
+            leeway: Duration::from_secs(30),
+            required_claims: vec!["exp".to_owned(), "sub".to_owned()],
+            scope_claim: "scope".to_owned(),
+            forward_claims: BTreeMap::from([("sub".to_owned(), "X-User-Id".to_owned())]),
+        }
+    }
+}
+
+/// One API key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The client's name, its identity in logs and rate limits.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key (`printf %s KEY | sha256sum`).
+    pub sha256: String,
+    /// Scopes the key grants.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// A revoked key is refused like an unknown one.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// What a route asks of callers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Valid credentials are required.
+    Required,
+    /// Credentials are verified when present; anonymous calls pass.
+    #[default]
+    Optional,
+    /// Credentials are not looked at and no identity is forwarded.
+    None,
+}
+
+/// The algorithm families, which must match the kind of key configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    Hmac,
+    Asymmetric,
+}
+
+pub(crate) fn family(algorithm: &str) -> Option<Family> {
+    match algorithm {
+        "HS256" | "HS384" | "HS512" => Some(Family::Hmac),
+        "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA" => {
+            Some(Family::Asymmetric)
+        }
+        _ => None,
+    }
+}
+
+impl AuthConfig {
+    pub(crate) fn validate(&self, problems: &mut Problems) {
+        if let Some(jwt) = &self.jwt {
+            jwt.validate(problems);
+        }
+        for (index, key) in self.api_keys.iter().enumerate() {
+            key.validate(&format!("auth.api_keys[{index}]"), problems);
+        }
+        for (name, value) in [("api_key_header", &self.api_key_header), ("api_client_header", &self.api_client_header)]
+        {
+            if http::HeaderName::try_from(value.as_str()).is_err() {
+                problems.push(format!("auth.{name}"), format!("{value:?} is not a header name"));
+            }
+        }
+    }
+}
+
+impl ApiKeyConfig {
+    pub(crate) fn validate(&self, key: &str, problems: &mut Problems) {
+        if self.name.is_empty() {
+            problems.push(format!("{key}.name"), "every API key needs a name (the client's identity)");
+        }
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            problems.push(
+                format!("{key}.sha256"),
+                "must be the 64-character hex SHA-256 of the key; compute it with `printf %s KEY | sha256sum`",
+            );
+        }
+    }
+}
+
+impl JwtConfig {
+    fn validate(&self, problems: &mut Problems) {
+        let sources =
+            [self.secret.is_some(), self.public_key_file.is_some(), self.jwks_file.is_some(), self.jwks_url.is_some()];
+        let count = sources.iter().filter(|given| **given).count();
+        if count != 1 {
+            problems
+                .push("auth.jwt", "set exactly one key source: secret (HS*), public_key_file, jwks_file or jwks_url");
+        }
+        if self.algorithms.is_empty() {
+            problems.push("auth.jwt.algorithms", "list at least one algorithm, e.g. [\"RS256\"]");
+        }
+        for (index, algorithm) in self.algorithms.iter().enumerate() {
+            match family(algorithm) {
+                None => problems.push(
+                    format!("auth.jwt.algorithms[{index}]"),
+                    format!("{algorithm:?} is not supported; use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"),
+                ),
+                Some(Family::Hmac) if self.secret.is_none() && count == 1 => problems.push(
+                    format!("auth.jwt.algorithms[{index}]"),
+                    format!("{algorithm} needs `secret`; public keys only verify asymmetric algorithms"),
+                ),
+                Some(Family::Asymmetric) if self.secret.is_some() => problems.push(
+                    format!("auth.jwt.algorithms[{index}]"),
+                    format!("{algorithm} needs a public key (public_key_file, jwks_file or jwks_url), not a secret"),
+                ),
+                _ => {}
+            }
+        }
+        if self.secret.as_deref().is_some_and(|secret| secret.len() < 32) {
+            problems.push("auth.jwt.secret", "must be at least 32 bytes long; use e.g. `openssl rand -hex 32`");
+        }
+        if let Some(url) = &self.jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push("auth.jwt.jwks_url", format!("{url:?} must be an http:// or https:// URL"));
+            }
+        }
+        if self.jwks_min_refresh_interval.is_zero() || self.jwks_refresh_interval.is_zero() {
+            problems.push("auth.jwt", "JWKS refresh intervals must be greater than zero");
+        }
+        for header in self.forward_claims.values() {
+            if http::HeaderName::try_from(header.as_str()).is_err() {
+                problems.push("auth.jwt.forward_claims", format!("{header:?} is not a header name"));
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Authentication: the one place where callers prove who they are.
+//!
+//! The [`authenticate`] layer strips identity headers a client may have
+//! forged, verifies a bearer JWT or an API key, applies the policy of the
+//! path's route (`required`, `optional` or `none`, plus required scopes),
+//! and records the verified [`Identity`] in request extensions, together
+//! with the headers that tell backends who is calling. Doors and later
+//! layers read the identity; they never look at credentials.
+
+mod api_key;
+mod config;
+mod error;
+mod jwt;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use http::{header, HeaderMap, HeaderName, HeaderValue};
+use serde_json::json;
+
+pub use api_key::{ApiClient, ApiKeys};
+pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig};
+pub use error::AuthError;
+pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
+
+use crate::error::GatewayError;
+use crate::identity::Identity;
+use crate::routing::{PrefixMatch, PrefixTable};
+use crate::telemetry::REQUEST_ID;
+
+/// Longest `Authorization` header looked at; longer ones are refused
+/// before any parsing.
+const MAX_AUTHORIZATION_LENGTH: usize = 8 * 1024;
+
+/// What a path asks of callers.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Whether credentials are required, optional or ignored.
+    pub mode: AuthMode,
+    /// Scopes required (all of them).
+    pub scopes: Vec<String>,
+}
+
+/// Why authentication could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The JWT settings are unusable.
+    #[error(transparent)]
+    Jwt(#[from] JwtSetupError),
+    /// The API keys file is unusable.
+    #[error("auth.api_keys_file: {0}")]
+    KeysFile(String),
+}
+
+/// The verifier built from `[auth]`, plus the per-path policies.
+pub struct Authenticator {
+    jwt: Option<JwtVerifier>,
+    api_keys: ApiKeys,
+    api_key_header: HeaderName,
+    api_client_header: HeaderName,
+    forward_credentials: bool,
+    /// Headers only the gateway may set.
+    identity_headers: Vec<HeaderName>,
+    policies: PrefixTable<Policy>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator").field("jwt", &self.jwt).finish_non_exhaustive()
+    }
+}
+
+/// The API keys file: more `[[api_keys]]` entries.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Authenticator {
+    /// Builds the verifier from validated config; `policies` are the
+    /// per-prefix policies of routes and endpoints.
+    pub fn new(
+        config: &AuthConfig,
+        base: &Path,
+        policies: impl IntoIterator<Item = (Arc<str>, Policy)>,
+    ) -> Result<Self, AuthSetupError> {
+        let jwt = config.jwt.as_ref().map(|jwt| JwtVerifier::new(jwt, base)).transpose()?;
+        let mut keys = config.api_keys.clone();
+        if let Some(path) = &config.api_keys_file {
+            let path = base.join(path);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| AuthSetupError::KeysFile(format!("cannot read {}: {error}", path.display())))?;
+            let file: KeysFile = toml::from_str(&text)
+                .map_err(|error| AuthSetupError::KeysFile(format!("{}: {error}", path.display())))?;
+            let mut problems = crate::config::Problems::default();
+            for (index, key) in file.api_keys.iter().enumerate() {
+                key.validate(&format!("api_keys[{index}]"), &mut problems);
+            }
+            if let Some(problem) = problems.first() {
+                return Err(AuthSetupError::KeysFile(format!("{}: {problem}", path.display())));
+            }
+            keys.extend(file.api_keys);
+        }
+        let api_key_header =
+            HeaderName::try_from(config.api_key_header.as_str()).unwrap_or(HeaderName::from_static("x-api-key"));
+        let api_client_header =
+            HeaderName::try_from(config.api_client_header.as_str()).unwrap_or(HeaderName::from_static("x-api-client"));
+        let mut identity_headers: Vec<HeaderName> = vec![crate::identity::USER_ID, api_client_header.clone()];
+        if let Some(jwt) = &jwt {
+            identity_headers.extend(jwt.forwarded_header_names().cloned());
+        }
+        identity_headers.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        identity_headers.dedup();
+        Ok(Self {
+            jwt,
+            api_keys: ApiKeys::new(&keys),
+            api_key_header,
+            api_client_header,
+            forward_credentials: config.forward_credentials,
+            identity_headers,
+            policies: PrefixTable::new(policies),
+        })
+    }
+
+    /// Starts background work (JWKS refresh), stopped when dropped.
+    pub fn spawn_background(&self) -> Option<RefreshTask> {
+        self.jwt.as_ref().and_then(JwtVerifier::spawn_refresh)
+    }
+
+    fn policy(&self, path: &str) -> Policy {
+        match self.policies.lookup(path) {
+            PrefixMatch::Found(policy) => policy.clone(),
+            _ => Policy::default(),
+        }
+    }
+
+    /// The verified identity of the request's credentials, if it has any.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Option<Identity>, AuthError> {
+        if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+            let token = bearer_token(authorization)?;
+            let Some(jwt) = &self.jwt else { return Err(AuthError::MalformedToken) };
+            let verified = jwt.verify(token).await?;
+            return Ok(Some(Identity {
+                subject: verified.subject,
+                client: None,
+                scopes: verified.scopes,
+                claims: Arc::new(verified.claims),
+                forwarded_headers: verified.forwarded_headers,
+            }));
+        }
+        if let Some(key) = headers.get(&self.api_key_header) {
+            let client = self.api_keys.verify(key.as_bytes()).ok_or(AuthError::InvalidApiKey)?;
+            let forwarded_headers = HeaderValue::try_from(client.name.as_str())
+                .map(|value| vec![(self.api_client_header.clone(), value)])
+                .unwrap_or_default();
+            let claims = json!({ "client": client.name, "scope": client.scopes.join(" ") });
+            return Ok(Some(Identity {
+                subject: None,
+                client: Some(client.name),
+                scopes: client.scopes.into_iter().collect::<BTreeSet<_>>(),
+                claims: Arc::new(claims),
+                forwarded_headers,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+fn bearer_token(value: &HeaderValue) -> Result<&str, AuthError> {
+    if value.len() > MAX_AUTHORIZATION_LENGTH {
+        return Err(AuthError::MalformedHeader);
+    }
+    let text = value.to_str().map_err(|_| AuthError::MalformedHeader)?;
+    let (scheme, token) = text.split_once(' ').ok_or(AuthError::MalformedHeader)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(AuthError::MalformedHeader);
+    }
+    Ok(token)
+}
+
+/// The authentication layer (see the module docs).
+pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut request: Request, next: Next) -> Response {
+    for name in &auth.identity_headers {
+        request.headers_mut().remove(name);
+    }
+    let policy = auth.policy(request.uri().path());
+    if policy.mode == AuthMode::None {
+        strip_credentials(&auth, request.headers_mut());
+        return next.run(request).await;
+    }
+    let outcome = match auth.identify(request.headers()).await {
+        Ok(None) if policy.mode == AuthMode::Required => Err(AuthError::MissingCredentials),
+        Ok(Some(identity)) if !identity.has_scopes(&policy.scopes) => {
+            Err(AuthError::InsufficientScope { required: policy.scopes.clone() })
+        }
+        other => other,
+    };
+    match outcome {
+        Ok(identity) => {
+            if !auth.forward_credentials {
+                strip_credentials(&auth, request.headers_mut());
+            }
+            if let Some(identity) = identity {
+                for (name, value) in &identity.forwarded_headers {
+                    request.headers_mut().insert(name.clone(), value.clone());
+                }
+                request.extensions_mut().insert(Arc::new(identity));
+            }
+            next.run(request).await
+        }
+        Err(error) => {
+            tracing::info!(error = %error, path = request.uri().path(), "request refused by authentication");
+            GatewayError::from(error).into_response_with_id(request.headers().get(REQUEST_ID))
+        }
+    }
+}
+
+fn strip_credentials(auth: &Authenticator, headers: &mut HeaderMap) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(&auth.api_key_header);
+}
+
+/// Mints an HS256 development token (for `portico token`).
+pub fn mint_token(
+    secret: &str,
+    subject: &str,
+    scopes: &[String],
+    lifetime: Duration,
+    issuer: Option<&str>,
+    audience: &[String],
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let mut claims = json!({ "sub": subject, "iat": now, "nbf": now, "exp": now + lifetime.as_secs() });
+    if !scopes.is_empty() {
+        claims["scope"] = json!(scopes.join(" "));
+    }
+    if let Some(issuer) = issuer {
+        claims["iss"] = json!(issuer);
+    }
+    if !audience.is_empty() {
+        claims["aud"] = json!(audience);
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let header = |text: &str| HeaderValue::try_from(text).expect("header");
+        assert_eq!(bearer_token(&header("Bearer abc.def.ghi")), Ok("abc.def.ghi"));
+        assert_eq!(bearer_token(&header("bearer abc")), Ok("abc"));
+        assert_eq!(bearer_token(&header("Basic abc")), Err(AuthError::MalformedHeader));
+        assert_eq!(bearer_token(&header("Bearer")), Err(AuthError::MalformedHeader));
+        assert_eq!(bearer_token(&header("Bearer a b")), Err(AuthError::MalformedHeader));
+        assert_eq!(bearer_token(&header(&format!("Bearer {}", "a".repeat(9000)))), Err(AuthError::MalformedHeader));
+    }
+}
