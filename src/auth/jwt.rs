@@ -18,7 +18,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
@@ -331,7 +330,7 @@ impl Drop for RefreshTask {
 /// A key set fetched from a URL.
 struct RemoteKeys {
     url: http::Uri,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<crate::upstream::Connector, Empty<Bytes>>,
     current: RwLock<Arc<Vec<VerifyingKey>>>,
     last_attempt: Mutex<Option<Instant>>,
     /// One fetch at a time; concurrent requests with an unknown kid wait for
@@ -344,11 +343,8 @@ struct RemoteKeys {
 impl RemoteKeys {
     fn new(url: &str, min_interval: Duration, interval: Duration) -> Result<Self, JwtSetupError> {
         let url: http::Uri = url.parse().map_err(|_| JwtSetupError::Key(format!("jwks_url {url:?} is not a URL")))?;
-        if url.scheme() != Some(&http::uri::Scheme::HTTP) {
-            return Err(JwtSetupError::Key(format!("jwks_url {url}: only http:// is supported by this build")));
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let connector = crate::upstream::public_connector(Duration::from_secs(5))
+            .map_err(|error| JwtSetupError::Key(format!("TLS setup for jwks_url failed: {error}")))?;
         Ok(Self {
             url,
             client: Client::builder(TokioExecutor::new()).build(connector),

@@ -33,7 +33,7 @@ pub use config::{
 };
 pub use error::UpstreamError;
 pub use health::HealthCheckTasks;
-pub use tls::CaFileError;
+pub use tls::{public_connector, CaFileError, Connector};
 
 use body::AttemptBody;
 use health::{CheckStreak, EndpointHealth, HealthClock};

@@ -17,7 +17,8 @@ use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::{self, version, ClientConfig, RootCertStore};
 
 /// A service's connector: TCP for `http://`, TLS over TCP for `https://`.
-pub(super) type Connector = HttpsConnector<HttpConnector>;
+/// A connector for `http://` and `https://` URLs.
+pub type Connector = HttpsConnector<HttpConnector>;
 
 /// Why a `ca_file` cannot be used. Messages end with what to do about it,
 /// since `portico check` prints them as they are.
@@ -65,6 +66,12 @@ pub(super) fn load_ca_file(path: &Path) -> Result<RootCertStore, CaFileError> {
 /// trusts the same set).
 pub(super) fn public_roots() -> RootCertStore {
     RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
+}
+
+/// A connector trusting the public web roots, for clients outside the
+/// service pools (such as the JWKS fetcher).
+pub fn public_connector(connect_timeout: Duration) -> Result<Connector, rustls::Error> {
+    connector(Arc::new(public_roots()), connect_timeout, Duration::from_secs(60))
 }
 
 /// The connector of one service. `http://` endpoints go straight to the TCP
