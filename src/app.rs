@@ -15,11 +15,14 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutBody;
 
 use crate::auth::{self, AuthSetupError, Authenticator, Policy};
+use crate::cache::{self, Cache, CachePolicy, CacheSetupError};
 use crate::config::Config;
 use crate::graphql::{self, GraphqlEndpoint, GraphqlSetupError};
 use crate::proxy::{self, Proxy};
+use crate::ratelimit::{self, RateLimitSetupError, RateLimiter};
 use crate::server::protocol_guard;
-use crate::telemetry::AccessLogLayer;
+use crate::telemetry::metrics::CacheSnapshot;
+use crate::telemetry::{self, AccessLogLayer, Telemetry};
 use crate::upstream::Upstreams;
 
 /// Shared state, cheap to clone, built once from the configuration.
@@ -29,6 +32,9 @@ pub struct AppState {
     proxy: Arc<Proxy>,
     graphql: Option<Arc<GraphqlEndpoint>>,
     auth: Arc<Authenticator>,
+    rate_limiter: Arc<RateLimiter>,
+    telemetry: Telemetry,
+    cache: Arc<Cache>,
 }
 
 impl AppState {
@@ -49,13 +55,74 @@ impl AppState {
             }
             _ => None,
         };
-        Ok(Self { upstreams, proxy, graphql, auth })
+        let limited_routes = config
+            .routes
+            .iter()
+            .filter_map(|route| route.rate_limit.clone().map(|policy| (Arc::from(route.prefix.as_str()), policy)));
+        let limited_graphql = config
+            .graphql
+            .rate_limit
+            .clone()
+            .filter(|_| config.graphql.enabled)
+            .map(|policy| (Arc::from(config.graphql.path.as_str()), policy));
+        let rate_limiter = Arc::new(RateLimiter::new(
+            &config.rate_limiting,
+            &config.rate_limits,
+            limited_routes.chain(limited_graphql),
+        )?);
+        let telemetry = Telemetry::new(&config.telemetry);
+        let cached_routes = config.routes.iter().filter_map(|route| {
+            let settings = route.cache.clone()?;
+            let policy = CachePolicy {
+                route: Arc::from(route.prefix.as_str()),
+                service: Arc::from(route.service.as_str()),
+                rewrite: route.path_rewrite(),
+                settings,
+            };
+            Some((Arc::from(route.prefix.as_str()), policy))
+        });
+        let cache = Arc::new(Cache::new(&config.cache, cached_routes)?);
+        report_cache(&telemetry, &cache);
+        Ok(Self { upstreams, proxy, graphql, auth, rate_limiter, telemetry, cache })
+    }
+
+    /// Reports into `telemetry` (whose metrics the upstreams were built
+    /// with) instead of a registry of its own.
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        report_cache(&telemetry, &self.cache);
+        self.telemetry = telemetry;
+        self
     }
 
     /// The authenticator, whose background work the server keeps running.
     pub fn authenticator(&self) -> &Arc<Authenticator> {
         &self.auth
     }
+
+    /// The rate limiter, whose housekeeping the server keeps running.
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.rate_limiter
+    }
+
+    /// The response cache, whose [`Cache::stats`] metrics report.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+}
+
+/// Metrics read the response cache's counters at every scrape.
+fn report_cache(telemetry: &Telemetry, cache: &Arc<Cache>) {
+    let cache = Arc::clone(cache);
+    telemetry.metrics().watch_cache("responses", move || {
+        let stats = cache.stats();
+        CacheSnapshot {
+            hits: stats.hits,
+            misses: stats.misses,
+            evictions: stats.evictions,
+            bytes: stats.bytes,
+            entries: stats.entries,
+        }
+    });
 }
 
 /// Why the state could not be built from a validated configuration.
@@ -67,11 +134,23 @@ pub enum StateError {
     /// Authentication could not be set up.
     #[error(transparent)]
     Auth(#[from] AuthSetupError),
+    /// Rate limiting could not be set up.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitSetupError),
+    /// The response cache could not be set up.
+    #[error(transparent)]
+    Cache(#[from] CacheSetupError),
 }
 
 impl FromRef<AppState> for Arc<Proxy> {
     fn from_ref(state: &AppState) -> Self {
         Arc::clone(&state.proxy)
+    }
+}
+
+impl FromRef<AppState> for Telemetry {
+    fn from_ref(state: &AppState) -> Self {
+        state.telemetry.clone()
     }
 }
 
@@ -87,18 +166,29 @@ impl FromRef<AppState> for Upstreams {
 ///
 /// 1. request id: set before anything else so every log line and every
 ///    error answer carries it, and copied onto the response;
-/// 2. access log: outside everything that can refuse a request, so refusals
-///    are logged too;
+/// 2. access log, request metrics and the request's trace span: outside
+///    everything that can refuse a request, so refusals are logged, counted
+///    and traced too;
 /// 3. body read timeout: a client that stalls mid-body is cut off;
 /// 4. protocol guard: requests without a valid host never reach a handler;
 /// 5. canonical path: every later layer and door decides on the same,
 ///    normalised path;
 /// 6. authentication: forged identity headers are removed and credentials
 ///    verified against the path's policy before anything reaches a door;
-///    later layers (rate limits, caches) key on the identity it records.
+///    later layers (rate limits, caches) key on the identity it records;
+/// 7. rate limit: after authentication, so the budget belongs to the
+///    verified caller (a client cannot escape it by changing its address),
+///    and before anything that spends backend capacity;
+/// 8. response cache: after authentication, because private answers are
+///    keyed by the verified caller it records; after the rate limit, so a
+///    cached answer still counts against the caller's budget; innermost, so
+///    a hit skips only the door and the backend.
 pub fn app(state: AppState, config: &Config) -> Router {
     let body_read_timeout = config.server.body_read_timeout;
     let authenticator = Arc::clone(&state.auth);
+    let rate_limiting =
+        ratelimit::LimitState::new(Arc::clone(&state.rate_limiter), Arc::clone(state.telemetry.metrics()));
+    let response_cache = Arc::clone(&state.cache);
     let mut router = Router::new();
     if let Some(endpoint) = &state.graphql {
         let path = &config.graphql.path;
@@ -109,6 +199,12 @@ pub fn app(state: AppState, config: &Config) -> Router {
                 .with_state(Arc::clone(endpoint)),
         );
     }
+    // With an admin listener configured, the scrape path is served there only.
+    let metrics = &config.telemetry.metrics;
+    if metrics.enabled && metrics.listen.is_none() {
+        router = router.route(&metrics.path, get(telemetry::scrape));
+    }
+    let access_log = AccessLogLayer::new(state.telemetry.clone());
     router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -119,13 +215,15 @@ pub fn app(state: AppState, config: &Config) -> Router {
                 .option_layer(config.server.hsts_layer())
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(AccessLogLayer)
+                .layer(access_log)
                 .map_request(move |request: Request<Body>| {
                     request.map(|body| Body::new(TimeoutBody::new(body_read_timeout, body)))
                 })
                 .layer(axum::middleware::from_fn(protocol_guard))
                 .layer(axum::middleware::from_fn(crate::routing::canonical_path))
-                .layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate)),
+                .layer(axum::middleware::from_fn_with_state(authenticator, auth::authenticate))
+                .layer(axum::middleware::from_fn_with_state(rate_limiting, ratelimit::limit))
+                .layer(axum::middleware::from_fn_with_state(response_cache, cache::respond)),
         )
 }
 

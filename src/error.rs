@@ -12,7 +12,9 @@ use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::cache::CacheError;
 use crate::proxy::ProxyError;
+use crate::ratelimit::{retry_after_seconds, RateLimitError};
 use crate::routing::PathError;
 use crate::server::ProtocolError;
 use crate::upstream::UpstreamError;
@@ -32,6 +34,12 @@ pub enum GatewayError {
     /// The caller's credentials were refused.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// A cache admin request was refused.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// The caller is over its rate limit.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
 }
 
 /// How an error is presented.
@@ -69,6 +77,24 @@ impl GatewayError {
                 AuthError::MissingCredentials.to_string(),
             ),
             Self::Auth(error) => Presentation::new(StatusCode::UNAUTHORIZED, "invalid_credentials", error.to_string()),
+            Self::Cache(error @ CacheError::AdminKeyMissing) => {
+                Presentation::new(StatusCode::UNAUTHORIZED, "admin_key_missing", error.to_string())
+            }
+            Self::Cache(error @ CacheError::AdminKeyInvalid) => {
+                Presentation::new(StatusCode::FORBIDDEN, "admin_key_invalid", error.to_string())
+            }
+            Self::Cache(error @ CacheError::BadPurge(_)) => {
+                Presentation::new(StatusCode::BAD_REQUEST, "bad_purge", error.to_string())
+            }
+            Self::Cache(error @ CacheError::MethodNotAllowed) => {
+                Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
+            }
+            Self::RateLimit(error @ RateLimitError::Exceeded { .. }) => {
+                Presentation::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string())
+            }
+            Self::RateLimit(error @ RateLimitError::Unavailable) => {
+                Presentation::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable", error.to_string())
+            }
             Self::Protocol(error @ ProtocolError::MissingHost) => {
                 Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
             }
@@ -95,6 +121,9 @@ impl GatewayError {
         let mut response = (presentation.status, axum::Json(body)).into_response();
         if presentation.close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Self::RateLimit(RateLimitError::Exceeded { retry_after }) = &self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
         if let Self::Auth(error) = &self {
             if let Ok(challenge) = HeaderValue::try_from(bearer_challenge(error)) {

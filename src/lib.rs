@@ -14,20 +14,26 @@
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
 //! - [`auth`]: JWT and API-key authentication, per-route policies.
 //! - [`identity`]: the verified caller, as layers hand it to the doors.
+//! - [`cache`]: response caching for REST routes and GraphQL `@rest` calls,
+//!   scoped per caller, bounded in bytes, optionally shared through Redis.
+//! - [`ratelimit`]: per-client GCRA limits, in memory or shared in Redis.
 //! - [`upstream`]: the client library for backends (pools, balancing,
 //!   health, retries, timeouts).
-//! - [`telemetry`]: logging and the per-request access log.
+//! - [`telemetry`]: logs, the per-request access log, Prometheus metrics,
+//!   W3C trace propagation and optional OTLP span export.
 //! - [`error`]: the single edge where failures become client answers.
 //!
 //! See `ARCHITECTURE.md` for the request's path through these modules.
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod identity;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

@@ -162,9 +162,13 @@ fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(config_path.as_deref())?;
-    config.telemetry.init();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    // Span export runs on the runtime; the guard flushes it after serving.
+    let _telemetry = {
+        let _entered = runtime.enter();
+        config.telemetry.init()
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::auth::AuthConfig;
+use crate::cache::CacheConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
 use crate::proxy::RouteConfig;
+use crate::ratelimit::{PolicyConfig, RateLimitingConfig};
 use crate::server::ServerConfig;
 use crate::telemetry::TelemetryConfig;
 use crate::upstream::ServiceConfig;
@@ -43,6 +45,12 @@ pub struct Config {
     pub graphql: GraphqlConfig,
     /// How callers authenticate.
     pub auth: AuthConfig,
+    /// Response caching: memory bound, admin endpoint, Redis tier.
+    pub cache: CacheConfig,
+    /// Where rate-limit state lives and whom to believe about client addresses.
+    pub rate_limiting: RateLimitingConfig,
+    /// Named rate-limit policies; `default` applies wherever no other is attached.
+    pub rate_limits: BTreeMap<String, PolicyConfig>,
     /// The folder relative paths are resolved against: the configuration
     /// file's folder (the working directory for the embedded default).
     #[serde(skip)]
@@ -203,6 +211,25 @@ impl Config {
         self.telemetry.validate(&mut problems);
         self.graphql.validate(&mut problems);
         self.auth.validate(&mut problems);
+        self.cache.validate(&mut problems);
+        self.rate_limiting.validate(&self.rate_limits, &mut problems);
+        let policy_names: Vec<&str> = self.rate_limits.keys().map(String::as_str).collect();
+        let check_policy = |key: String, name: &Option<String>, problems: &mut Problems| {
+            if let Some(name) = name {
+                if name != "none" && !self.rate_limits.contains_key(name) {
+                    let known =
+                        if policy_names.is_empty() { "none defined".to_owned() } else { policy_names.join(", ") };
+                    problems.push(
+                        key,
+                        format!("unknown rate-limit policy {name:?} (known: {known}; \"none\" turns limiting off)"),
+                    );
+                }
+            }
+        };
+        check_policy("graphql.rate_limit".to_owned(), &self.graphql.rate_limit, &mut problems);
+        for (index, route) in self.routes.iter().enumerate() {
+            check_policy(format!("routes[{index}].rate_limit"), &route.rate_limit, &mut problems);
+        }
         let scoped_without_auth =
             self.auth.jwt.is_none() && self.auth.api_keys.is_empty() && self.auth.api_keys_file.is_none();
         for (name, service) in &self.services {

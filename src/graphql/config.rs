@@ -20,6 +20,9 @@ pub struct GraphqlConfig {
     /// Authentication on the endpoint; field-level policies come from the
     /// `@authenticated` and `@requiresScopes` directives.
     pub auth: crate::auth::AuthMode,
+    /// The `[rate_limits.<name>]` policy for the endpoint; its cost limits
+    /// (if any) are charged each operation's cost.
+    pub rate_limit: Option<String>,
     /// SDL files with `@rest` connectors, read in order and merged; relative
     /// paths are relative to the configuration file. Empty: the embedded
     /// default schema for the three demo services.
@@ -64,6 +67,7 @@ impl Default for GraphqlConfig {
             enabled: false,
             path: "/graphql".to_owned(),
             auth: crate::auth::AuthMode::Optional,
+            rate_limit: None,
             schema: Vec::new(),
             introspection: true,
             playground: true,

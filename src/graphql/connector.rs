@@ -130,6 +130,21 @@ pub struct RestConnector {
     pub selection: Vec<String>,
     /// Batching, for fields of list items.
     pub batch: Option<BatchSpec>,
+    /// How a GET's answer may be cached, from the field's (or its type's)
+    /// `@cacheControl`; `None`: not cached.
+    pub cache: Option<CallCache>,
+    /// Service path prefixes whose cached GET answers a successful call
+    /// (a mutation) makes stale: `@rest(invalidates: ["/payments/"])`.
+    pub invalidates: Vec<String>,
+}
+
+/// How one field's backend GET is cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCache {
+    /// The field's `maxAge`: the longest the answer stays fresh.
+    pub max_age: std::time::Duration,
+    /// `PUBLIC`: one answer for every caller; otherwise one per caller.
+    pub public: bool,
 }
 
 /// A value that cannot be placed into a request.
@@ -350,6 +365,8 @@ mod tests {
             body: None,
             selection: Vec::new(),
             batch: None,
+            cache: None,
+            invalidates: Vec::new(),
         }
     }
 

@@ -22,10 +22,13 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
+use super::cache_control;
 use super::limits::{check_operation, check_text, Limits};
 use super::resolve::{OperationState, Runtime};
+use crate::cache::Cache;
 use crate::identity::Identity;
-use crate::telemetry::REQUEST_ID;
+use crate::ratelimit::{retry_after_seconds, CostBudget, RateLimitError};
+use crate::telemetry::{RequestLog, REQUEST_ID};
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
 
@@ -118,6 +121,15 @@ impl GraphqlEndpoint {
     }
 }
 
+/// Who sent the operation, as the layers recorded it.
+struct Caller {
+    identity: Option<Arc<Identity>>,
+    cost_budget: Option<CostBudget>,
+    request_id: Option<HeaderValue>,
+    request_log: Option<Arc<RequestLog>>,
+    cache: Option<Arc<Cache>>,
+}
+
 /// A request refused before execution.
 struct RequestError {
     /// The status under `application/graphql-response+json`.
@@ -127,22 +139,24 @@ struct RequestError {
     well_formed: bool,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After`, when the caller is over a budget.
+    retry_after: Option<u64>,
 }
 
 impl RequestError {
     /// The HTTP request is unusable (no query, wrong method, bad hash).
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, well_formed: false, code, message: message.into() }
+        Self { status, well_formed: false, code, message: message.into(), retry_after: None }
     }
 
     /// The document was refused (parse, validation, limits, allow list).
     fn document(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, well_formed: true, code, message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, well_formed: true, code, message: message.into(), retry_after: None }
     }
 
     /// A persisted-query protocol answer (Apollo clients expect 200).
     fn protocol(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::OK, well_formed: true, code, message: message.into() }
+        Self { status: StatusCode::OK, well_formed: true, code, message: message.into(), retry_after: None }
     }
 }
 
@@ -189,23 +203,45 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
         };
     }
     let request_id = request.headers().get(REQUEST_ID).cloned();
-    let identity = request.extensions().get::<Arc<Identity>>().cloned();
+    let request_log = request.extensions().get::<Arc<RequestLog>>().cloned();
+    let count_error = |code: &str| {
+        if let Some(log) = &request_log {
+            log.graphql_error(code);
+        }
+    };
+    let caller = Caller {
+        identity: request.extensions().get::<Arc<Identity>>().cloned(),
+        cost_budget: request.extensions().get::<CostBudget>().cloned(),
+        request_id,
+        request_log: request_log.clone(),
+        cache: request.extensions().get::<Arc<Cache>>().cloned(),
+    };
 
     let request = match limit_body(request, endpoint.max_body_size).await {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => {
+            count_error("PAYLOAD_TOO_LARGE");
+            return response;
+        }
     };
     let graphql_request = match async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &()).await {
         Ok(parsed) => parsed.into_inner(),
-        Err(rejection) => return rejection.into_response(),
+        Err(rejection) => {
+            count_error("BAD_REQUEST");
+            return rejection.into_response();
+        }
     };
-    match execute(&endpoint, graphql_request, &method, identity, request_id, accepts_response_type).await {
+    match execute(&endpoint, graphql_request, &method, caller, accepts_response_type).await {
         Ok(response) => response,
-        Err(error) => errors_response(
-            if accepts_response_type || !error.well_formed { error.status } else { StatusCode::OK },
-            content_type,
-            &[error_json(&error.message, error.code)],
-        ),
+        Err(error) => {
+            count_error(error.code);
+            let status = if accepts_response_type || !error.well_formed { error.status } else { StatusCode::OK };
+            let mut response = errors_response(status, content_type, &[error_json(&error.message, error.code)]);
+            if let Some(seconds) = error.retry_after {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            response
+        }
     }
 }
 
@@ -228,8 +264,7 @@ async fn execute(
     endpoint: &GraphqlEndpoint,
     mut request: async_graphql::Request,
     method: &Method,
-    identity: Option<Arc<Identity>>,
-    request_id: Option<HeaderValue>,
+    caller: Caller,
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
     let query = resolve_document(endpoint, &request)?;
@@ -237,6 +272,9 @@ async fn execute(
     let document = parsed_document(endpoint, &query)?;
 
     let operation = select_operation(&document, request.operation_name.as_deref())?;
+    if let Some(log) = &caller.request_log {
+        log.set_graphql_operation(operation_name(&document, request.operation_name.as_deref()));
+    }
     if *method == Method::GET && operation.ty != OperationType::Query {
         return Err(RequestError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -252,13 +290,35 @@ async fn execute(
     .ok_or_else(|| {
         RequestError::document("GRAPHQL_VALIDATION_FAILED", "this schema has no root type for the operation")
     })?;
-    check_operation(&endpoint.runtime.model, &document, operation, root_type, &request.variables, &endpoint.limits)
-        .map_err(|error| RequestError::document(error.code(), error.to_string()))?;
+    let shape =
+        check_operation(&endpoint.runtime.model, &document, operation, root_type, &request.variables, &endpoint.limits)
+            .map_err(|error| RequestError::document(error.code(), error.to_string()))?;
+    if let Some(budget) = &caller.cost_budget {
+        budget.charge(shape.cost).await.map_err(|error| {
+            let retry_after = match &error {
+                RateLimitError::Exceeded { retry_after } => Some(retry_after_seconds(*retry_after)),
+                RateLimitError::Unavailable => None,
+            };
+            let status =
+                if retry_after.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::SERVICE_UNAVAILABLE };
+            RequestError {
+                retry_after,
+                ..RequestError::new(status, "RATE_LIMITED", format!("operation cost {}: {error}", shape.cost))
+            }
+        })?;
+    }
 
     request.query = String::new();
     request.set_parsed_query((*document).clone());
-    let state = Arc::new(OperationState::new(identity, request_id));
-    let response = endpoint.schema.execute(request.data(state)).await;
+    let mut state = OperationState::new(caller.identity, caller.request_id);
+    state.request_log = caller.request_log.clone();
+    state.cache = caller.cache.clone();
+    let response = endpoint.schema.execute(request.data(Arc::new(state))).await;
+    if let Some(log) = &caller.request_log {
+        for error in &response.errors {
+            log.graphql_error(error_code(error));
+        }
+    }
 
     // Errors without data and without a path are request errors (the
     // document failed validation); data was never produced.
@@ -275,7 +335,20 @@ async fn execute(
         )
     };
     let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
-    Ok(json_response(status, content_type, &body))
+    let has_errors = !response.errors.is_empty();
+    let mut response = json_response(status, content_type, &body);
+    let cache_control = if response_errors_or_not_query(operation, has_errors) {
+        HeaderValue::from_static("no-store")
+    } else {
+        cache_control::header_value(&endpoint.runtime.model, &document, operation, root_type)
+    };
+    response.headers_mut().insert(header::CACHE_CONTROL, cache_control);
+    Ok(response)
+}
+
+/// Answers with errors and answers to mutations are never cached.
+fn response_errors_or_not_query(operation: &OperationDefinition, has_errors: bool) -> bool {
+    has_errors || operation.ty != OperationType::Query
 }
 
 /// The query text, from the request, the persisted-query cache or the
@@ -337,6 +410,24 @@ fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<E
     let document = Arc::new(document);
     endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
     Ok(document)
+}
+
+/// The selected operation's name; `None` for an anonymous operation.
+fn operation_name<'a>(document: &'a ExecutableDocument, requested: Option<&'a str>) -> Option<&'a str> {
+    match (&document.operations, requested) {
+        (DocumentOperations::Single(_), _) => None,
+        (DocumentOperations::Multiple(_), Some(name)) => Some(name),
+        (DocumentOperations::Multiple(operations), None) => operations.keys().next().map(|name| name.as_str()),
+    }
+}
+
+/// An error's `extensions.code`, as clients see it (see `server_error_json`).
+fn error_code(error: &ServerError) -> &str {
+    match error.extensions.as_ref().and_then(|extensions| extensions.get("code")) {
+        Some(async_graphql::Value::String(code)) => code,
+        _ if error.path.is_empty() => "GRAPHQL_VALIDATION_FAILED",
+        _ => "INTERNAL_SERVER_ERROR",
+    }
 }
 
 fn select_operation<'a>(

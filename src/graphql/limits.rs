@@ -5,8 +5,9 @@
 //! Cost follows IBM's GraphQL cost directives: a field costs its `@cost`
 //! weight (default 1 for fields that call a backend or return objects, 0 for
 //! plain scalars) plus, for lists, the list size (its slicing argument's
-//! value, else `@listSize(assumedSize:)`, else 10) times the cost of what is
-//! selected under it.
+//! value, else `@listSize(assumedSize:)`, else 10) times the cost of each
+//! item: its type's weight (default 1 for objects) plus what is selected
+//! under it.
 
 use std::collections::HashMap;
 
@@ -298,7 +299,8 @@ impl<'a> Walker<'a> {
             (FieldSource::Rest(_), _) | (_, Some(_)) => 1,
             _ => 0,
         });
-        let per_item = child_object.and_then(|object| object.cost).unwrap_or(0);
+        // The cost spec weighs each object 1 unless its type says otherwise.
+        let per_item = child_object.map_or(0, |object| object.cost.unwrap_or(1));
         let children =
             self.selection_cost(&field.selection_set.node, child_object.map(|object| object.name.as_str()), depth + 1);
         let size = if is_list(&definition.ty) { self.list_size(definition, field) } else { 1 };

@@ -7,12 +7,15 @@
 //! - [`resolve`] builds async-graphql's dynamic schema with resolvers that
 //!   call backends through `upstream` (deduplicated, started early, batched);
 //! - [`limits`] refuses abusive documents before any backend is called;
+//! - [`cache_control`] gives each answer its `Cache-Control` from the
+//!   `@cacheControl` hints of the fields the operation selects;
 //! - [`http`] speaks GraphQL over HTTP, persisted queries and the playground;
 //! - [`error`] is the one place failures get their `extensions.code`.
 //!
 //! Architecture invariant: this module does not import `proxy`'s routing;
 //! both doors reach backends only through `upstream`.
 
+pub mod cache_control;
 mod config;
 pub mod connector;
 pub mod error;

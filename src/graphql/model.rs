@@ -57,6 +57,8 @@ pub struct ObjectModel {
     /// `@authenticated` / `@requiresScopes` on the type: needed to read any
     /// field that returns it.
     pub access: Access,
+    /// `@cacheControl` on the type: applies to every field returning it.
+    pub cache_control: Option<CacheHint>,
 }
 
 impl ObjectModel {
@@ -89,6 +91,29 @@ pub struct FieldModel {
     pub declared_at: (Arc<str>, async_graphql_parser::Pos),
     /// Who may read the field (its own directives and its type's).
     pub access: Access,
+    /// `@cacheControl` on the field.
+    pub cache_control: Option<CacheHint>,
+}
+
+/// `@cacheControl(maxAge:, scope:, inheritMaxAge:)`, Apollo Server's
+/// convention: how long an answer with this field may be cached, and by whom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheHint {
+    /// Seconds the value stays fresh.
+    pub max_age: Option<u64>,
+    /// `PUBLIC` or `PRIVATE`; unset leaves the scope to others.
+    pub scope: Option<CacheHintScope>,
+    /// Take the parent field's maxAge instead of the default of 0.
+    pub inherit_max_age: bool,
+}
+
+/// Who may share a cached value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheHintScope {
+    /// Anyone.
+    Public,
+    /// Only the caller it was made for.
+    Private,
 }
 
 /// `@authenticated` and `@requiresScopes` on a field or type.

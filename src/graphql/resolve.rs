@@ -11,7 +11,7 @@
 //!   `DataLoader` into one `?ids=` call per chunk.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::dynamic::{
@@ -25,11 +25,14 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value as Json;
+use tracing::Instrument as _;
 
 use super::connector::{RestConnector, Scope};
 use super::error::{gateway_error, FetchError};
 use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
+use crate::cache::{Cache, FieldCall};
 use crate::identity::Identity;
+use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
 
 /// Limits and clients shared by every operation.
@@ -57,6 +60,10 @@ pub struct OperationState {
     pub claims: Option<Arc<Json>>,
     /// The request id, forwarded to every backend call.
     pub request_id: Option<HeaderValue>,
+    /// The request's log, trace and span: backend calls join its trace.
+    pub request_log: Option<Arc<RequestLog>>,
+    /// The response cache, for `@rest` GET calls with `@cacheControl`.
+    pub cache: Option<Arc<Cache>>,
     fetches: Mutex<HashMap<String, SharedFetch>>,
     loaders: Mutex<HashMap<String, Arc<DataLoader<BatchLoader>>>>,
 }
@@ -211,6 +218,8 @@ async fn resolve_field<'a>(
         FieldSource::Json { key } => parent.and_then(|parent| parent.json.get(key)).cloned().unwrap_or(Json::Null),
         FieldSource::Rest(connector) => {
             let state = ctx.data::<Arc<OperationState>>()?;
+            // Open from here until the field's value is in hand.
+            let _field_span = state.request_log.as_ref().map(|log| log.field_span(&field.name, &connector.service));
             let args =
                 Json::Object(field.arguments_with_defaults(
                     ctx.args.as_index_map().iter().map(|(name, value)| (name.as_str(), value)),
@@ -389,6 +398,7 @@ fn start_call(
         body: connector.render_body(scope),
         state: Arc::clone(state),
         max_response_size: runtime.max_response_size,
+        connector: Arc::clone(connector),
     };
     if connector.method != Method::GET {
         return Ok(spawn_call(call));
@@ -428,17 +438,60 @@ struct BackendCall {
     body: Option<Json>,
     state: Arc<OperationState>,
     max_response_size: usize,
+    /// The field's connector: how the answer is cached, what it invalidates.
+    connector: Arc<RestConnector>,
 }
 
 impl BackendCall {
+    /// Runs the call inside its `backend.call` span, whose id the backend
+    /// receives as its parent in `traceparent`.
     async fn run(self) -> FetchResult {
+        let span = match &self.state.request_log {
+            Some(log) => log.backend_span(self.service.name(), &self.method, self.url.split('?').next().unwrap_or("")),
+            None => tracing::Span::none(),
+        };
+        self.send(span.clone()).instrument(span).await
+    }
+
+    /// Sends the call, through the response cache for GETs whose field has
+    /// a `@cacheControl` maxAge; a successful mutation then drops the cached
+    /// answers it declares stale.
+    async fn send(self, span: tracing::Span) -> FetchResult {
+        let service_name = Arc::clone(self.service.name());
+        let cache = self.state.cache.as_ref();
+        let caching = self.connector.cache.filter(|_| self.method == Method::GET);
+        let (status, bytes) = match (cache, caching) {
+            (Some(cache), Some(caching)) => {
+                let call = FieldCall {
+                    service: &service_name,
+                    target: &self.url,
+                    headers: &self.headers,
+                    max_age: caching.max_age,
+                    public: caching.public,
+                    identity: self.state.identity.as_deref(),
+                };
+                cache.field_call(call, || self.exchange(&span)).await?
+            }
+            _ => {
+                let (status, _, bytes) = self.exchange(&span).await?;
+                (status, bytes)
+            }
+        };
+        if let (Some(cache), true) = (cache, status.is_success() && !self.connector.invalidates.is_empty()) {
+            cache.invalidate_service_paths(&service_name, &self.connector.invalidates);
+        }
+        interpret(service_name, status, &bytes)
+    }
+
+    /// One request to the backend; the answer's status, headers and body.
+    async fn exchange(&self, span: &tracing::Span) -> Result<(StatusCode, http::HeaderMap, Bytes), FetchError> {
         let service_name = Arc::clone(self.service.name());
         let body = match &self.body {
             Some(body) => UpstreamRequestBody::Full(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
             None => UpstreamRequestBody::Empty,
         };
         let mut request = Request::new(body);
-        *request.method_mut() = self.method;
+        *request.method_mut() = self.method.clone();
         *request.uri_mut() = self
             .url
             .parse()
@@ -451,14 +504,17 @@ impl BackendCall {
         if let Some(request_id) = &self.state.request_id {
             headers.insert(crate::telemetry::REQUEST_ID, request_id.clone());
         }
+        if let Some(log) = &self.state.request_log {
+            log.inject_trace(headers, span);
+        }
         if let Some(identity) = &self.state.identity {
             for (name, value) in &identity.forwarded_headers {
                 headers.insert(name.clone(), value.clone());
             }
         }
-        for (name, value) in self.headers {
+        for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(name, value);
+                headers.insert(name.clone(), value);
             }
         }
 
@@ -466,22 +522,27 @@ impl BackendCall {
             tracing::warn!(service = %service_name, error = %crate::error::ErrorChain(&error), "backend call failed");
             FetchError::from_upstream(&error)
         })?;
-        let status = answer.response.status();
-        let limited = http_body_util::Limited::new(answer.response.into_body(), self.max_response_size);
+        let (parts, body) = answer.response.into_parts();
+        let limited = http_body_util::Limited::new(body, self.max_response_size);
         let bytes = limited
             .collect()
             .await
             .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_GATEWAY })?
             .to_bytes();
-        let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
-        if !status.is_success() {
-            return Err(FetchError::from_status(service_name, status, json));
-        }
-        match json {
-            Some(json) => Ok(Arc::new(json)),
-            None if bytes.is_empty() => Ok(Arc::new(Json::Null)),
-            None => Err(FetchError::Shape { service: service_name, detail: "the answer is not JSON".to_owned() }),
-        }
+        Ok((parts.status, parts.headers, bytes))
+    }
+}
+
+/// The field's JSON from a backend answer, or the failure it reports.
+fn interpret(service_name: Arc<str>, status: StatusCode, bytes: &[u8]) -> FetchResult {
+    let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(bytes).ok() };
+    if !status.is_success() {
+        return Err(FetchError::from_status(service_name, status, json));
+    }
+    match json {
+        Some(json) => Ok(Arc::new(json)),
+        None if bytes.is_empty() => Ok(Arc::new(Json::Null)),
+        None => Err(FetchError::Shape { service: service_name, detail: "the answer is not JSON".to_owned() }),
     }
 }
 
@@ -491,7 +552,10 @@ pub struct BatchLoader {
     connector: Arc<RestConnector>,
     base_scope_args: Json,
     claims: Option<Arc<Json>>,
-    state: Arc<OperationState>,
+    /// Weak: the operation's state owns this loader, and a strong
+    /// reference back would keep every operation's state (and all its
+    /// fetched answers) alive forever.
+    state: Weak<OperationState>,
     max_url_value_length: usize,
     max_batch_size: usize,
     max_response_size: usize,
@@ -521,7 +585,7 @@ fn batch_loader(
         connector: Arc::clone(connector),
         base_scope_args: args,
         claims: state.claims.clone(),
-        state: Arc::clone(state),
+        state: Arc::downgrade(state),
         max_url_value_length: runtime.max_url_value_length,
         max_batch_size: runtime.max_batch_size,
         max_response_size: runtime.max_response_size,
@@ -544,9 +608,14 @@ impl Loader<String> for BatchLoader {
             (Ok(a), Ok(b)) => a.cmp(&b),
             _ => a.cmp(b),
         });
+        let Some(state) = self.state.upgrade() else {
+            // The operation is over; nobody waits for these keys any more.
+            return Ok(HashMap::new());
+        };
         let scope = Scope { args: Some(&self.base_scope_args), parent: None, claims: self.claims.as_deref() };
         let calls = keys.chunks(self.max_batch_size.max(1)).map(|chunk| {
             let url = self.connector.render_batch_url(&scope, chunk, self.max_url_value_length.max(chunk.len() * 24));
+            let state = &state;
             async move {
                 let call = BackendCall {
                     service: Arc::clone(&self.service),
@@ -554,8 +623,9 @@ impl Loader<String> for BatchLoader {
                     url: url?,
                     headers: self.connector.render_headers(&scope),
                     body: None,
-                    state: Arc::clone(&self.state),
+                    state: Arc::clone(state),
                     max_response_size: self.max_response_size,
+                    connector: Arc::clone(&self.connector),
                 };
                 call.run().await
             }

@@ -18,16 +18,18 @@ use async_graphql_parser::types::{
 use async_graphql_parser::{Pos, Positioned};
 use http::{HeaderName, Method};
 
+use super::connector::CallCache;
 use super::connector::{parse_path, snake_case, BatchSpec, BodyTemplate, Expr, RestConnector};
 use super::model::{
-    Access, ArgModel, EnumModel, FieldModel, FieldSource, InputModel, ListSize, ObjectModel, SchemaModel,
+    Access, ArgModel, CacheHint, CacheHintScope, EnumModel, FieldModel, FieldSource, InputModel, ListSize, ObjectModel,
+    SchemaModel,
 };
 
 /// The directives the gateway understands, as SDL; `portico schema print`
 /// leaves them out of the client-facing schema.
 pub const GATEWAY_DIRECTIVES: &str = r#"
 "Fetches the field from a backend service."
-directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], body: JSON, selection: String, batch: RestBatch) on FIELD_DEFINITION
+directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], body: JSON, selection: String, batch: RestBatch, invalidates: [String!]) on FIELD_DEFINITION
 "Reads the field from a differently named JSON key."
 directive @map(from: String!) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 "Only verified callers may read the field, or any field returning the type."
@@ -38,6 +40,10 @@ directive @requiresScopes(scopes: [[String!]!]!) on FIELD_DEFINITION | OBJECT
 directive @cost(weight: Int!) on FIELD_DEFINITION | OBJECT
 "How long a list field is, for cost analysis (IBM GraphQL cost spec)."
 directive @listSize(assumedSize: Int, slicingArguments: [String!]) on FIELD_DEFINITION
+"Who may share a cached value."
+enum CacheControlScope { PUBLIC PRIVATE }
+"How long answers with the field (or any field returning the type) may be cached, and by whom (Apollo Server's convention); @rest GET calls are cached by it too."
+directive @cacheControl(maxAge: Int, scope: CacheControlScope, inheritMaxAge: Boolean) on FIELD_DEFINITION | OBJECT
 "#;
 
 const BUILT_IN_SCALARS: [&str; 5] = ["ID", "String", "Int", "Float", "Boolean"];
@@ -159,6 +165,7 @@ pub fn load(sources: &[SchemaSource], services: &BTreeSet<String>) -> Result<Sch
         check_roots(&mut checker, &model, sources);
     }
     inherit_type_access(&mut model);
+    connector_caching(&mut model);
     if checker.problems.is_empty() {
         Ok(model)
     } else {
@@ -205,8 +212,12 @@ fn add_definition(
             let is_root = name == model.query || model.mutation.as_deref() == Some(name.as_str());
             let cost = type_cost(checker, &ty.directives);
             let mut access = Access::default();
+            let mut cache_control = None;
             for directive in &ty.directives {
                 access_directive(checker, directive, &mut access);
+                if directive.node.name.node == "cacheControl" {
+                    cache_control = cache_hint(checker, directive);
+                }
             }
             let mut fields = Vec::new();
             for field in &object.fields {
@@ -218,7 +229,7 @@ fn add_definition(
                     fields.push(field);
                 }
             }
-            model.objects.insert(name.clone(), ObjectModel { name, description, fields, cost, access });
+            model.objects.insert(name.clone(), ObjectModel { name, description, fields, cost, access, cache_control });
         }
         TypeKind::InputObject(input) => {
             let mut fields = Vec::new();
@@ -243,7 +254,7 @@ fn add_definition(
         }
     }
     for directive in &ty.directives {
-        let allowed_on_objects = ["cost", "authenticated", "requiresScopes"];
+        let allowed_on_objects = ["cost", "authenticated", "requiresScopes", "cacheControl"];
         let on_object = matches!(ty.kind, TypeKind::Object(_));
         if !(on_object && allowed_on_objects.contains(&directive.node.name.node.as_str())) {
             checker.problem(
@@ -344,6 +355,7 @@ fn field_model(
     let mut list_size = None;
     let mut deprecation = None;
     let mut access = Access::default();
+    let mut cache_control = None;
     for directive in &definition.directives {
         let arguments = DirectiveArguments::new(checker, directive);
         match directive.node.name.node.as_str() {
@@ -376,13 +388,14 @@ fn field_model(
                 list_size = Some(ListSize { assumed_size: arguments.unsigned(checker, "assumedSize", false), slicing_arguments });
             }
             "authenticated" | "requiresScopes" => access_directive(checker, directive, &mut access),
+            "cacheControl" => cache_control = cache_hint(checker, directive),
             "deprecated" => {
                 arguments.only(checker, &["reason"]);
                 deprecation = Some(arguments.string(checker, "reason", false));
             }
             other => checker.problem(
                 directive.node.name.pos,
-                format!("unknown directive @{other} on {type_name}.{name} (known: @rest, @map, @authenticated, @requiresScopes, @cost, @listSize, @deprecated)"),
+                format!("unknown directive @{other} on {type_name}.{name} (known: @rest, @map, @authenticated, @requiresScopes, @cost, @listSize, @cacheControl, @deprecated)"),
             ),
         }
     }
@@ -397,6 +410,7 @@ fn field_model(
         deprecation,
         declared_at: (Arc::from(checker.file.as_str()), field.pos),
         access,
+        cache_control,
     })
 }
 
@@ -435,6 +449,69 @@ fn access_directive(checker: &mut Checker<'_>, directive: &Positioned<ConstDirec
             }
         }
         _ => {}
+    }
+}
+
+/// Reads `@cacheControl(maxAge: 60, scope: PUBLIC, inheritMaxAge: false)`.
+fn cache_hint(checker: &mut Checker<'_>, directive: &Positioned<ConstDirective>) -> Option<CacheHint> {
+    let arguments = DirectiveArguments::new(checker, directive);
+    arguments.only(checker, &["maxAge", "scope", "inheritMaxAge"]);
+    let max_age = arguments.unsigned(checker, "maxAge", false);
+    let scope = match arguments.get("scope") {
+        None => None,
+        Some(value) => match &value.node {
+            Value::Enum(name) if name.as_str() == "PUBLIC" => Some(CacheHintScope::Public),
+            Value::Enum(name) if name.as_str() == "PRIVATE" => Some(CacheHintScope::Private),
+            _ => {
+                checker.problem(value.pos, "@cacheControl: scope is PUBLIC or PRIVATE");
+                None
+            }
+        },
+    };
+    let inherit_max_age = match arguments.get("inheritMaxAge").map(|value| (&value.node, value.pos)) {
+        None => false,
+        Some((Value::Boolean(flag), _)) => *flag,
+        Some((_, pos)) => {
+            checker.problem(pos, "@cacheControl: inheritMaxAge is true or false");
+            false
+        }
+    };
+    if inherit_max_age && max_age.is_some() {
+        checker.problem(directive.pos, "@cacheControl: give maxAge or inheritMaxAge: true, not both");
+    }
+    Some(CacheHint { max_age, scope, inherit_max_age })
+}
+
+/// Sets how each `@rest` GET is cached: by the field's own `maxAge`, else
+/// its return type's; one answer per caller unless the field (or type) is
+/// `PUBLIC`. Fields without a `maxAge` are not cached.
+fn connector_caching(model: &mut SchemaModel) {
+    let type_hints: std::collections::HashMap<String, CacheHint> = model
+        .objects
+        .iter()
+        .filter_map(|(name, object)| object.cache_control.map(|hint| (name.clone(), hint)))
+        .collect();
+    for object in model.objects.values_mut() {
+        for field in &mut object.fields {
+            let FieldSource::Rest(connector) = &mut field.source else { continue };
+            if connector.method != Method::GET {
+                continue;
+            }
+            let mut base = &field.ty.base;
+            while let BaseType::List(inner) = base {
+                base = &inner.base;
+            }
+            let type_hint = match base {
+                BaseType::Named(name) => type_hints.get(name.as_str()).copied(),
+                BaseType::List(_) => None,
+            };
+            let own = field.cache_control.unwrap_or_default();
+            let type_hint = type_hint.unwrap_or_default();
+            let max_age = own.max_age.or(type_hint.max_age).filter(|seconds| *seconds > 0);
+            let public = own.scope.or(type_hint.scope) == Some(CacheHintScope::Public);
+            Arc::make_mut(connector).cache =
+                max_age.map(|seconds| CallCache { max_age: std::time::Duration::from_secs(seconds), public });
+        }
     }
 }
 
@@ -573,7 +650,8 @@ fn rest_connector(
     is_root: bool,
 ) -> Option<RestConnector> {
     let directive_pos = arguments.directive.pos;
-    arguments.only(checker, &["service", "path", "method", "query", "headers", "body", "selection", "batch"]);
+    arguments
+        .only(checker, &["service", "path", "method", "query", "headers", "body", "selection", "batch", "invalidates"]);
     let service = arguments.string(checker, "service", true);
     if let Some(service) = &service {
         if !checker.services.contains(service) {
@@ -748,7 +826,30 @@ fn rest_connector(
         checker
             .problem(directive_pos, format!("{type_name}.{field_name} is a list, but its selection picks one element"));
     }
-    Some(RestConnector { service: service?, method, path, query, headers, body, selection, batch })
+    let invalidates = arguments.string_list(checker, "invalidates");
+    if let Some(position) = arguments.get("invalidates").map(|value| value.pos) {
+        if method == Method::GET {
+            checker.problem(position, "@rest invalidates: a GET changes nothing; use it on mutations");
+        }
+        if invalidates.iter().any(|prefix| !prefix.starts_with('/')) {
+            checker.problem(
+                position,
+                "@rest invalidates: each entry is a path prefix on the service, like \"/payments/\"",
+            );
+        }
+    }
+    Some(RestConnector {
+        service: service?,
+        method,
+        path,
+        query,
+        headers,
+        body,
+        selection,
+        batch,
+        cache: None,
+        invalidates,
+    })
 }
 
 fn expression(value: &Value) -> Result<Expr, String> {
@@ -887,5 +988,55 @@ type Thing { x: Int x: Int }
             found.iter().any(|problem| problem.contains("is a list, but its selection picks one element")),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn cache_hints_and_invalidations_are_checked() {
+        let sdl = r#"type Query {
+  a: Int @cacheControl(maxAge: 5, scope: SOMETIMES) @rest(service: "payment", path: "/a/")
+  b: Int @cacheControl(maxAge: 5, inheritMaxAge: true) @rest(service: "payment", path: "/b/")
+  c: Int @rest(service: "payment", path: "/c/", invalidates: ["/c/"])
+}
+type Mutation { d: Int @rest(service: "payment", method: "POST", path: "/d/", invalidates: ["d/"]) }
+"#;
+        let found = problems(sdl);
+        let expect = [
+            "@cacheControl: scope is PUBLIC or PRIVATE",
+            "give maxAge or inheritMaxAge: true, not both",
+            "a GET changes nothing",
+            "each entry is a path prefix on the service",
+        ];
+        for expected in expect {
+            assert!(found.iter().any(|problem| problem.contains(expected)), "missing {expected:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn get_calls_are_cached_by_their_field_or_their_type_hint() {
+        let sdl = r#"
+            type Query {
+              lesson: Lesson @rest(service: "live_reading", path: "/lesson/1/")
+              short: Lesson @cacheControl(maxAge: 5, scope: PRIVATE) @rest(service: "live_reading", path: "/lesson/1/")
+              mine: Int @cacheControl(maxAge: 30) @rest(service: "payment", path: "/m/")
+              never: Int @rest(service: "payment", path: "/n/")
+            }
+            type Mutation { pay: Int @rest(service: "payment", method: "POST", path: "/p/", invalidates: ["/m/"]) }
+            type Lesson @cacheControl(maxAge: 60, scope: PUBLIC) { id: ID }
+        "#;
+        let model = load(&[SchemaSource { file: "s".to_owned(), text: sdl.to_owned() }], &services()).expect("valid");
+        let caching = |type_name: &str, field: &str| {
+            let field = model.objects[type_name].field(field).expect("field");
+            match &field.source {
+                FieldSource::Rest(connector) => (connector.cache, connector.invalidates.clone()),
+                FieldSource::Json { .. } => panic!("a connector"),
+            }
+        };
+        let seconds = std::time::Duration::from_secs;
+        assert_eq!(caching("Query", "lesson").0, Some(CallCache { max_age: seconds(60), public: true }));
+        assert_eq!(caching("Query", "short").0, Some(CallCache { max_age: seconds(5), public: false }));
+        assert_eq!(caching("Query", "mine").0, Some(CallCache { max_age: seconds(30), public: false }));
+        assert_eq!(caching("Query", "never").0, None);
+        assert_eq!(caching("Mutation", "pay"), (None, vec!["/m/".to_owned()]));
     }
 }

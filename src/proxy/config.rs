@@ -4,7 +4,9 @@ use http::Method;
 use serde::Deserialize;
 
 use crate::auth::AuthMode;
+use crate::cache::RouteCacheConfig;
 use crate::config::Problems;
+use crate::routing::PathRewrite;
 
 /// One REST passthrough route.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +22,11 @@ pub struct RouteConfig {
     /// service as `/checkout/`.
     #[serde(default = "default_strip_prefix")]
     pub strip_prefix: bool,
+    /// Replaces the prefix with this one instead of removing it, so a route
+    /// `/live-reading/lesson/` with `upstream_prefix = "/lesson/"` reaches
+    /// the service as `/lesson/...`.
+    #[serde(default)]
+    pub upstream_prefix: Option<String>,
     /// Methods allowed on the route; empty allows every method.
     #[serde(default)]
     pub methods: Vec<String>,
@@ -30,6 +37,14 @@ pub struct RouteConfig {
     /// Scopes a caller needs on this route (all of them).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// Caching of GET and HEAD answers (`{ ttl = "30s", scope = "public" }`);
+    /// without it, nothing on the route is cached.
+    #[serde(default)]
+    pub cache: Option<RouteCacheConfig>,
+    /// The `[rate_limits.<name>]` policy for this route (`"none"`: no
+    /// limit); without it, `rate_limits.default` applies if defined.
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 fn default_strip_prefix() -> bool {
@@ -54,6 +69,24 @@ impl RouteConfig {
         if !self.scopes.is_empty() && self.auth == AuthMode::None {
             problems.push(format!("{key}.scopes"), "scopes need auth = \"required\" or \"optional\"");
         }
+        if let Some(upstream_prefix) = &self.upstream_prefix {
+            let dot_segment = upstream_prefix.split('/').any(|segment| segment == "." || segment == "..");
+            if !upstream_prefix.starts_with('/') || upstream_prefix.contains(['?', '#', '%', '\\']) || dot_segment {
+                problems.push(
+                    format!("{key}.upstream_prefix"),
+                    format!("{upstream_prefix:?} must be a plain path starting with '/', e.g. \"/lesson/\""),
+                );
+            }
+            if !self.strip_prefix {
+                problems.push(
+                    format!("{key}.upstream_prefix"),
+                    "replaces the prefix, which strip_prefix = false keeps; set one or the other",
+                );
+            }
+        }
+        if let Some(cache) = &self.cache {
+            cache.validate(&format!("{key}.cache"), problems);
+        }
         for (index, method) in self.methods.iter().enumerate() {
             if self.parsed_method(method).is_none() {
                 problems.push(
@@ -67,6 +100,15 @@ impl RouteConfig {
     fn parsed_method(&self, name: &str) -> Option<Method> {
         let uppercase = name.bytes().all(|byte| byte.is_ascii_uppercase() || byte == b'-');
         (uppercase && !name.is_empty()).then(|| Method::from_bytes(name.as_bytes()).ok()).flatten()
+    }
+
+    /// How the route's paths become the service's paths.
+    pub fn path_rewrite(&self) -> PathRewrite {
+        match (&self.upstream_prefix, self.strip_prefix) {
+            (Some(upstream_prefix), _) => PathRewrite::replace_prefix(&self.prefix, upstream_prefix),
+            (None, true) => PathRewrite::replace_prefix(&self.prefix, ""),
+            (None, false) => PathRewrite::keep(),
+        }
     }
 
     /// The allowed methods; empty means all. Valid after validation.

@@ -21,6 +21,7 @@ use bytesize::ByteSize;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, StatusCode};
 use http_body::Body as _;
+use tracing::Instrument as _;
 
 pub use config::RouteConfig;
 pub use headers::remove_hop_by_hop;
@@ -104,7 +105,7 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
     let upstream_path = route.upstream_path(&path);
     let path_and_query = match parts.uri.query() {
         Some(query) => PathAndQuery::try_from(format!("{upstream_path}?{query}")),
-        None => PathAndQuery::try_from(upstream_path),
+        None => PathAndQuery::try_from(upstream_path.into_owned()),
     }
     .map_err(|_| ProxyError::UnforwardablePath)?;
 
@@ -135,13 +136,22 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()));
     let client_scheme = parts.extensions.get::<crate::server::ConnectionInfo>().map_or("http", |info| info.scheme());
     headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref(), client_scheme);
+    // The backend call joins the request's trace, with its own span as parent.
+    let span = match &log {
+        Some(log) => {
+            let span = log.backend_span(route.service.name(), &parts.method, path_and_query.path());
+            log.inject_trace(&mut parts.headers, &span);
+            span
+        }
+        None => tracing::Span::none(),
+    };
 
     let mut upstream_request = http::Request::new(body);
     *upstream_request.method_mut() = parts.method;
     *upstream_request.uri_mut() = path_and_query.into();
     *upstream_request.headers_mut() = parts.headers;
 
-    let answer = route.service.send(upstream_request).await?;
+    let answer = route.service.send(upstream_request).instrument(span).await?;
     if let Some(log) = &log {
         log.set_upstream(&answer.endpoint, answer.retries);
     }

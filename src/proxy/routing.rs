@@ -1,10 +1,11 @@
 //! The route table: longest-prefix matching over whole path segments.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::routing::{PrefixMatch, PrefixTable};
+use crate::routing::{PathRewrite, PrefixMatch, PrefixTable};
 use crate::upstream::{UpstreamService, Upstreams};
 
 use super::RouteConfig;
@@ -16,7 +17,7 @@ pub struct Route {
     pub prefix: Arc<str>,
     /// The service behind it.
     pub service: Arc<UpstreamService>,
-    strip_prefix: bool,
+    rewrite: PathRewrite,
     methods: Vec<Method>,
 }
 
@@ -38,7 +39,7 @@ impl RouteTable {
             let route = Route {
                 prefix: Arc::clone(&prefix),
                 service: Arc::clone(service),
-                strip_prefix: config.strip_prefix,
+                rewrite: config.path_rewrite(),
                 methods: config.allowed_methods(),
             };
             Some((prefix, route))
@@ -64,19 +65,8 @@ impl Route {
     }
 
     /// The path the backend sees for a normalised request path.
-    pub fn upstream_path<'a>(&self, path: &'a str) -> &'a str {
-        if !self.strip_prefix {
-            return path;
-        }
-        let rest = &path[self.prefix.len()..];
-        if rest.is_empty() {
-            "/"
-        } else if self.prefix.ends_with('/') {
-            // Keep the slash that ended the prefix: "/payment/checkout/" -> "/checkout/".
-            &path[self.prefix.len() - 1..]
-        } else {
-            rest
-        }
+    pub fn upstream_path<'a>(&self, path: &'a str) -> Cow<'a, str> {
+        self.rewrite.apply(path)
     }
 }
 
@@ -88,28 +78,35 @@ mod tests {
     use crate::upstream::{EndpointConfig, ServiceConfig};
 
     fn table(prefixes: &[(&str, bool)]) -> RouteTable {
+        table_of(prefixes.iter().map(|&(prefix, strip_prefix)| route(prefix, strip_prefix, None)).collect())
+    }
+
+    fn table_of(configs: Vec<RouteConfig>) -> RouteTable {
         let service = ServiceConfig {
             endpoints: vec![EndpointConfig::Url("http://127.0.0.1:9".to_owned())],
             ..ServiceConfig::default()
         };
         let upstreams = Upstreams::new(&BTreeMap::from([("svc".to_owned(), service)])).expect("valid");
-        let configs: Vec<RouteConfig> = prefixes
-            .iter()
-            .map(|&(prefix, strip_prefix)| RouteConfig {
-                prefix: prefix.to_owned(),
-                service: "svc".to_owned(),
-                strip_prefix,
-                methods: Vec::new(),
-                auth: crate::auth::AuthMode::Optional,
-                scopes: Vec::new(),
-            })
-            .collect();
         RouteTable::new(&configs, &upstreams)
+    }
+
+    fn route(prefix: &str, strip_prefix: bool, upstream_prefix: Option<&str>) -> RouteConfig {
+        RouteConfig {
+            prefix: prefix.to_owned(),
+            service: "svc".to_owned(),
+            strip_prefix,
+            upstream_prefix: upstream_prefix.map(str::to_owned),
+            methods: Vec::new(),
+            auth: crate::auth::AuthMode::Optional,
+            scopes: Vec::new(),
+            rate_limit: None,
+            cache: None,
+        }
     }
 
     fn forwarded(table: &RouteTable, path: &str) -> Option<(String, String)> {
         match table.lookup(path) {
-            PrefixMatch::Found(route) => Some((route.prefix.to_string(), route.upstream_path(path).to_owned())),
+            PrefixMatch::Found(route) => Some((route.prefix.to_string(), route.upstream_path(path).into_owned())),
             _ => None,
         }
     }
@@ -132,5 +129,20 @@ mod tests {
         assert!(matches!(table.lookup("/payment"), PrefixMatch::AddSlash(..)));
         assert!(matches!(table.lookup("/paymentx/"), PrefixMatch::NotFound));
         assert!(matches!(table.lookup("/"), PrefixMatch::NotFound));
+    }
+
+    #[test]
+    fn an_upstream_prefix_replaces_the_route_prefix() {
+        let table =
+            table_of(vec![route("/live-reading/", true, None), route("/live-reading/lesson/", true, Some("/lesson/"))]);
+        assert_eq!(
+            forwarded(&table, "/live-reading/lesson/5/"),
+            Some(("/live-reading/lesson/".into(), "/lesson/5/".into()))
+        );
+        assert_eq!(
+            forwarded(&table, "/live-reading/lesson/"),
+            Some(("/live-reading/lesson/".into(), "/lesson/".into()))
+        );
+        assert_eq!(forwarded(&table, "/live-reading/sessions/"), Some(("/live-reading/".into(), "/sessions/".into())));
     }
 }

@@ -3,10 +3,12 @@
 //! The [`canonical_path`] layer rewrites every request's path to its safe,
 //! normalised form (or refuses it) before any layer or door looks at it, so
 //! that authentication policies, rate limits, caches and routes all decide
-//! on the same path. Nothing downstream re-normalises.
+//! on the same path. Nothing downstream re-normalises. [`PathRewrite`] says
+//! how a route's gateway paths become its service's paths.
 
 mod path;
 mod prefix;
+mod rewrite;
 
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -15,6 +17,7 @@ use http::uri::{PathAndQuery, Uri};
 
 pub use path::{normalize, PathError};
 pub use prefix::{PrefixMatch, PrefixTable};
+pub use rewrite::PathRewrite;
 
 use crate::error::GatewayError;
 use crate::telemetry::REQUEST_ID;

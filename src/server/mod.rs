@@ -32,6 +32,7 @@ pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
 use crate::app::{app, AppState, StateError};
 use crate::config::Config;
+use crate::telemetry::Telemetry;
 use crate::upstream::{UpstreamBuildError, Upstreams};
 use tls::TlsTermination;
 
@@ -66,6 +67,14 @@ pub enum ServeError {
     /// HTTPS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The metrics admin listener could not be bound.
+    #[error("telemetry.metrics.listen: cannot listen on {address}: {source}")]
+    MetricsBind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The bind error.
+        source: io::Error,
+    },
     /// The plain-HTTP redirect listener could not be bound.
     #[error("server.tls.http_redirect.listen: cannot listen on {address}: {source}")]
     RedirectBind {
@@ -84,10 +93,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let upstreams = Upstreams::new(&config.services)?;
+    let telemetry = Telemetry::new(&config.telemetry);
+    let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
+    telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
     let _health_checks = upstreams.spawn_health_checks();
-    let state = AppState::new(&config, upstreams)?;
+    let _admin = serve_admin(&config, &telemetry).await?;
+    let state = AppState::new(&config, upstreams)?.with_telemetry(telemetry);
     let _auth_background = state.authenticator().spawn_background();
+    let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
     let router = app(state, &config);
 
     let tls = match &config.server.tls {
@@ -203,6 +216,32 @@ pub async fn serve(
         tracing::warn!(timeout = ?config.server.shutdown_timeout, "drain timeout reached; closing remaining connections");
     }
     Ok(())
+}
+
+/// Stops the admin listener's task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Serves the scrape path on `[telemetry.metrics] listen`, when configured,
+/// until the returned guard is dropped.
+async fn serve_admin(config: &Config, telemetry: &Telemetry) -> Result<Option<AbortOnDrop>, ServeError> {
+    let metrics = &config.telemetry.metrics;
+    let Some(address) = metrics.listen.filter(|_| metrics.enabled) else { return Ok(None) };
+    let listener = TcpListener::bind(address).await.map_err(|source| ServeError::MetricsBind { address, source })?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, path = %metrics.path, "serving metrics");
+    }
+    let router = crate::telemetry::admin_router(metrics, Arc::clone(telemetry.metrics()));
+    Ok(Some(AbortOnDrop(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::warn!(%error, "the metrics listener stopped");
+        }
+    }))))
 }
 
 /// Accepts on `listener`, or waits forever when there is none.

@@ -1,6 +1,8 @@
-//! One access-log event per request, written when the answer's body has been
-//! sent (or abandoned), so that duration and byte counts are true for
-//! streamed answers too.
+//! One access-log event and one set of request metrics per request,
+//! written when the answer's body has been sent (or abandoned), so that
+//! duration and byte counts are true for streamed answers too. The layer
+//! also opens the request's `request` span and its trace context, which the
+//! doors reach through [`RequestLog`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,21 +11,32 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use std::net::SocketAddr;
+
 use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath};
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::REQUEST_ID;
+use super::metrics::{InFlight, Metrics};
+use super::trace::{RemoteParent, TraceContext};
+use super::{Telemetry, REQUEST_ID};
 
-/// What the front doors learned about a request, for its access-log line.
-#[derive(Debug, Default)]
+/// What the front doors learned about a request, for its access-log line
+/// and metrics; also the request's trace context and span, which backend
+/// calls descend from.
+#[derive(Debug)]
 pub struct RequestLog {
     route: OnceLock<(Arc<str>, Arc<str>)>,
     upstream: OnceLock<(Arc<str>, u32)>,
+    operation: OnceLock<Arc<str>>,
     bytes_in: AtomicU64,
+    trace: TraceContext,
+    span: tracing::Span,
+    metrics: Arc<Metrics>,
 }
 
 impl RequestLog {
@@ -36,17 +49,81 @@ impl RequestLog {
     pub fn set_upstream(&self, endpoint: &Arc<str>, retries: u32) {
         let _ = self.upstream.set((Arc::clone(endpoint), retries));
     }
+
+    /// Records the GraphQL operation's name (`None`: anonymous); it becomes
+    /// a metrics label only while the number of distinct names is small.
+    pub fn set_graphql_operation(&self, name: Option<&str>) {
+        let label = self.metrics.operation_label(name);
+        self.span.record("graphql.operation.name", &*label);
+        let _ = self.operation.set(label);
+    }
+
+    /// Counts a GraphQL error sent to the client, by its `extensions.code`.
+    pub fn graphql_error(&self, code: &str) {
+        self.metrics.graphql_error(code);
+    }
+
+    /// The request's trace context.
+    pub fn trace(&self) -> &TraceContext {
+        &self.trace
+    }
+
+    /// The request's span; spans of work done for it descend from it.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A span for one call to a backend, child of the request's span.
+    pub fn backend_span(&self, service: &str, method: &Method, path: &str) -> tracing::Span {
+        tracing::info_span!(
+            target: "portico::backend",
+            parent: &self.span,
+            "backend.call",
+            otel.kind = "client",
+            trace_id = %self.trace.trace_id(),
+            service,
+            http.request.method = %method,
+            url.path = path,
+        )
+    }
+
+    /// A span for a GraphQL field resolved by a backend call, child of the
+    /// request's span.
+    pub fn field_span(&self, field: &str, service: &str) -> tracing::Span {
+        tracing::info_span!(
+            target: "portico::graphql",
+            parent: &self.span,
+            "graphql.field",
+            trace_id = %self.trace.trace_id(),
+            graphql.field.name = field,
+            service,
+        )
+    }
+
+    /// Sets `traceparent` / `tracestate` on a backend request made in `span`.
+    pub fn inject_trace(&self, headers: &mut HeaderMap, span: &tracing::Span) {
+        self.trace.inject(headers, span);
+    }
 }
 
-/// Adds the access log around a service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AccessLogLayer;
+/// Adds the access log, request metrics and the request span around a service.
+#[derive(Debug, Clone, Default)]
+pub struct AccessLogLayer {
+    telemetry: Telemetry,
+}
+
+impl AccessLogLayer {
+    /// The layer, reporting into `telemetry`.
+    pub fn new(telemetry: Telemetry) -> Self {
+        Self { telemetry }
+    }
+}
 
 impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog { inner }
+        AccessLog { inner, telemetry: self.telemetry.clone() }
     }
 }
 
@@ -54,6 +131,7 @@ impl<S> Layer<S> for AccessLogLayer {
 #[derive(Debug, Clone)]
 pub struct AccessLog<S> {
     inner: S,
+    telemetry: Telemetry,
 }
 
 /// The request facts captured before the request is handed on.
@@ -63,7 +141,10 @@ struct Entry {
     method: Method,
     path: String,
     request_id: Option<String>,
+    /// The router's path for named routes (`/graphql`, `/healthz`).
+    matched: Option<Arc<str>>,
     log: Arc<RequestLog>,
+    _in_flight: InFlight,
 }
 
 impl<S> Service<Request<Body>> for AccessLog<S>
@@ -79,13 +160,44 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let log = Arc::new(RequestLog::default());
+        let metrics = self.telemetry.metrics();
+        let in_flight = metrics.request_started();
+        let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let span = tracing::info_span!(
+            target: "portico::request",
+            parent: None,
+            "request",
+            otel.kind = "server",
+            trace_id = tracing::field::Empty,
+            request_id = request_id.as_deref().unwrap_or(""),
+            http.request.method = %request.method(),
+            url.path = request.uri().path(),
+            graphql.operation.name = tracing::field::Empty,
+        );
+        let trusted = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| self.telemetry.trusts_trace_context_from(peer.ip()));
+        let remote = if trusted { RemoteParent::from_headers(request.headers()) } else { None };
+        let trace = TraceContext::start(&span, remote);
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+        let log = Arc::new(RequestLog {
+            route: OnceLock::new(),
+            upstream: OnceLock::new(),
+            operation: OnceLock::new(),
+            bytes_in: AtomicU64::new(0),
+            trace,
+            span,
+            metrics: Arc::clone(metrics),
+        });
         let entry = Entry {
             started: Instant::now(),
             method: request.method().clone(),
             path: request.uri().path().to_owned(),
-            request_id: request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).map(str::to_owned),
+            request_id,
+            matched: request.extensions().get::<MatchedPath>().map(|matched| Arc::from(matched.as_str())),
             log: Arc::clone(&log),
+            _in_flight: in_flight,
         };
         let (mut parts, body) = request.into_parts();
         parts.extensions.insert(Arc::clone(&log));
@@ -115,7 +227,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
+        let result = {
+            let _entered = this.entry.as_ref().map(|entry| entry.log.span.enter());
+            std::task::ready!(this.inner.poll(cx))
+        };
         Poll::Ready(result.map(|response| match this.entry.take() {
             Some(entry) => {
                 let status = response.status();
@@ -150,19 +265,25 @@ struct Finished {
 impl Drop for Finished {
     fn drop(&mut self) {
         let entry = &self.entry;
-        let (route, service) = entry.log.route.get().map_or(("", ""), |(route, service)| (&**route, &**service));
-        let (endpoint, retries) =
-            entry.log.upstream.get().map_or(("", 0), |(endpoint, retries)| (&**endpoint, *retries));
+        let duration = entry.started.elapsed();
+        let log = &entry.log;
+        let route_label = log.route.get().map(|(route, _)| route).or(entry.matched.as_ref());
+        log.metrics.request_finished(route_label, &entry.method, log.operation.get(), self.status, duration);
+
+        let _entered = log.span.enter();
+        let (route, service) = log.route.get().map_or(("", ""), |(route, service)| (&**route, &**service));
+        let (endpoint, retries) = log.upstream.get().map_or(("", 0), |(endpoint, retries)| (&**endpoint, *retries));
         tracing::info!(
             target: "portico::access",
             request_id = entry.request_id.as_deref().unwrap_or(""),
+            trace_id = %log.trace.trace_id(),
             method = %entry.method,
             path = %entry.path,
             route,
             service,
             endpoint,
             status = self.status.as_u16(),
-            duration_ms = entry.started.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = duration.as_secs_f64() * 1000.0,
             bytes_in = entry.log.bytes_in.load(Ordering::Relaxed),
             bytes_out = self.bytes_out,
             retries,

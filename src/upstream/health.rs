@@ -59,6 +59,11 @@ impl EndpointHealth {
         self.actively_healthy.load(Ordering::Relaxed) && !self.is_ejected(now_millis)
     }
 
+    /// The active checker's latest verdict.
+    pub fn is_actively_healthy(&self) -> bool {
+        self.actively_healthy.load(Ordering::Relaxed)
+    }
+
     /// Whether passive health currently keeps the replica out.
     pub fn is_ejected(&self, now_millis: u64) -> bool {
         now_millis < self.ejected_until_millis.load(Ordering::Relaxed)

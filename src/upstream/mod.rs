@@ -25,6 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::rustls::RootCertStore;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use crate::telemetry::metrics::{EndpointState, EndpointStates, Metrics, ServiceMetrics, UpstreamOutcome};
+
 pub use balance::{selector_for, LeastRequests, RoundRobin, Selector, Weighted};
 pub use body::{UpstreamRequestBody, UpstreamResponseBody};
 pub use config::{
@@ -49,11 +51,22 @@ pub struct Upstreams {
 impl Upstreams {
     /// Builds clients and health state for every service. The configuration
     /// has been validated, so endpoints parse and CA files were read.
+    /// Metrics go to a registry of their own, which nothing scrapes.
     pub fn new(configs: &BTreeMap<String, ServiceConfig>) -> Result<Self, UpstreamBuildError> {
+        Self::with_metrics(configs, &Metrics::default())
+    }
+
+    /// Like [`Upstreams::new`], reporting calls, retries and ejections into `metrics`.
+    pub fn with_metrics(
+        configs: &BTreeMap<String, ServiceConfig>,
+        metrics: &Metrics,
+    ) -> Result<Self, UpstreamBuildError> {
         let public_roots = Arc::new(tls::public_roots());
         let services = configs
             .iter()
-            .map(|(name, config)| Ok((name.clone(), Arc::new(UpstreamService::new(name, config, &public_roots)?))))
+            .map(|(name, config)| {
+                Ok((name.clone(), Arc::new(UpstreamService::new(name, config, &public_roots, metrics)?)))
+            })
             .collect::<Result<_, UpstreamBuildError>>()?;
         Ok(Self { services: Arc::new(services) })
     }
@@ -85,6 +98,21 @@ impl Upstreams {
             .map(|service| tokio::spawn(Arc::clone(service).run_health_checks()))
             .collect();
         HealthCheckTasks { handles }
+    }
+}
+
+impl EndpointStates for Upstreams {
+    fn visit(&self, report: &mut dyn FnMut(&str, &str, EndpointState)) {
+        for (name, service) in self.services.iter() {
+            let now = service.clock.now_millis();
+            for endpoint in service.endpoints.iter() {
+                let state = EndpointState {
+                    healthy: endpoint.health.is_actively_healthy(),
+                    ejected: endpoint.health.is_ejected(now),
+                };
+                report(name, &endpoint.label, state);
+            }
+        }
     }
 }
 
@@ -185,6 +213,7 @@ pub struct UpstreamService {
     passive_health: PassiveHealthConfig,
     max_retries: u32,
     retry_budget: TpsBudget,
+    metrics: ServiceMetrics,
 }
 
 impl std::fmt::Debug for UpstreamService {
@@ -206,7 +235,12 @@ fn is_retryable_status(status: StatusCode) -> bool {
 }
 
 impl UpstreamService {
-    fn new(name: &str, config: &ServiceConfig, public_roots: &Arc<RootCertStore>) -> Result<Self, UpstreamBuildError> {
+    fn new(
+        name: &str,
+        config: &ServiceConfig,
+        public_roots: &Arc<RootCertStore>,
+        metrics: &Metrics,
+    ) -> Result<Self, UpstreamBuildError> {
         let endpoints = config
             .endpoints
             .iter()
@@ -240,7 +274,9 @@ impl UpstreamService {
             .build(connector);
 
         let retry = &config.retry;
+        let labels: Vec<Arc<str>> = endpoints.iter().map(|endpoint| Arc::clone(&endpoint.label)).collect();
         Ok(Self {
+            metrics: metrics.service(name, &labels),
             name: Arc::from(name),
             selector: selector_for(config.load_balancing, &endpoints),
             endpoints,
@@ -304,12 +340,22 @@ impl UpstreamService {
             *attempt.headers_mut() = parts.headers.clone();
 
             let in_flight = endpoint.start_request();
+            let started = tokio::time::Instant::now();
             let outcome = tokio::time::timeout(self.request_timeout, self.client.request(attempt)).await;
+            if let Some(metrics) = self.metrics.endpoint(index) {
+                let observed = match &outcome {
+                    Ok(Ok(response)) => UpstreamOutcome::Status(response.status()),
+                    Ok(Err(error)) if error.is_connect() => UpstreamOutcome::ConnectError,
+                    Ok(Err(_)) => UpstreamOutcome::ProtocolError,
+                    Err(_elapsed) => UpstreamOutcome::Timeout,
+                };
+                metrics.attempt(observed, started.elapsed());
+            }
             let error = match outcome {
                 Ok(Ok(response)) => {
                     let status = response.status();
                     if status.is_server_error() {
-                        self.record_failure(endpoint);
+                        self.record_failure(index);
                     } else {
                         endpoint.health.record_success();
                     }
@@ -320,6 +366,7 @@ impl UpstreamService {
                         && self.retry_budget.withdraw();
                     if retry {
                         tracing::debug!(service = %self.name, endpoint = %endpoint.label, %status, "retrying on another endpoint");
+                        self.metrics.retried();
                         retries += 1;
                         continue;
                     }
@@ -329,7 +376,7 @@ impl UpstreamService {
                 }
                 Ok(Err(error)) => error,
                 Err(_elapsed) => {
-                    self.record_failure(endpoint);
+                    self.record_failure(index);
                     return Err(UpstreamError::Timeout {
                         service: Arc::clone(&self.name),
                         after: self.request_timeout,
@@ -341,11 +388,12 @@ impl UpstreamService {
             if let Some(source) = body.take_failure() {
                 return Err(UpstreamError::RequestBody { service: Arc::clone(&self.name), source });
             }
-            self.record_failure(endpoint);
+            self.record_failure(index);
             if error.is_connect() {
                 // Nothing reached the replica, so even a POST may go elsewhere.
                 if may_retry_later && body.is_replayable() && self.retry_budget.withdraw() {
                     tracing::debug!(service = %self.name, endpoint = %endpoint.label, "connect failed; retrying on another endpoint");
+                    self.metrics.retried();
                     retries += 1;
                     continue;
                 }
@@ -355,8 +403,12 @@ impl UpstreamService {
         }
     }
 
-    fn record_failure(&self, endpoint: &Endpoint) {
+    fn record_failure(&self, index: usize) {
+        let endpoint = &self.endpoints[index];
         if let Some(ejection) = endpoint.health.record_failure(&self.passive_health, self.clock.now_millis()) {
+            if let Some(metrics) = self.metrics.endpoint(index) {
+                metrics.ejected();
+            }
             tracing::warn!(service = %self.name, endpoint = %endpoint.label, ejection = ?ejection, "endpoint ejected after consecutive failures");
         }
     }

@@ -3,13 +3,18 @@
 
 mod auth;
 mod balancing;
+mod cache;
 mod errors;
 mod graphql;
 mod harness;
 mod playground;
 mod protocol;
+mod ratelimit;
+#[path = "../support/redis.rs"]
+mod redis_server;
 mod resilience;
 mod routing;
 mod shutdown;
 mod streaming;
+mod telemetry;
 mod tls;

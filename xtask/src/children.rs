@@ -40,6 +40,11 @@ impl Children {
         Ok(())
     }
 
+    /// The process id of the child called `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.running.iter().find(|child| child.name == name).map(|child| child.process.id())
+    }
+
     /// The first child that has exited, with its status, if any has.
     pub fn first_exited(&mut self) -> Result<Option<(String, ExitStatus)>> {
         for child in &mut self.running {

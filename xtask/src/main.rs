@@ -13,9 +13,11 @@
 //!   seed data for `services/`; fast when nothing changed.
 //! - `cargo xtask demo`: setup, then the services and the gateway, until Ctrl-C.
 //! - `cargo xtask test`: setup, Django tests, fmt, clippy and `cargo test`, as CI runs them.
+//! - `cargo xtask bench [--smoke]`: portico against NGINX and a Node GraphQL peer under load.
 //!
 //! Unix only: the services run under gunicorn, which needs it.
 
+mod bench;
 mod check;
 mod children;
 mod demo;
@@ -36,7 +38,12 @@ commands:
                     migrate every service and seed the databases that did not exist yet
                     (--reseed wipes and reseeds them all)
   demo              setup, then start the services and the gateway on :8080 until Ctrl-C
-  test              setup, Django tests, cargo fmt --check, clippy and cargo test (what CI runs)";
+  test              setup, Django tests, cargo fmt --check, clippy and cargo test (what CI runs)
+  bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY]
+                    portico vs NGINX (REST passthrough) and vs a Node GraphQL peer (Apollo Server 4,
+                    the Dashboard operation) under wrk; results in target/bench/ (JSON, Markdown, PNG).
+                    --smoke: portico only, debug build, seconds-long, no thresholds;
+                    --portico: use this binary instead of building one";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -57,6 +64,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         ["setup", "--reseed"] => setup::setup(&workspace, setup::Seeding::Reseed),
         ["demo"] => demo::demo(&workspace),
         ["test"] => check::test(&workspace),
+        ["bench", options @ ..] => bench::bench(&workspace, &bench::Options::parse(&workspace, options)?).map(drop),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
             Ok(())

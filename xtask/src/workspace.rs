@@ -39,8 +39,12 @@ impl Workspace {
 
     /// The gateway binary that `cargo build --release` produces.
     pub fn release_binary(&self, name: &str) -> PathBuf {
-        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| self.root.join("target"), PathBuf::from);
-        target.join("release").join(name)
+        self.target_dir().join("release").join(name)
+    }
+
+    /// Cargo's target directory.
+    pub fn target_dir(&self) -> PathBuf {
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| self.root.join("target"), PathBuf::from)
     }
 
     /// `cargo` with the workspace root as working directory. Under `cargo xtask`,

@@ -1,0 +1,481 @@
+//! Observability: Prometheus metrics after each kind of request, W3C trace
+//! context to backends, and span export that never holds up requests.
+
+use std::collections::HashMap;
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::graphql::{backends, Behaviour, DASHBOARD};
+use crate::harness::{client, closed_port, config, json_of, service, Gateway, Stub};
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+fn traceparent() -> String {
+    format!("00-{TRACE_ID}-{PARENT_ID}-01")
+}
+
+async fn scrape(gateway: &Gateway) -> String {
+    let response = client().get(gateway.url("/metrics")).send().await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    response.text().await.expect("text")
+}
+
+fn assert_has(text: &str, expected: &str) {
+    assert!(text.contains(expected), "missing `{expected}` in\n{text}");
+}
+
+#[tokio::test]
+async fn a_rest_request_is_counted_by_route_prefix_and_upstream_endpoint() {
+    let stub = Stub::echo("a").await;
+    let gateway = Gateway::start(&config(&service("users", &[stub.url()], ""))).await;
+
+    let response = client().get(gateway.url("/users/42/profile?x=1")).send().await.expect("response");
+    assert_eq!(response.status(), 200);
+    let text = scrape(&gateway).await;
+
+    assert_has(&text, r#"portico_http_requests_total{route="/users/",method="GET",operation="",status="200"} 1"#);
+    assert_has(
+        &text,
+        r#"portico_http_request_duration_seconds_count{route="/users/",method="GET",operation="",status_class="2xx"} 1"#,
+    );
+    let endpoint = stub.addr;
+    assert_has(
+        &text,
+        &format!(r#"portico_upstream_requests_total{{service="users",endpoint="{endpoint}",outcome="2xx"}} 1"#),
+    );
+    assert_has(
+        &text,
+        &format!(r#"portico_upstream_request_duration_seconds_count{{service="users",endpoint="{endpoint}"}} 1"#),
+    );
+    assert_has(&text, &format!(r#"portico_upstream_endpoint_up{{service="users",endpoint="{endpoint}"}} 1"#));
+    // The scrape itself is in flight while the answer is encoded.
+    assert_has(&text, "portico_http_requests_in_flight 1");
+    // The response cache reports at every scrape (nothing cached on this route).
+    assert_has(&text, r#"portico_cache_hits_total{cache="responses"} 0"#);
+    assert!(!text.contains("/users/42"), "raw paths must never become labels:\n{text}");
+}
+
+#[tokio::test]
+async fn an_unmatched_path_is_one_label_whatever_the_path() {
+    let stub = Stub::echo("a").await;
+    let gateway = Gateway::start(&config(&service("users", &[stub.url()], ""))).await;
+    for path in ["/nope/1", "/nope/2", "/other"] {
+        let response = client().get(gateway.url(path)).send().await.expect("response");
+        assert_eq!(response.status(), 404);
+    }
+    let text = scrape(&gateway).await;
+    assert_has(&text, r#"portico_http_requests_total{route="unmatched",method="GET",operation="",status="404"} 3"#);
+    assert!(!text.contains("/nope"), "{text}");
+}
+
+#[tokio::test]
+async fn upstream_failures_count_connect_errors_retries_and_ejections() {
+    let live = Stub::echo("live").await;
+    let dead = format!("http://{}", closed_port().await);
+    let extra = "load_balancing = \"round_robin\"\nhealth_check = { enabled = false }\n\
+                 retry = { attempts = 1 }\npassive_health = { consecutive_failures = 1, base_ejection = \"60s\" }";
+    let gateway = Gateway::start(&config(&service("flaky", &[dead.clone(), live.url()], extra))).await;
+
+    for _ in 0..2 {
+        let response = client().get(gateway.url("/flaky/x")).send().await.expect("response");
+        assert_eq!(response.status(), 200, "the retry reaches the live replica");
+    }
+    let text = scrape(&gateway).await;
+    let dead_endpoint = dead.trim_start_matches("http://");
+    assert_has(
+        &text,
+        &format!(
+            r#"portico_upstream_requests_total{{service="flaky",endpoint="{dead_endpoint}",outcome="connect_error"}} 1"#
+        ),
+    );
+    assert_has(&text, r#"portico_upstream_retries_total{service="flaky"} 1"#);
+    assert_has(&text, &format!(r#"portico_upstream_ejections_total{{service="flaky",endpoint="{dead_endpoint}"}} 1"#));
+    assert_has(&text, &format!(r#"portico_upstream_endpoint_ejected{{service="flaky",endpoint="{dead_endpoint}"}} 1"#));
+    assert_has(&text, &format!(r#"portico_upstream_endpoint_up{{service="flaky",endpoint="{dead_endpoint}"}} 0"#));
+
+    // With no replica left, the client gets a 502 and that status is counted.
+    let only_dead = Gateway::start(&config(&service("down", &[dead], "retry = { attempts = 0 }"))).await;
+    let response = client().get(only_dead.url("/down/x")).send().await.expect("response");
+    assert_eq!(response.status(), 502);
+    let text = scrape(&only_dead).await;
+    assert_has(&text, r#"portico_http_requests_total{route="/down/",method="GET",operation="",status="502"} 1"#);
+}
+
+#[tokio::test]
+async fn a_graphql_request_is_counted_by_operation_name_and_error_code() {
+    let mut backends = backends(Behaviour::default(), "").await;
+    // Point payment at a closed port: its field fails, the rest answers.
+    let dead = format!("http://{}", closed_port().await);
+    let payment_table = backends.toml.find("[services.payment]").expect("payment service");
+    let start = payment_table + backends.toml[payment_table..].find("endpoints = [\"").expect("endpoints") + 14;
+    let end = start + backends.toml[start..].find('"').expect("closing quote");
+    backends.toml.replace_range(start..end, &dead);
+    let gateway = Gateway::start(&backends.toml).await;
+
+    let token = crate::graphql::token("1", "payments:read");
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": DASHBOARD, "variables": {"id": "1"}}))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), 200);
+    let body = json_of(response).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE", "{body}");
+
+    // Client-chosen names beyond the cap, or odd text, never become labels.
+    let anonymous = json!({"query": "{ student(id: 1) { fullName } }"});
+    let response = client().post(gateway.url("/graphql")).json(&anonymous).send().await.expect("response");
+    assert_eq!(response.status(), 200);
+
+    let text = scrape(&gateway).await;
+    assert_has(
+        &text,
+        r#"portico_http_requests_total{route="/graphql",method="POST",operation="Dashboard",status="200"} 1"#,
+    );
+    assert_has(
+        &text,
+        r#"portico_http_requests_total{route="/graphql",method="POST",operation="anonymous",status="200"} 1"#,
+    );
+    assert_has(&text, r#"portico_graphql_errors_total{code="UPSTREAM_UNAVAILABLE"} 1"#);
+    for service in ["student_api", "live_reading"] {
+        assert!(
+            text.lines()
+                .any(|line| line.starts_with(&format!(r#"portico_upstream_requests_total{{service="{service}","#))
+                    && line.contains(r#"outcome="2xx"}"#)),
+            "{service} calls missing:\n{text}"
+        );
+    }
+    assert_has(&text, "outcome=\"connect_error\"");
+}
+
+#[tokio::test]
+async fn scraping_the_main_listener_is_refused_to_peers_outside_the_allow_list() {
+    let stub = Stub::echo("a").await;
+    let toml = format!(
+        "{}\n[telemetry.metrics]\nallowed_peers = [\"10.0.0.0/8\"]\n",
+        config(&service("users", &[stub.url()], ""))
+    );
+    let gateway = Gateway::start(&toml).await;
+    let response = client().get(gateway.url("/metrics")).send().await.expect("response");
+    assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn metrics_can_move_to_an_admin_listener() {
+    let stub = Stub::echo("a").await;
+    let admin = closed_port().await;
+    let toml = format!(
+        "{}\n[telemetry.metrics]\nlisten = \"{admin}\"\npath = \"/internal/metrics\"\n",
+        config(&service("users", &[stub.url()], ""))
+    );
+    let gateway = Gateway::start(&toml).await;
+    let response = client().get(gateway.url("/users/1")).send().await.expect("response");
+    assert_eq!(response.status(), 200);
+
+    let mut scraped = None;
+    for _ in 0..50 {
+        if let Ok(response) = client().get(format!("http://{admin}/internal/metrics")).send().await {
+            scraped = Some(response.text().await.expect("text"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = scraped.expect("the admin listener answers");
+    assert_has(&text, r#"portico_http_requests_total{route="/users/",method="GET",operation="",status="200"} 1"#);
+    // The main listener no longer serves it: the path falls through to the proxy.
+    let response = client().get(gateway.url("/internal/metrics")).send().await.expect("response");
+    assert_eq!(response.status(), 404);
+}
+
+/// The `traceparent` and `tracestate` the echo stub received.
+async fn forwarded_trace(gateway: &Gateway, headers: &[(&str, &str)]) -> (String, Option<String>) {
+    let mut request = client().get(gateway.url("/users/1"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = json_of(request.send().await.expect("response")).await;
+    let received = &body["headers"];
+    (
+        received["traceparent"].as_str().expect("a traceparent reaches the backend").to_owned(),
+        received["tracestate"].as_str().map(str::to_owned),
+    )
+}
+
+fn parts(traceparent: &str) -> Vec<String> {
+    let parts: Vec<String> = traceparent.split('-').map(str::to_owned).collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1].len(), 32, "{traceparent}");
+    assert_eq!(parts[2].len(), 16, "{traceparent}");
+    parts
+}
+
+#[tokio::test]
+async fn a_trusted_callers_trace_reaches_the_backend_with_a_new_parent() {
+    let stub = Stub::echo("a").await;
+    let toml = format!(
+        "[telemetry]\ntrusted_trace_peers = [\"127.0.0.1/32\"]\n\n{}",
+        config(&service("users", &[stub.url()], ""))
+    );
+    let gateway = Gateway::start(&toml).await;
+
+    let sent = traceparent();
+    let (received, state) =
+        forwarded_trace(&gateway, &[("traceparent", sent.as_str()), ("tracestate", "vendor=opaque")]).await;
+    let received = parts(&received);
+    assert_eq!(received[1], TRACE_ID, "same trace");
+    assert_ne!(received[2], PARENT_ID, "the gateway's span is the backend's parent");
+    assert_eq!(received[3], "01", "the caller's sampling decision is kept");
+    assert_eq!(state.as_deref(), Some("vendor=opaque"));
+}
+
+#[tokio::test]
+async fn an_untrusted_callers_trace_is_replaced_and_a_missing_one_started() {
+    let stub = Stub::echo("a").await;
+    // Only some other network is trusted; the test client is not in it.
+    let toml = format!(
+        "[telemetry]\ntrusted_trace_peers = [\"10.0.0.0/8\"]\n\n{}",
+        config(&service("users", &[stub.url()], ""))
+    );
+    let gateway = Gateway::start(&toml).await;
+
+    let sent = traceparent();
+    let (received, state) =
+        forwarded_trace(&gateway, &[("traceparent", sent.as_str()), ("tracestate", "vendor=forged")]).await;
+    let received = parts(&received);
+    assert_ne!(received[1], TRACE_ID, "a new trace");
+    assert_eq!(state, None, "an untrusted tracestate is dropped");
+
+    let (started, _) = forwarded_trace(&gateway, &[]).await;
+    let started = parts(&started);
+    assert_ne!(started[1], "0".repeat(32));
+    assert_ne!(started[1], received[1], "each request starts its own trace");
+}
+
+#[tokio::test]
+async fn graphql_backend_calls_carry_the_operations_trace() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let student_api = Router::new().route(
+        "/users/{id}/",
+        get(move |Path(id): Path<u64>, headers: http::HeaderMap| {
+            let record = Arc::clone(&record);
+            async move {
+                let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                record.lock().expect("lock").push(traceparent);
+                Json(json!({"id": id, "username": "ada", "email": "ada@example.com", "full_name": "Ada Lovelace",
+                            "grade": 5, "created_at": "2026-01-02T03:04:05Z"}))
+            }
+        }),
+    );
+    let stub = Stub::serve(student_api).await;
+    let mut toml =
+        String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n[telemetry]\ntrusted_trace_peers = [\"127.0.0.1\"]\n\n");
+    for name in ["student_api", "live_reading", "payment"] {
+        toml.push_str(&format!(
+            "[services.{name}]\nendpoints = [\"{}\"]\nhealth_check = {{ enabled = false }}\n\n",
+            stub.url()
+        ));
+    }
+    toml.push_str("[graphql]\nenabled = true\n");
+    let gateway = Gateway::start(&toml).await;
+
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .header("traceparent", traceparent())
+        .json(&json!({"query": "{ a: student(id: 1) { fullName } b: student(id: 2) { fullName } }"}))
+        .send()
+        .await
+        .expect("response");
+    let body = json_of(response).await;
+    assert_eq!(body["data"]["a"]["fullName"], "Ada Lovelace", "{body}");
+
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let first = parts(&seen[0]);
+    let second = parts(&seen[1]);
+    assert_eq!((first[1].as_str(), second[1].as_str()), (TRACE_ID, TRACE_ID), "{seen:?}");
+    assert_ne!(first[2], second[2], "each backend call is its own span");
+    assert!(first[2] != PARENT_ID && second[2] != PARENT_ID, "{seen:?}");
+}
+
+/// The `portico` binary, started with a configuration file, its standard
+/// output (JSON logs) collected; killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    async fn start(toml_body: &str) -> Process {
+        let addr = closed_port().await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("portico.toml");
+        let toml = format!(
+            "[server]\nlisten = \"{addr}\"\nshutdown_timeout = \"1s\"\n\n[telemetry]\nlog_format = \"json\"\n{toml_body}"
+        );
+        std::fs::write(&path, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start portico");
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        let process = Process { child, addr, logs, _dir: dir };
+        for _ in 0..200 {
+            if client().get(process.url("/healthz")).send().await.is_ok() {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("portico did not start listening on {addr}");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A collector that accepts connections and never answers: the worst case
+/// for an exporter, worse than a refused connection.
+async fn silent_collector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn an_unreachable_collector_never_slows_or_fails_requests() {
+    let stub = Stub::echo("a").await;
+    let (collector, _collector_task) = silent_collector().await;
+    let refused = closed_port().await;
+    for endpoint in [collector, refused] {
+        let process = Process::start(&format!(
+            "[telemetry.otlp]\nendpoint = \"http://{endpoint}\"\ntimeout = \"10s\"\nmax_queue_size = 64\n\n{}",
+            service("users", &[stub.url()], "")
+        ))
+        .await;
+        let started = Instant::now();
+        let mut slowest = Duration::ZERO;
+        // More spans than the queue holds, so dropping is exercised too.
+        for _ in 0..300 {
+            let one = Instant::now();
+            let response = client().get(process.url("/users/1")).send().await.expect("response");
+            assert_eq!(response.status(), 200);
+            slowest = slowest.max(one.elapsed());
+        }
+        assert!(slowest < Duration::from_millis(500), "slowest request took {slowest:?} with collector {endpoint}");
+        assert!(started.elapsed() < Duration::from_secs(10), "300 requests took {:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn spans_are_exported_and_every_log_line_carries_the_trace_id() {
+    let stub = Stub::echo("a").await;
+    let exports: Arc<Mutex<Vec<(String, Bytes)>>> = Arc::default();
+    let sink = Arc::clone(&exports);
+    let collector = Stub::serve(Router::new().route(
+        "/v1/traces",
+        post(move |headers: http::HeaderMap, body: Bytes| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                sink.lock().expect("lock").push((content_type, body));
+                ""
+            }
+        }),
+    ))
+    .await;
+    let process = Process::start(&format!(
+        "trusted_trace_peers = [\"127.0.0.1\"]\n\n[telemetry.otlp]\nendpoint = \"{}\"\n\n{}",
+        collector.url(),
+        service("users", &[stub.url()], "")
+    ))
+    .await;
+
+    let response =
+        client().get(process.url("/users/1")).header("traceparent", traceparent()).send().await.expect("response");
+    let body = json_of(response).await;
+    let forwarded = body["headers"]["traceparent"].as_str().expect("traceparent").to_owned();
+    let backend_span = parts(&forwarded)[2].clone();
+
+    let trace_id = hex(TRACE_ID);
+    let span_id = hex(&backend_span);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = exports.lock().expect("lock").iter().any(|(content_type, body)| {
+            content_type == "application/x-protobuf" && contains(body, &trace_id) && contains(body, &span_id)
+        });
+        if found {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no export with the trace id and the backend call's span id");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let logs = process.logs();
+    let access: Vec<HashMap<String, Value>> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|line: &HashMap<String, Value>| {
+            line.get("target").and_then(Value::as_str) == Some("portico::access")
+                && line.get("path").and_then(Value::as_str) == Some("/users/1")
+        })
+        .collect();
+    assert_eq!(access.len(), 1, "one access log line for the traced request in {logs:?}");
+    for line in &access {
+        assert_eq!(line["trace_id"], TRACE_ID, "{line:?}");
+        assert_eq!(line["span"]["trace_id"], TRACE_ID, "the request span carries it: {line:?}");
+    }
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|index| u8::from_str_radix(&text[index..index + 2], 16).expect("hex")).collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}

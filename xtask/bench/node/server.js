@@ -1,0 +1,103 @@
+// The Node GraphQL peer of `cargo xtask bench`: Apollo Server 4 answering the
+// contract's Dashboard operation from the same stub backends as portico, the
+// way a Node BFF would be written: one @apollo/datasource-rest data source per
+// service and request (which deduplicates identical GETs within a request),
+// the students' sessions and payments resolved concurrently, and the lessons
+// of all sessions batched by a per-request DataLoader into one `?ids=` call.
+//
+// usage: node server.js <student_api base URL> <live_reading base URL> <payment base URL> <port>
+
+import { ApolloServer } from '@apollo/server';
+import { startStandaloneServer } from '@apollo/server/standalone';
+import { RESTDataSource } from '@apollo/datasource-rest';
+import DataLoader from 'dataloader';
+
+const [studentApi, liveReading, payment, port] = process.argv.slice(2);
+
+const typeDefs = `#graphql
+  type Query {
+    student(id: ID!): Student
+  }
+  type Student {
+    id: ID!
+    username: String!
+    email: String!
+    fullName: String!
+    grade: Int
+    readingSessions(first: Int = 50): [ReadingSession!]
+    payments(first: Int = 50): [Payment!]
+  }
+  type ReadingSession {
+    id: ID!
+    wordsPerMinute: Float
+    accuracy: Float
+    lesson: Lesson
+  }
+  type Lesson {
+    id: ID!
+    title: String!
+    level: String!
+  }
+  type Payment {
+    id: ID!
+    amount: String!
+    currency: String!
+    status: String!
+  }
+`;
+
+class Service extends RESTDataSource {
+  constructor(baseURL, options) {
+    super(options);
+    this.baseURL = baseURL.endsWith('/') ? baseURL : `${baseURL}/`;
+  }
+}
+
+const resolvers = {
+  Query: {
+    student: (_, { id }, { services }) => services.students.get(`users/${encodeURIComponent(id)}/`),
+  },
+  Student: {
+    fullName: (student) => student.full_name,
+    readingSessions: async (student, { first }, { services }) => {
+      const page = await services.live.get('sessions/', {
+        params: { student_id: String(student.id), page_size: String(first) },
+      });
+      return page.results;
+    },
+    payments: async (student, { first }, { services }) => {
+      const page = await services.payments.get('payments/', {
+        params: { student_id: String(student.id), page_size: String(first) },
+      });
+      return page.results;
+    },
+  },
+  ReadingSession: {
+    wordsPerMinute: (session) => session.words_per_minute,
+    lesson: (session, _, { lessons }) => lessons.load(String(session.lesson_id)),
+  },
+};
+
+function context() {
+  const services = {
+    students: new Service(studentApi),
+    live: new Service(liveReading),
+    payments: new Service(payment),
+  };
+  const lessons = new DataLoader(async (ids) => {
+    const sorted = [...ids].sort((a, b) => Number(a) - Number(b));
+    const page = await services.live.get('lesson/', {
+      params: { ids: sorted.join(','), page_size: String(sorted.length) },
+    });
+    const byId = new Map(page.results.map((lesson) => [String(lesson.id), lesson]));
+    return ids.map((id) => byId.get(id) ?? null);
+  });
+  return Promise.resolve({ services, lessons });
+}
+
+const server = new ApolloServer({ typeDefs, resolvers });
+const { url } = await startStandaloneServer(server, {
+  listen: { host: '127.0.0.1', port: Number(port) },
+  context,
+});
+console.log(`node peer listening on ${url}`);
