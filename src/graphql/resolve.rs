@@ -8,12 +8,12 @@
 //!   children that depend only on it are started at once, because the
 //!   dynamic executor resolves an object's fields one after another;
 //! - batching: `batch` fields of list items are gathered by a per-operation
-//!   `DataLoader` into one `?ids=` call per chunk.
+//!   batcher into one `?ids=` call per chunk, without a timer: sibling list
+//!   items reach the field in the same executor pass.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::dynamic::{
     Enum, EnumItem, Field, FieldFuture, FieldValue, InputObject, InputValue, Object, ResolverContext, Scalar, Schema,
     SchemaBuilder, TypeRef,
@@ -65,7 +65,7 @@ pub struct OperationState {
     /// The response cache, for `@rest` GET calls with `@cacheControl`.
     pub cache: Option<Arc<Cache>>,
     fetches: Mutex<HashMap<String, SharedFetch>>,
-    loaders: Mutex<HashMap<String, Arc<DataLoader<BatchLoader>>>>,
+    loaders: Mutex<HashMap<String, Arc<Batcher>>>,
 }
 
 impl std::fmt::Debug for OperationState {
@@ -231,7 +231,7 @@ async fn resolve_field<'a>(
                     return Ok(None);
                 };
                 let loader = batch_loader(runtime, state, connector, &scope).map_err(|error| error.to_graphql())?;
-                loader.load_one(key).await.map(|found| found.map(Arc::new))
+                loader.load(key).await.map(|found| found.map(Arc::new))
             } else {
                 let response_key = ctx.ctx.field().alias().unwrap_or(&field.name).to_owned();
                 let started = parent.and_then(|parent| parent.prefetched.get(&response_key)).cloned();
@@ -546,8 +546,8 @@ fn interpret(service_name: Arc<str>, status: StatusCode, bytes: &[u8]) -> FetchR
     }
 }
 
-/// Gathers the keys of one batched field across the operation.
-pub struct BatchLoader {
+/// Makes the calls of one batched field.
+struct BatchLoader {
     service: Arc<UpstreamService>,
     connector: Arc<RestConnector>,
     base_scope_args: Json,
@@ -572,7 +572,7 @@ fn batch_loader(
     state: &Arc<OperationState>,
     connector: &Arc<RestConnector>,
     scope: &Scope<'_>,
-) -> Result<Arc<DataLoader<BatchLoader>>, FetchError> {
+) -> Result<Arc<Batcher>, FetchError> {
     // Items selecting the field with different arguments need separate calls.
     let args = scope.args.cloned().unwrap_or(Json::Null);
     let identity = format!("{:p} {args}", Arc::as_ptr(connector));
@@ -590,24 +590,76 @@ fn batch_loader(
         max_batch_size: runtime.max_batch_size,
         max_response_size: runtime.max_response_size,
     };
-    // The loader gathers every key of the tick; `load` sorts them and splits
-    // them into chunks itself, so that chunks are stable and never overlap.
-    let loader = Arc::new(DataLoader::new(loader, tokio::spawn).max_batch_size(usize::MAX));
-    loaders.insert(identity, Arc::clone(&loader));
-    Ok(loader)
+    let batcher = Arc::new(Batcher { loader, pending: Mutex::new(Pending::default()) });
+    loaders.insert(identity, Arc::clone(&batcher));
+    Ok(batcher)
 }
 
-impl Loader<String> for BatchLoader {
-    type Value = Json;
-    type Error = FetchError;
+/// Most executor passes a batch waits for more keys before its call goes out.
+const MAX_GATHER_PASSES: usize = 8;
 
-    async fn load(&self, keys: &[String]) -> Result<HashMap<String, Json>, FetchError> {
-        let mut keys = keys.to_vec();
-        // Keys arrive in hash order; sorted keys give stable, cacheable URLs.
+type BatchAnswer = Result<Arc<HashMap<String, Json>>, FetchError>;
+
+/// Keys of one batched field waiting for their call.
+#[derive(Default)]
+struct Pending {
+    keys: Vec<String>,
+    waiters: Vec<tokio::sync::oneshot::Sender<BatchAnswer>>,
+    gathering: bool,
+}
+
+/// Collects the keys of one batched field in an operation: the first caller
+/// leads, lets the executor finish its pass (sibling list items reach the
+/// same field in it) and then makes the calls for everyone.
+pub struct Batcher {
+    loader: BatchLoader,
+    pending: Mutex<Pending>,
+}
+
+impl Batcher {
+    /// The object whose match key is `key`, if the backend has one.
+    async fn load(&self, key: String) -> Result<Option<Json>, FetchError> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let leads = {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending.keys.push(key.clone());
+            pending.waiters.push(sender);
+            !std::mem::replace(&mut pending.gathering, true)
+        };
+        if leads {
+            let mut seen = 0;
+            for _ in 0..MAX_GATHER_PASSES {
+                tokio::task::yield_now().await;
+                let now = self.pending.lock().unwrap_or_else(PoisonError::into_inner).keys.len();
+                if now == seen {
+                    break;
+                }
+                seen = now;
+            }
+            let (keys, waiters) = {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                pending.gathering = false;
+                (std::mem::take(&mut pending.keys), std::mem::take(&mut pending.waiters))
+            };
+            let answer = self.loader.load(keys).await.map(Arc::new);
+            for waiter in waiters {
+                let _ = waiter.send(answer.clone());
+            }
+        }
+        let service = || Arc::clone(self.loader.service.name());
+        let found = receiver.await.map_err(|_| FetchError::Unavailable { service: service() })??;
+        Ok(found.get(&key).cloned())
+    }
+}
+
+impl BatchLoader {
+    async fn load(&self, mut keys: Vec<String>) -> Result<HashMap<String, Json>, FetchError> {
+        // Sorted, distinct keys give stable, cacheable URLs.
         keys.sort_by(|a, b| match (a.parse::<i64>(), b.parse::<i64>()) {
             (Ok(a), Ok(b)) => a.cmp(&b),
             _ => a.cmp(b),
         });
+        keys.dedup();
         let Some(state) = self.state.upgrade() else {
             // The operation is over; nobody waits for these keys any more.
             return Ok(HashMap::new());
