@@ -921,6 +921,15 @@ mod tests {
         }
     }
 
+    /// Every expected message is reported, and nothing else.
+    fn assert_reports_exactly(sdl: &str, expect: &[&str]) {
+        let found = problems(sdl);
+        for expected in expect {
+            assert!(found.iter().any(|problem| problem.contains(expected)), "missing {expected:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expect.len(), "{found:#?}");
+    }
+
     #[test]
     fn a_valid_schema_loads() {
         let sdl = r#"
@@ -955,22 +964,20 @@ mod tests {
 }
 type Thing { x: Int x: Int }
 "#;
-        let found = problems(sdl);
-        let expect = [
-            "schema.graphql:2:36: unknown service \"paymnt\" (known: live_reading, payment, student_api)",
-            "uses $args.idd but the field has no such argument (arguments: id)",
-            "schema.graphql:3:58: @rest batch: key is missing",
-            "@rest has no argument selction",
-            "schema.graphql:5:13: unknown directive @unknown",
-            "schema.graphql:6:6: unknown type Missing",
-            "schema.graphql:5:3: Query.d is a root field and needs @rest",
-            "schema.graphql:7:3: Query.f is a root field and needs @rest",
-            "Thing.x is declared twice",
-        ];
-        for expected in expect {
-            assert!(found.iter().any(|problem| problem.contains(expected)), "missing {expected:?} in {found:#?}");
-        }
-        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        assert_reports_exactly(
+            sdl,
+            &[
+                "schema.graphql:2:36: unknown service \"paymnt\" (known: live_reading, payment, student_api)",
+                "uses $args.idd but the field has no such argument (arguments: id)",
+                "schema.graphql:3:58: @rest batch: key is missing",
+                "@rest has no argument selction",
+                "schema.graphql:5:13: unknown directive @unknown",
+                "schema.graphql:6:6: unknown type Missing",
+                "schema.graphql:5:3: Query.d is a root field and needs @rest",
+                "schema.graphql:7:3: Query.f is a root field and needs @rest",
+                "Thing.x is declared twice",
+            ],
+        );
     }
 
     #[test]
@@ -999,17 +1006,15 @@ type Thing { x: Int x: Int }
 }
 type Mutation { d: Int @rest(service: "payment", method: "POST", path: "/d/", invalidates: ["d/"]) }
 "#;
-        let found = problems(sdl);
-        let expect = [
-            "@cacheControl: scope is PUBLIC or PRIVATE",
-            "give maxAge or inheritMaxAge: true, not both",
-            "a GET changes nothing",
-            "each entry is a path prefix on the service",
-        ];
-        for expected in expect {
-            assert!(found.iter().any(|problem| problem.contains(expected)), "missing {expected:?} in {found:#?}");
-        }
-        assert_eq!(found.len(), expect.len(), "{found:#?}");
+        assert_reports_exactly(
+            sdl,
+            &[
+                "@cacheControl: scope is PUBLIC or PRIVATE",
+                "give maxAge or inheritMaxAge: true, not both",
+                "a GET changes nothing",
+                "each entry is a path prefix on the service",
+            ],
+        );
     }
 
     #[test]
