@@ -306,8 +306,11 @@ impl HttpBody for CountingBody {
     type Error = axum::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // hyper stops polling once a sized body has delivered its length, so
+        // the end is also noticed here, not only when `None` comes.
+        let ended = this.inner.is_end_stream();
         match (&frame, this.counter) {
             (Some(Ok(frame)), CounterTarget::In(log)) => {
                 if let Some(data) = frame.data_ref() {
@@ -318,6 +321,7 @@ impl HttpBody for CountingBody {
                 if let Some(data) = frame.data_ref() {
                     finished.bytes_out += data.len() as u64;
                 }
+                finished.complete |= ended;
             }
             (None, CounterTarget::Out(finished)) => finished.complete = true,
             _ => {}

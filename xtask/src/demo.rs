@@ -225,8 +225,12 @@ Try:
        -d '{{\"username\":\"demo\",\"email\":\"demo@example.com\",\"full_name\":\"Demo User\",\"grade\":4,\"password\":\"demo-password\"}}'
   curl localhost:{GATEWAY_PORT}/readyz
 The data survives restarts (a second register of \"demo\" gets 400); `cargo xtask setup --reseed` resets it.
-Payments (POST /payment/checkout/) need a signed-in user: the gateway drops a client's X-User-Id,
-and tokens come in a later version.
+Payments need a signed-in user; mint a demo token and pay:
+  TOKEN=$(target/release/portico token --sub 1 --scope payments:read | tail -n 1)
+  curl -X POST localhost:{GATEWAY_PORT}/payment/checkout/ -H \"authorization: Bearer $TOKEN\" -H 'Idempotency-Key: demo-1' \\
+       -H 'content-type: application/json' -d '{{\"student_id\":1,\"amount\":\"49.00\",\"currency\":\"USD\"}}'
+GraphQL: open http://localhost:{GATEWAY_PORT}/graphql in a browser (GraphiQL), or run examples/graphql/run.sh.
+Metrics: curl localhost:{GATEWAY_PORT}/metrics
 Press Ctrl-C to stop everything.
 ",
         services = services.join(", ")
