@@ -7,7 +7,7 @@
 //! - [`server`]: the listener, HTTPS termination and the HTTP→HTTPS
 //!   redirect, protocol-level protection, graceful shutdown; [`serve`] is
 //!   the library's entry point.
-//! - [`app`]: the composition root; `app()` stacks every layer.
+//! - [`mod@app`]: the composition root; `app()` stacks every layer.
 //! - [`routing`]: canonical paths and prefix matching, shared by layers
 //!   and doors.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).

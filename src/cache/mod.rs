@@ -8,9 +8,9 @@
 //! - unless a route is `scope = "public"` (a field `PUBLIC`), the verified
 //!   caller is part of the key, and anonymous callers have their own entries;
 //! - upstream `Cache-Control`, `Expires`, `Vary`, `Set-Cookie` and the status
-//!   decide what may be stored and for how long ([`rules`]); the route's TTL
+//!   decide what may be stored and for how long (`rules`); the route's TTL
 //!   is only a ceiling;
-//! - concurrent misses for one key make one backend request ([`flight`]);
+//! - concurrent misses for one key make one backend request (`flight`);
 //! - within `stale_while_revalidate` an expired answer is served while one
 //!   background request refreshes it, and within `stale_if_error` when the
 //!   backend fails (RFC 5861).
