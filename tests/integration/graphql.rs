@@ -378,8 +378,9 @@ async fn mutations_send_snake_case_bodies_and_headers_and_report_field_errors() 
     let register = "mutation { register(input: {username: \"x\", email: \"bad\", fullName: \"X\", grade: 3, password: \"longpassword\"}) { id } }";
     let (status, body) = post_graphql(&gateway, json!({"query": register})).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["data"], Value::Null);
+    assert_eq!(body["data"], json!({"register": null}));
     let error = &body["errors"][0];
+    assert_eq!(error["path"], json!(["register"]), "the error names its field");
     assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
     assert_eq!(error["extensions"]["fieldErrors"]["email"][0], "Enter a valid email address.");
     assert_eq!(error["extensions"]["service"], "student_api");
