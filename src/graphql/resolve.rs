@@ -364,6 +364,9 @@ fn prefetch_children(
     let mut started = HashMap::new();
     let Ok(state) = ctx.data::<Arc<OperationState>>() else { return started };
     for child in ctx.ctx.field().selection_set() {
+        if is_skipped(&child) {
+            continue;
+        }
         let Some(field) = object.field(child.name()) else { continue };
         let FieldSource::Rest(connector) = &field.source else { continue };
         if connector.batch.is_some() || connector.method != Method::GET {
@@ -378,6 +381,26 @@ fn prefetch_children(
         }
     }
     started
+}
+
+/// Whether `@skip` / `@include` leave the field out, so that no call is
+/// started for it.
+fn is_skipped(field: &async_graphql::SelectionField<'_>) -> bool {
+    let Ok(directives) = field.directives() else { return false };
+    directives.iter().any(|directive| {
+        let condition = directive.arguments.iter().find(|(name, _)| name.node == "if").and_then(|(_, value)| {
+            if let Value::Boolean(flag) = value.node {
+                Some(flag)
+            } else {
+                None
+            }
+        });
+        match directive.name.node.as_str() {
+            "skip" => condition == Some(true),
+            "include" => condition == Some(false),
+            _ => false,
+        }
+    })
 }
 
 /// Starts (or joins) the call for `connector` in `scope`. GET calls are

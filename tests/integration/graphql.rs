@@ -295,6 +295,17 @@ async fn dashboard_takes_four_calls_with_the_student_calls_concurrent() {
 }
 
 #[tokio::test]
+async fn skipped_fields_make_no_backend_call() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "query ($withPayments: Boolean!) { student(id: 1) { fullName \
+        payments @include(if: $withPayments) { amount } readingSessions @skip(if: true) { id } } }";
+    let (_, body) = post_graphql(&gateway, json!({"query": query, "variables": {"withPayments": false}})).await;
+    assert_eq!(body["data"]["student"], json!({"fullName": "Ada Lovelace"}), "{body}");
+    assert_eq!(backends.calls.list(), vec!["GET /users/1/"], "no call is started for a skipped field");
+}
+
+#[tokio::test]
 async fn batches_are_split_at_the_maximum_batch_size() {
     let backends = backends(Behaviour::default(), "max_batch_size = 2").await;
     let gateway = Gateway::start(&backends.toml).await;
