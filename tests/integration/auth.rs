@@ -371,6 +371,11 @@ async fn route_policies_and_forged_identity_headers() {
     assert_eq!(crate::harness::status_of(&answer), 401, "{answer}");
 }
 
+async fn graphql_as(gateway: &Gateway, token: &str, body: &Value) -> Value {
+    let response = client().post(gateway.url("/graphql")).bearer_auth(token).json(body).send().await.expect("response");
+    response.json().await.expect("JSON")
+}
+
 #[tokio::test]
 async fn graphql_field_policies_null_the_field_and_never_call_its_backend() {
     // The GraphQL test backends' gateway verifies HS256 tokens signed with SECRET.
@@ -386,42 +391,15 @@ async fn graphql_field_policies_null_the_field_and_never_call_its_backend() {
     assert_eq!(anonymous["errors"][0]["path"], json!(["payments"]));
 
     let no_scope = hs256(&json!({"sub": "1", "exp": now() + 60, "scope": "lessons:read"}));
-    let body: Value = client()
-        .post(gateway.url("/graphql"))
-        .bearer_auth(&no_scope)
-        .json(&query)
-        .send()
-        .await
-        .expect("response")
-        .json()
-        .await
-        .expect("JSON");
+    let body = graphql_as(&gateway, &no_scope, &query).await;
     assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN", "{body}");
     assert!(!backends.calls.list().iter().any(|call| call.contains("/payments/")), "the backend was never called");
 
     let allowed = hs256(&claims("1"));
-    let body: Value = client()
-        .post(gateway.url("/graphql"))
-        .bearer_auth(&allowed)
-        .json(&query)
-        .send()
-        .await
-        .expect("response")
-        .json()
-        .await
-        .expect("JSON");
+    let body = graphql_as(&gateway, &allowed, &query).await;
     assert_eq!(body["data"]["payments"][0]["amount"], "49.00", "{body}");
     let checkout = "mutation { checkout(input: {studentId: 1, amount: \"1.00\", currency: \"USD\"}, idempotencyKey: \"k\") { status } }";
-    let body: Value = client()
-        .post(gateway.url("/graphql"))
-        .bearer_auth(&allowed)
-        .json(&json!({"query": checkout}))
-        .send()
-        .await
-        .expect("response")
-        .json()
-        .await
-        .expect("JSON");
+    let body = graphql_as(&gateway, &allowed, &json!({"query": checkout})).await;
     assert_eq!(body["data"]["checkout"]["status"], "key=k;user=1", "the caller's id reaches the service: {body}");
 }
 
