@@ -38,8 +38,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state for a validated configuration.
-    pub fn new(config: &Config, upstreams: Upstreams) -> Result<Self, StateError> {
+    /// Builds the state for a validated configuration. `telemetry` is the
+    /// one the upstreams were built with, so every metric lands in one
+    /// registry.
+    pub fn new(config: &Config, upstreams: Upstreams, telemetry: Telemetry) -> Result<Self, StateError> {
         let proxy = Arc::new(Proxy::new(&config.routes, &upstreams, config.server.request_body_limit));
         let route_policies = config
             .routes
@@ -70,7 +72,6 @@ impl AppState {
             &config.rate_limits,
             limited_routes.chain(limited_graphql),
         )?);
-        let telemetry = Telemetry::new(&config.telemetry);
         let cached_routes = config.routes.iter().filter_map(|route| {
             let settings = route.cache.clone()?;
             let policy = CachePolicy {
@@ -84,14 +85,6 @@ impl AppState {
         let cache = Arc::new(Cache::new(&config.cache, cached_routes)?);
         report_cache(&telemetry, &cache);
         Ok(Self { upstreams, proxy, graphql, auth, rate_limiter, telemetry, cache })
-    }
-
-    /// Reports into `telemetry` (whose metrics the upstreams were built
-    /// with) instead of a registry of its own.
-    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
-        report_cache(&telemetry, &self.cache);
-        self.telemetry = telemetry;
-        self
     }
 
     /// The authenticator, whose background work the server keeps running.

@@ -6,10 +6,35 @@ use subtle::ConstantTimeEq;
 
 use super::config::ApiKeyConfig;
 
+/// The SHA-256 of a secret key, as configuration stores it; the key itself
+/// is never kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// Reads a 64-character hex SHA-256 (`printf %s KEY | sha256sum`).
+    pub fn from_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut digest = [0_u8; 32];
+        for (index, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
+        }
+        Some(Self(digest))
+    }
+
+    /// Whether `presented` hashes to this digest, compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+}
+
 /// A known key: its hash and what it grants.
 #[derive(Debug, Clone)]
 struct StoredKey {
-    hash: [u8; 32],
+    digest: KeyDigest,
     name: String,
     scopes: Vec<String>,
     revoked: bool,
@@ -36,10 +61,8 @@ impl ApiKeys {
         let keys = configs
             .iter()
             .filter_map(|config| {
-                let mut hash = [0_u8; 32];
-                decode_hex(&config.sha256, &mut hash)?;
                 Some(StoredKey {
-                    hash,
+                    digest: KeyDigest::from_hex(&config.sha256)?,
                     name: config.name.clone(),
                     scopes: config.scopes.clone(),
                     revoked: config.revoked,
@@ -58,25 +81,14 @@ impl ApiKeys {
     /// constant time, so timing reveals neither which key matched nor how
     /// much of it.
     pub fn verify(&self, presented: &[u8]) -> Option<ApiClient> {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found: Option<&StoredKey> = None;
         for key in &self.keys {
-            if bool::from(key.hash.ct_eq(&digest)) {
+            if key.digest.matches(presented) {
                 found = Some(key);
             }
         }
         found.filter(|key| !key.revoked).map(|key| ApiClient { name: key.name.clone(), scopes: key.scopes.clone() })
     }
-}
-
-fn decode_hex(text: &str, out: &mut [u8; 32]) -> Option<()> {
-    if text.len() != 64 {
-        return None;
-    }
-    for (index, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(index * 2..index * 2 + 2)?, 16).ok()?;
-    }
-    Some(())
 }
 
 #[cfg(test)]
@@ -86,6 +98,13 @@ mod tests {
     fn config(name: &str, key: &str, revoked: bool) -> ApiKeyConfig {
         let hash: String = Sha256::digest(key.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect();
         ApiKeyConfig { name: name.to_owned(), sha256: hash, scopes: vec!["reports:read".to_owned()], revoked }
+    }
+
+    #[test]
+    fn digests_are_read_from_hex() {
+        assert_eq!(KeyDigest::from_hex(&"ab".repeat(32)), Some(KeyDigest([0xab; 32])));
+        assert_eq!(KeyDigest::from_hex("abc"), None);
+        assert_eq!(KeyDigest::from_hex(&"zz".repeat(32)), None);
     }
 
     #[test]

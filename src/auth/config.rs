@@ -164,7 +164,7 @@ impl ApiKeyConfig {
         if self.name.is_empty() {
             problems.push(format!("{key}.name"), "every API key needs a name (the client's identity)");
         }
-        if self.sha256.len() != 64 || !self.sha256.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+        if super::KeyDigest::from_hex(&self.sha256).is_none() {
             problems.push(
                 format!("{key}.sha256"),
                 "must be the 64-character hex SHA-256 of the key; compute it with `printf %s KEY | sha256sum`",

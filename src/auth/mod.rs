@@ -23,7 +23,7 @@ use axum::response::Response;
 use http::{header, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
-pub use api_key::{ApiClient, ApiKeys};
+pub use api_key::{ApiClient, ApiKeys, KeyDigest};
 pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig};
 pub use error::AuthError;
 pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};

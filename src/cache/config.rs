@@ -130,7 +130,7 @@ impl CacheConfig {
                 .push("cache.admin_path", format!("{:?} must be a plain path like \"/admin/cache\"", self.admin_path));
         }
         if let Some(hash) = &self.admin_key_sha256 {
-            if hash.len() != 64 || !hash.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            if crate::auth::KeyDigest::from_hex(hash).is_none() {
                 problems.push(
                     "cache.admin_key_sha256",
                     "must be the 64-character hex SHA-256 of the key; compute it with `printf %s KEY | sha256sum`",

@@ -34,6 +34,7 @@ mod layer;
 mod rules;
 mod shared;
 
+use crate::auth::KeyDigest;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -133,7 +134,7 @@ pub struct Cache {
     counters: Arc<Counters>,
     admin_path: String,
     /// SHA-256 of the admin key; no admin endpoint without it.
-    admin_key_sha256: Option<[u8; 32]>,
+    admin_key_sha256: Option<KeyDigest>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -231,7 +232,7 @@ impl Cache {
         if let Some(shared) = &shared {
             shared.start();
         }
-        let admin_key_sha256 = config.admin_key_sha256.as_deref().and_then(admin::parse_hex_sha256);
+        let admin_key_sha256 = config.admin_key_sha256.as_deref().and_then(KeyDigest::from_hex);
         Ok(Self {
             store,
             policies: PrefixTable::new(policies),

@@ -582,6 +582,14 @@ impl<'a> DirectiveArguments<'a> {
         checker.problem(self.directive.pos, format!("@{} needs the argument {name}", self.directive.node.name.node));
     }
 
+    /// An argument that was not given: a problem only if it is required.
+    fn absent<T>(&self, checker: &mut Checker<'_>, name: &str, required: bool) -> Option<T> {
+        if required {
+            self.missing(checker, name);
+        }
+        None
+    }
+
     fn string(&self, checker: &mut Checker<'_>, name: &str, required: bool) -> Option<String> {
         match self.get(name) {
             Some(Positioned { node: Value::String(text), .. }) => Some(text.clone()),
@@ -590,12 +598,7 @@ impl<'a> DirectiveArguments<'a> {
                 checker.problem(other.pos, format!("@{}: {name} must be a string", self.directive.node.name.node));
                 None
             }
-            None => {
-                if required {
-                    self.missing(checker, name);
-                }
-                None
-            }
+            None => self.absent(checker, name, required),
         }
     }
 
@@ -615,12 +618,7 @@ impl<'a> DirectiveArguments<'a> {
                 checker.problem(other.pos, format!("@{}: {name} must be an integer", self.directive.node.name.node));
                 None
             }
-            None => {
-                if required {
-                    self.missing(checker, name);
-                }
-                None
-            }
+            None => self.absent(checker, name, required),
         }
     }
 

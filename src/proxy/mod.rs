@@ -87,9 +87,11 @@ pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Respon
 
 async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
     let (mut parts, body) = request.into_parts();
-    // The canonical-path layer has normalised the path already.
-    let path = parts.uri.path().to_owned();
-    let route = match proxy.routes.lookup(&path) {
+    // The canonical-path layer has normalised the path already. The URI is
+    // shared bytes, so keeping a copy costs a reference count, not a string.
+    let uri = parts.uri.clone();
+    let path = uri.path();
+    let route = match proxy.routes.lookup(path) {
         PrefixMatch::Found(route) => route,
         PrefixMatch::AddSlash(prefix, _) => return Ok(redirect_to_slash(prefix, parts.uri.query())),
         PrefixMatch::NotFound => return Err(ProxyError::RouteNotFound),
@@ -102,7 +104,7 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         return Err(ProxyError::MethodNotAllowed { method: parts.method, allowed: route.allowed_methods().to_vec() });
     }
 
-    let upstream_path = route.upstream_path(&path);
+    let upstream_path = route.upstream_path(path);
     let path_and_query = match parts.uri.query() {
         Some(query) => PathAndQuery::try_from(format!("{upstream_path}?{query}")),
         None => PathAndQuery::try_from(upstream_path.into_owned()),

@@ -98,7 +98,7 @@ pub async fn serve(
     telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
     let _health_checks = upstreams.spawn_health_checks();
     let _admin = serve_admin(&config, &telemetry).await?;
-    let state = AppState::new(&config, upstreams)?.with_telemetry(telemetry);
+    let state = AppState::new(&config, upstreams, telemetry)?;
     let _auth_background = state.authenticator().spawn_background();
     let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
     let router = app(state, &config);
