@@ -1,11 +1,12 @@
 //! The `[auth]` section: how callers prove who they are.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::jwt::{load_key_file, LoadedKeys};
 use crate::config::Problems;
 
 /// Authentication settings.
@@ -26,6 +27,9 @@ pub struct AuthConfig {
     /// Whether the client's own `Authorization` / API-key header is passed
     /// on to backends (they trust the gateway's identity headers instead).
     pub forward_credentials: bool,
+    /// The entries of `api_keys_file`, read during validation.
+    #[serde(skip)]
+    pub(crate) loaded_api_keys: Option<Vec<ApiKeyConfig>>,
 }
 
 impl Default for AuthConfig {
@@ -37,6 +41,7 @@ impl Default for AuthConfig {
             api_key_header: "X-API-KEY".to_owned(),
             api_client_header: "X-Api-Client".to_owned(),
             forward_credentials: false,
+            loaded_api_keys: None,
         }
     }
 }
@@ -74,6 +79,9 @@ pub struct JwtConfig {
     pub scope_claim: String,
     /// Claims forwarded to backends, as `claim = "Header-Name"`.
     pub forward_claims: BTreeMap<String, String>,
+    /// The keys of `public_key_file` or `jwks_file`, read during validation.
+    #[serde(skip)]
+    pub(crate) loaded_keys: Option<LoadedKeys>,
 }
 
 impl Default for JwtConfig {
@@ -92,6 +100,7 @@ impl Default for JwtConfig {
             required_claims: vec!["exp".to_owned(), "sub".to_owned()],
             scope_claim: "scope".to_owned(),
             forward_claims: BTreeMap::from([("sub".to_owned(), "X-User-Id".to_owned())]),
+            loaded_keys: None,
         }
     }
 }
@@ -156,6 +165,61 @@ impl AuthConfig {
                 problems.push(format!("auth.{name}"), format!("{value:?} is not a header name"));
             }
         }
+    }
+}
+
+impl AuthConfig {
+    /// Reads the key files (relative paths against `base_dir`) so that
+    /// `portico check` reports unusable ones and `serve` uses what was read
+    /// here instead of reading the files a second time.
+    pub(crate) fn load_files(&mut self, base_dir: &Path, problems: &mut Problems) {
+        if let Some(jwt) = &mut self.jwt {
+            match load_key_file(jwt, base_dir) {
+                Ok(loaded) => jwt.loaded_keys = loaded,
+                Err(error) => problems.push(error.config_key(), error.message()),
+            }
+        }
+        if let Some(path) = &self.api_keys_file {
+            match load_api_keys_file(&base_dir.join(path)) {
+                Ok(keys) => self.loaded_api_keys = Some(keys),
+                Err(messages) => {
+                    for message in messages {
+                        problems.push("auth.api_keys_file", message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The API keys file: more `[[api_keys]]` entries.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    api_keys: Vec<ApiKeyConfig>,
+}
+
+/// The entries of an API keys file, or every problem found in it (each
+/// naming the file).
+pub(crate) fn load_api_keys_file(path: &Path) -> Result<Vec<ApiKeyConfig>, Vec<String>> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|error| vec![format!("cannot read {shown}: {error}")])?;
+    let file: KeysFile = toml::from_str(&text).map_err(|error| {
+        let at = error.span().map(|span| {
+            let (line, column) = crate::config::line_and_column(&text, span.start);
+            format!(":{line}:{column}")
+        });
+        vec![format!("{shown}{}: {}", at.unwrap_or_default(), error.message().trim())]
+    })?;
+    let mut problems = Problems::default();
+    for (index, key) in file.api_keys.iter().enumerate() {
+        key.validate(&format!("api_keys[{index}]"), &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(file.api_keys)
+    } else {
+        Err(problems.iter().map(|problem| format!("{shown}: {}: {}", problem.key, problem.message)).collect())
     }
 }
 

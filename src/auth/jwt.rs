@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value as Json;
 use tokio::time::Instant;
@@ -37,19 +37,126 @@ const MAX_JWKS_SIZE: usize = 1024 * 1024;
 /// Why the JWT settings could not be turned into a verifier.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtSetupError {
-    /// A key file could not be read or parsed.
+    /// A key file could not be read or holds no usable key.
+    #[error("{key}: {message}")]
+    File {
+        /// The setting that names the file, such as `auth.jwt.public_key_file`.
+        key: &'static str,
+        /// What is wrong with the file, naming its path.
+        message: String,
+    },
+    /// The key source is unusable.
     #[error("auth.jwt: {0}")]
     Key(String),
 }
 
+impl JwtSetupError {
+    /// The configuration key the problem belongs to.
+    pub fn config_key(&self) -> &'static str {
+        match self {
+            Self::File { key, .. } => key,
+            Self::Key(_) => "auth.jwt",
+        }
+    }
+
+    /// The problem without its key.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::File { message, .. } | Self::Key(message) => message,
+        }
+    }
+}
+
+/// The keys read from `public_key_file` or `jwks_file` during validation,
+/// so that `serve` verifies with exactly what `portico check` accepted.
+#[derive(Clone)]
+pub struct LoadedKeys(Arc<Vec<VerifyingKey>>);
+
+impl std::fmt::Debug for LoadedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKeys").field("keys", &self.0.len()).finish()
+    }
+}
+
+/// Reads and checks the key file the settings name (relative paths against
+/// `base`): `None` when the keys come from a secret or a URL.
+pub(crate) fn load_key_file(config: &JwtConfig, base: &Path) -> Result<Option<LoadedKeys>, JwtSetupError> {
+    let (key, path) = match (&config.public_key_file, &config.jwks_file) {
+        (Some(path), _) => ("auth.jwt.public_key_file", path),
+        (None, Some(path)) => ("auth.jwt.jwks_file", path),
+        (None, None) => return Ok(None),
+    };
+    let path = base.join(path);
+    let failure = |message: String| JwtSetupError::File { key, message };
+    let bytes = std::fs::read(&path).map_err(|error| failure(format!("cannot read {}: {error}", path.display())))?;
+    // Algorithm names were checked by validation; only asymmetric ones use a key file.
+    let algorithms: Vec<Algorithm> = config
+        .algorithms
+        .iter()
+        .filter(|name| family(name) == Some(Family::Asymmetric))
+        .filter_map(|name| Algorithm::from_str(name).ok())
+        .collect();
+    let keys = if config.public_key_file.is_some() {
+        if algorithms.is_empty() {
+            return Ok(None);
+        }
+        vec![pem_key(&bytes, &algorithms)
+            .map_err(|refused| failure(format!("{}: not a PEM public key for {}", path.display(), names(&refused))))?]
+    } else {
+        let keys = parse_jwks(&bytes).map_err(|error| failure(format!("{}: {error}", path.display())))?;
+        if !algorithms.is_empty() && !keys.iter().any(|key| algorithms.iter().any(|algorithm| key.suits(*algorithm))) {
+            return Err(failure(format!("{}: no key in the set suits {}", path.display(), names(&algorithms))));
+        }
+        keys
+    };
+    Ok(Some(LoadedKeys(Arc::new(keys))))
+}
+
+fn names(algorithms: &[Algorithm]) -> String {
+    algorithms.iter().map(|algorithm| format!("{algorithm:?}")).collect::<Vec<_>>().join(", ")
+}
+
 /// One key able to verify signatures.
 #[derive(Clone)]
-struct VerifyingKey {
+pub(crate) struct VerifyingKey {
     kid: Option<String>,
     key: DecodingKey,
-    family: Family,
+    kind: KeyKind,
     /// The JWK's `alg`, when it pins one.
     algorithm: Option<Algorithm>,
+}
+
+/// The kind of key, which decides the algorithms it can verify: a token's
+/// `alg` picks only keys of its own kind, which rules out verifying an HS
+/// token with a public key as the secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Secret,
+    Rsa,
+    EllipticCurve,
+    Edwards,
+}
+
+impl KeyKind {
+    fn of(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Self::Secret,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => Self::Rsa,
+            Algorithm::ES256 | Algorithm::ES384 => Self::EllipticCurve,
+            Algorithm::EdDSA => Self::Edwards,
+        }
+    }
+}
+
+impl VerifyingKey {
+    fn suits(&self, algorithm: Algorithm) -> bool {
+        self.kind == KeyKind::of(algorithm) && self.algorithm.is_none_or(|pinned| pinned == algorithm)
+    }
 }
 
 /// Where the verifying keys come from.
@@ -98,27 +205,17 @@ impl JwtVerifier {
             Keys::Static(vec![VerifyingKey {
                 kid: None,
                 key: DecodingKey::from_secret(secret.as_bytes()),
-                family: Family::Hmac,
+                kind: KeyKind::Secret,
                 algorithm: None,
             }])
-        } else if let Some(path) = &config.public_key_file {
-            let path = base.join(path);
-            let pem = std::fs::read(&path)
-                .map_err(|error| JwtSetupError::Key(format!("cannot read {}: {error}", path.display())))?;
-            Keys::Static(vec![pem_key(&pem, &algorithms).ok_or_else(|| {
-                JwtSetupError::Key(format!(
-                    "{} holds no public key usable with {:?}",
-                    path.display(),
-                    config.algorithms
-                ))
-            })?])
-        } else if let Some(path) = &config.jwks_file {
-            let path = base.join(path);
-            let document = std::fs::read(&path)
-                .map_err(|error| JwtSetupError::Key(format!("cannot read {}: {error}", path.display())))?;
-            Keys::Static(
-                parse_jwks(&document).map_err(|error| JwtSetupError::Key(format!("{}: {error}", path.display())))?,
-            )
+        } else if config.public_key_file.is_some() || config.jwks_file.is_some() {
+            // Read during validation; a configuration built without it is read now.
+            let loaded = match &config.loaded_keys {
+                Some(loaded) => loaded.clone(),
+                None => load_key_file(config, base)?
+                    .ok_or_else(|| JwtSetupError::Key("the key file suits none of the algorithms".to_owned()))?,
+            };
+            Keys::Static(loaded.0.to_vec())
         } else if let Some(url) = &config.jwks_url {
             Keys::Remote(Arc::new(RemoteKeys::new(
                 url,
@@ -163,11 +260,9 @@ impl JwtVerifier {
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        let token_family = family(&format!("{:?}", header.alg)).ok_or(AuthError::AlgorithmNotAllowed)?;
         let matching = |keys: &[VerifyingKey]| -> Vec<VerifyingKey> {
             keys.iter()
-                .filter(|key| key.family == token_family)
-                .filter(|key| key.algorithm.is_none_or(|algorithm| algorithm == header.alg))
+                .filter(|key| key.suits(header.alg))
                 .filter(|key| match (&header.kid, &key.kid) {
                     (Some(wanted), Some(kid)) => wanted == kid,
                     (Some(_), None) | (None, _) => true,
@@ -225,13 +320,18 @@ impl JwtVerifier {
         validation.validate_nbf = true;
         validation.required_spec_claims =
             self.required_claims.iter().filter(|claim| SPEC_CLAIMS.contains(&claim.as_str())).cloned().collect();
+        // jsonwebtoken compares `iss` and `aud` only when the token carries
+        // them (as strings), so a configured issuer or audience must also be
+        // required, or a token without the claim would pass as anyone's.
         if let Some(issuer) = &self.issuer {
             validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".to_owned());
         }
         if self.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.audience);
+            validation.required_spec_claims.insert("aud".to_owned());
         }
         validation
     }
@@ -278,22 +378,31 @@ fn classify(kind: &ErrorKind) -> AuthError {
     }
 }
 
-/// A PEM public key, for the first configured algorithm that accepts it.
-fn pem_key(pem: &[u8], algorithms: &[Algorithm]) -> Option<VerifyingKey> {
-    algorithms.iter().find_map(|algorithm| {
-        let key = match algorithm {
-            Algorithm::RS256
-            | Algorithm::RS384
-            | Algorithm::RS512
-            | Algorithm::PS256
-            | Algorithm::PS384
-            | Algorithm::PS512 => DecodingKey::from_rsa_pem(pem).ok()?,
-            Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(pem).ok()?,
-            Algorithm::EdDSA => DecodingKey::from_ed_pem(pem).ok()?,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => return None,
-        };
-        Some(VerifyingKey { kid: None, key, family: Family::Asymmetric, algorithm: None })
-    })
+/// A PEM public key that every one of the (asymmetric) `algorithms`
+/// accepts; otherwise the algorithms it does not suit. One file holds one
+/// key, so a list that mixes key kinds could never verify all its tokens.
+fn pem_key(pem: &[u8], algorithms: &[Algorithm]) -> Result<VerifyingKey, Vec<Algorithm>> {
+    let decode = |kind: KeyKind| match kind {
+        KeyKind::Rsa => DecodingKey::from_rsa_pem(pem).ok(),
+        KeyKind::EllipticCurve => DecodingKey::from_ec_pem(pem).ok(),
+        KeyKind::Edwards => DecodingKey::from_ed_pem(pem).ok(),
+        KeyKind::Secret => None,
+    };
+    let mut found = None;
+    let mut refused = Vec::new();
+    for algorithm in algorithms {
+        let kind = KeyKind::of(*algorithm);
+        match decode(kind) {
+            Some(key) => {
+                found.get_or_insert(VerifyingKey { kid: None, key, kind, algorithm: None });
+            }
+            None => refused.push(*algorithm),
+        }
+    }
+    match found {
+        Some(key) if refused.is_empty() => Ok(key),
+        _ => Err(refused),
+    }
 }
 
 /// The usable keys of a JWKS document. Symmetric (`oct`) keys are refused:
@@ -303,12 +412,17 @@ fn parse_jwks(document: &[u8]) -> Result<Vec<VerifyingKey>, String> {
     let keys: Vec<VerifyingKey> = set
         .keys
         .iter()
-        .filter(|jwk| !matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)))
         .filter_map(|jwk| {
+            let kind = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => KeyKind::EllipticCurve,
+                AlgorithmParameters::OctetKeyPair(_) => KeyKind::Edwards,
+                AlgorithmParameters::OctetKey(_) => return None,
+            };
             let key = DecodingKey::from_jwk(jwk).ok()?;
             let algorithm =
                 jwk.common.key_algorithm.and_then(|algorithm| Algorithm::from_str(&algorithm.to_string()).ok());
-            Some(VerifyingKey { kid: jwk.common.key_id.clone(), key, family: Family::Asymmetric, algorithm })
+            Some(VerifyingKey { kid: jwk.common.key_id.clone(), key, kind, algorithm })
         })
         .collect();
     if keys.is_empty() {

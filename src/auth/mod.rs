@@ -75,14 +75,6 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// The API keys file: more `[[api_keys]]` entries.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeysFile {
-    #[serde(default)]
-    api_keys: Vec<ApiKeyConfig>,
-}
-
 impl Authenticator {
     /// Builds the verifier from validated config; `policies` are the
     /// per-prefix policies of routes and endpoints.
@@ -93,20 +85,14 @@ impl Authenticator {
     ) -> Result<Self, AuthSetupError> {
         let jwt = config.jwt.as_ref().map(|jwt| JwtVerifier::new(jwt, base)).transpose()?;
         let mut keys = config.api_keys.clone();
-        if let Some(path) = &config.api_keys_file {
-            let path = base.join(path);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|error| AuthSetupError::KeysFile(format!("cannot read {}: {error}", path.display())))?;
-            let file: KeysFile = toml::from_str(&text)
-                .map_err(|error| AuthSetupError::KeysFile(format!("{}: {error}", path.display())))?;
-            let mut problems = crate::config::Problems::default();
-            for (index, key) in file.api_keys.iter().enumerate() {
-                key.validate(&format!("api_keys[{index}]"), &mut problems);
-            }
-            if let Some(problem) = problems.first() {
-                return Err(AuthSetupError::KeysFile(format!("{}: {problem}", path.display())));
-            }
-            keys.extend(file.api_keys);
+        // Read during validation; a configuration built without it is read now.
+        match (&config.loaded_api_keys, &config.api_keys_file) {
+            (Some(loaded), _) => keys.extend(loaded.iter().cloned()),
+            (None, Some(path)) => keys.extend(
+                config::load_api_keys_file(&base.join(path))
+                    .map_err(|problems| AuthSetupError::KeysFile(problems.join("; ")))?,
+            ),
+            (None, None) => {}
         }
         let api_key_header =
             HeaderName::try_from(config.api_key_header.as_str()).unwrap_or(HeaderName::from_static("x-api-key"));
@@ -258,6 +244,22 @@ pub fn mint_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_files_are_read_once_during_validation() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+        std::fs::copy(fixtures.join("rsa.pub"), dir.path().join("rsa.pub")).expect("key copied");
+        let digest = "ab".repeat(32);
+        std::fs::write(dir.path().join("keys.toml"), format!("[[api_keys]]\nname = \"ci\"\nsha256 = \"{digest}\"\n"))
+            .expect("keys written");
+        let text = "[auth]\napi_keys_file = \"keys.toml\"\n[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"rsa.pub\"\n";
+        let config = crate::Config::parse_in(text, "test.toml", dir.path()).expect("valid");
+        std::fs::remove_file(dir.path().join("rsa.pub")).expect("removed");
+        std::fs::remove_file(dir.path().join("keys.toml")).expect("removed");
+        let auth = Authenticator::new(&config.auth, dir.path(), std::iter::empty()).expect("built from what was read");
+        assert!(!auth.api_keys.is_empty());
+    }
 
     #[test]
     fn bearer_headers_are_parsed_strictly() {

@@ -124,6 +124,16 @@ impl Problems {
     pub fn first(&self) -> Option<&ConfigProblem> {
         self.0.first()
     }
+
+    /// Whether no problem was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every problem recorded.
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigProblem> {
+        self.0.iter()
+    }
 }
 
 impl Config {
@@ -181,6 +191,7 @@ impl Config {
         for (name, service) in &mut config.services {
             service.load_tls_files(base_dir, &format!("services.{name}"), &mut problems);
         }
+        config.auth.load_files(base_dir, &mut problems);
         if config.graphql.enabled {
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
@@ -272,7 +283,7 @@ impl Config {
 }
 
 /// Converts a byte offset into a 1-based line and column.
-fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(before.len(), |newline| before.len() - newline - 1) + 1;

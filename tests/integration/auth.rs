@@ -184,6 +184,46 @@ async fn an_rs256_gateway_refuses_hs256_tokens_whatever_their_key() {
     assert_eq!(backend.hits(), 0);
 }
 
+#[tokio::test]
+async fn a_configured_issuer_and_audience_are_required_of_every_token() {
+    let expectations = "issuer = \"https://id.example\"\naudience = [\"portico\"]";
+    let families = [
+        ("HS256", format!("secret = \"{SECRET}\""), Algorithm::HS256, EncodingKey::from_secret(SECRET.as_bytes())),
+        ("RS256", format!("public_key_file = {:?}", fixture("rsa.pub")), Algorithm::RS256, rsa_key("rsa.key")),
+    ];
+    for (name, key_line, algorithm, key) in families {
+        let auth = format!("[auth.jwt]\nalgorithms = [\"{name}\"]\n{key_line}\n{expectations}\n\n");
+        let (gateway, backend) = gateway_with(&auth, "auth = \"optional\"").await;
+        let full = json!({"sub": "7", "exp": now() + 600, "iss": "https://id.example", "aud": "portico"});
+        let response = bearer(&gateway, &sign(algorithm, &key, None, &full)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}: a token with both claims passes");
+        assert_eq!(json_of(response).await["headers"]["x-user-id"], "7");
+
+        let cases = [
+            ("no iss", "iss", json!(null)),
+            ("no aud", "aud", json!(null)),
+            // jsonwebtoken skips claims of the wrong type just as absent ones.
+            ("a numeric iss", "iss", json!(42)),
+            ("a numeric aud", "aud", json!(42)),
+        ];
+        for (case, claim, value) in cases {
+            let mut claims = full.clone();
+            match value {
+                Value::Null => {
+                    claims.as_object_mut().expect("object").remove(claim);
+                }
+                other => claims[claim] = other,
+            }
+            let response = bearer(&gateway, &sign(algorithm, &key, None, &claims)).await;
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name} with {case}");
+            let body = json_of(response).await;
+            let message = body["error"]["message"].as_str().expect("message");
+            assert!(message.contains(claim), "{name} with {case}: {message}");
+        }
+        assert_eq!(backend.hits(), 1, "{name}: only the complete token reached the backend");
+    }
+}
+
 /// A JWKS endpoint whose document the test can swap, counting fetches.
 struct JwksServer {
     stub: Stub,
@@ -423,6 +463,88 @@ async fn the_token_command_mints_a_token_the_demo_configuration_accepts() {
     let response = bearer(&gateway, &token).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json_of(response).await["headers"]["x-user-id"], "5");
+}
+
+/// Runs `portico check` on `toml` written into `dir`; the exit status and stderr.
+fn portico_check(dir: &Path, toml: &str) -> (bool, String) {
+    let path = dir.join("portico.toml");
+    std::fs::write(&path, toml).expect("config written");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .expect("portico check runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+#[test]
+fn portico_check_reads_every_auth_key_file_and_names_the_key_and_the_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = |name: &str, contents: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).expect("file written");
+        path.display().to_string()
+    };
+    let garbage = file("garbage.txt", b"hello, I am no key");
+    let missing = dir.path().join("keys/missing").display().to_string();
+    let rsa_pub = fixture("rsa.pub");
+    let jwks = fixture("jwks-1.json");
+    let good_key = format!("[[api_keys]]\nname = \"reporting\"\nsha256 = \"{}\"\n", sha256_hex("k"));
+    let keys_file = file("keys.toml", good_key.as_bytes());
+    let bad_digest = file("bad-digest.toml", b"[[api_keys]]\nname = \"reporting\"\nsha256 = \"abc\"\n");
+    let empty_jwks = file("empty.json", br#"{"keys": []}"#);
+
+    let jwt = |algorithms: &str, line: String| format!("[auth.jwt]\nalgorithms = {algorithms}\n{line}\n");
+    let pem = |path: &str| format!("public_key_file = {path:?}");
+    let set = |path: &str| format!("jwks_file = {path:?}");
+    let keys = |path: &str| format!("[auth]\napi_keys_file = {path:?}\n");
+    let refused = [
+        (jwt("[\"RS256\"]", pem(&missing)), format!("auth.jwt.public_key_file: cannot read {missing}: ")),
+        (
+            jwt("[\"RS256\"]", pem(&garbage)),
+            format!("auth.jwt.public_key_file: {garbage}: not a PEM public key for RS256"),
+        ),
+        (
+            jwt("[\"RS256\"]", pem(&fixture("ec256.pub").display().to_string())),
+            "auth.jwt.public_key_file: ".to_owned()
+                + &format!("{}: not a PEM public key for RS256", fixture("ec256.pub").display()),
+        ),
+        (
+            jwt("[\"RS256\", \"ES256\"]", pem(&rsa_pub.display().to_string())),
+            format!("auth.jwt.public_key_file: {}: not a PEM public key for ES256", rsa_pub.display()),
+        ),
+        (jwt("[\"RS256\"]", set(&missing)), format!("auth.jwt.jwks_file: cannot read {missing}: ")),
+        (jwt("[\"RS256\"]", set(&garbage)), format!("auth.jwt.jwks_file: {garbage}: not a JWKS document")),
+        (
+            jwt("[\"RS256\"]", set(&empty_jwks)),
+            format!("auth.jwt.jwks_file: {empty_jwks}: the JWKS document holds no usable public key"),
+        ),
+        (
+            jwt("[\"ES256\"]", set(&jwks.display().to_string())),
+            format!("auth.jwt.jwks_file: {}: no key in the set suits ES256", jwks.display()),
+        ),
+        (keys(&missing), format!("auth.api_keys_file: cannot read {missing}: ")),
+        (keys(&garbage), format!("auth.api_keys_file: {garbage}:1:")),
+        (
+            keys(&bad_digest),
+            format!("auth.api_keys_file: {bad_digest}: api_keys[0].sha256: must be the 64-character hex"),
+        ),
+    ];
+    for (toml, expected) in refused {
+        let (passed, stderr) = portico_check(dir.path(), &toml);
+        assert!(!passed, "check passed:\n{toml}");
+        assert!(stderr.contains(&expected), "expected {expected:?} for\n{toml}\ngot:\n{stderr}");
+    }
+
+    let accepted = [
+        jwt("[\"RS256\", \"PS256\"]", pem(&rsa_pub.display().to_string())),
+        jwt("[\"RS256\"]", set(&jwks.display().to_string())),
+        keys(&keys_file),
+    ];
+    for toml in accepted {
+        let (passed, stderr) = portico_check(dir.path(), &toml);
+        assert!(passed, "check refused\n{toml}\n{stderr}");
+    }
 }
 
 fn base64_url(bytes: &[u8]) -> String {
