@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{FromRef, State};
+use axum::handler::Handler as _;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::{Request, StatusCode};
+use http_body::Body as _;
 use serde_json::json;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutBody;
 
 use crate::auth::{self, AuthSetupError, Authenticator, Policy};
@@ -158,7 +160,8 @@ impl FromRef<AppState> for Upstreams {
 /// `Strict-Transport-Security`. Layers are listed outermost first:
 ///
 /// 1. request id: set before anything else so every log line and every
-///    error answer carries it, and copied onto the response;
+///    error answer carries it, and copied onto the response; a client's id
+///    is kept only when short and plain, else replaced;
 /// 2. access log, request metrics and the request's trace span: outside
 ///    everything that can refuse a request, so refusals are logged, counted
 ///    and traced too;
@@ -175,7 +178,10 @@ impl FromRef<AppState> for Upstreams {
 /// 8. response cache: after authentication, because private answers are
 ///    keyed by the verified caller it records; after the rate limit, so a
 ///    cached answer still counts against the caller's budget; innermost, so
-///    a hit skips only the door and the backend.
+///    a hit skips only the door and the backend;
+/// 9. request deadline, around the REST door only (GraphQL operations have
+///    their own): inside the cache, so a cached answer is never cut short,
+///    and around every retry of the backend call.
 pub fn app(state: AppState, config: &Config) -> Router {
     let body_read_timeout = config.server.body_read_timeout;
     let authenticator = Arc::clone(&state.auth);
@@ -198,19 +204,31 @@ pub fn app(state: AppState, config: &Config) -> Router {
         router = router.route(&metrics.path, get(telemetry::scrape));
     }
     let access_log = AccessLogLayer::new(state.telemetry.clone());
+    let rest_door = ServiceBuilder::new()
+        .layer(proxy::DeadlineLayer::new(config.server.request_timeout, &config.routes))
+        .service(proxy::handle.with_state(Arc::clone(&state.proxy)));
     router
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(proxy::handle)
+        .fallback_service(rest_door)
         .with_state(state)
         .layer(
             ServiceBuilder::new()
                 .option_layer(config.server.hsts_layer())
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .map_request(telemetry::drop_unfit_request_id)
+                .layer(SetRequestIdLayer::x_request_id(telemetry::RandomRequestId))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(access_log)
                 .map_request(move |request: Request<Body>| {
-                    request.map(|body| Body::new(TimeoutBody::new(body_read_timeout, body)))
+                    // A body that has ended already stays recognisable as
+                    // empty (the timeout wrapper would hide it).
+                    request.map(|body| {
+                        if body.is_end_stream() {
+                            body
+                        } else {
+                            Body::new(TimeoutBody::new(body_read_timeout, body))
+                        }
+                    })
                 })
                 .layer(axum::middleware::from_fn(protocol_guard))
                 .layer(axum::middleware::from_fn(crate::routing::canonical_path))

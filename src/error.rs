@@ -98,6 +98,9 @@ impl GatewayError {
             Self::Protocol(error @ ProtocolError::MissingHost) => {
                 Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
             }
+            Self::Protocol(error @ ProtocolError::DuplicateHost) => {
+                Presentation::new(StatusCode::BAD_REQUEST, "duplicate_host", error.to_string()).closing()
+            }
         }
     }
 
@@ -162,6 +165,9 @@ fn present_proxy(error: &ProxyError) -> Presentation {
             Presentation::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", error.to_string()).closing()
         }
         ProxyError::Upstream(upstream) => present_upstream(upstream),
+        ProxyError::DeadlineExceeded { .. } => {
+            Presentation::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", error.to_string())
+        }
     }
 }
 

@@ -167,42 +167,138 @@ fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(config_path.as_deref())?;
+    let shutdown = ShutdownSignals::listen(config.server.shutdown_timeout)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     // Span export runs on the runtime; the guard flushes it after serving.
-    let _telemetry = {
+    let telemetry = {
         let _entered = runtime.enter();
         config.telemetry.init()
     };
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        portico::serve(config, listener, shutdown_signal()).await?;
-        Ok(())
-    })
+        portico::serve(config, listener, shutdown.first()).await?;
+        anyhow::Ok(())
+    });
+    drop(telemetry);
+    // Tasks still running after the drain are abandoned rather than awaited:
+    // one stuck in a long computation would otherwise hold the exit.
+    runtime.shutdown_background();
+    served
 }
 
-/// Completes on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
+/// SIGINT (Ctrl-C) and SIGTERM, watched on a thread of their own with its own
+/// runtime, so that no task of the gateway's runtime, however stuck, can
+/// delay them. The first signal starts the graceful drain and a watchdog:
+/// the process exits by `shutdown_timeout` (plus [`EXIT_MARGIN`] for the
+/// last log lines and span export) whatever the drain is waiting for. A
+/// second signal exits at once.
+struct ShutdownSignals {
+    first: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// Time after `shutdown_timeout` for flushing logs and spans before the
+/// watchdog ends the process.
+const EXIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ShutdownSignals {
+    /// Installs the signal handlers before returning, so that a signal sent
+    /// once the gateway listens is never lost.
+    fn listen(shutdown_timeout: std::time::Duration) -> anyhow::Result<Self> {
+        let (first_sender, first) = tokio::sync::oneshot::channel();
+        let (installed_sender, installed) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        std::thread::Builder::new()
+            .name("portico-signals".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = installed_sender.send(Err(error).context("starting the signal runtime"));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut signals = match Signals::install() {
+                        Ok(signals) => signals,
+                        Err(error) => {
+                            let _ = installed_sender.send(Err(error).context("installing signal handlers"));
+                            return;
+                        }
+                    };
+                    let _ = installed_sender.send(Ok(()));
+                    let name = signals.next().await;
+                    let _ = first_sender.send(());
+                    tracing::info!(signal = name, timeout = ?shutdown_timeout, "shutdown requested; a second signal exits at once");
+                    tokio::select! {
+                        name = signals.next() => {
+                            eprintln!("portico: second {name}: exiting without waiting for in-flight requests");
+                            std::process::exit(exit_code(name));
+                        }
+                        () = tokio::time::sleep(shutdown_timeout + EXIT_MARGIN) => {
+                            eprintln!("portico: requests still running {shutdown_timeout:?} after {name}; exiting");
+                            std::process::exit(exit_code(name));
+                        }
+                    }
+                });
+            })
+            .context("starting the signal thread")?;
+        installed.recv().context("the signal thread stopped")??;
+        Ok(Self { first })
+    }
+
+    /// Completes on the first signal.
+    async fn first(self) {
+        // A closed channel means the signal thread is gone: keep serving.
+        if self.first.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// The shell's convention for a process ended by a signal: 128 + its number.
+fn exit_code(signal: &str) -> i32 {
+    match signal {
+        "SIGINT" => 130,
+        _ => 143,
+    }
+}
+
+/// The shutdown signals this platform has.
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self { terminate: signal(SignalKind::terminate())?, interrupt: signal(SignalKind::interrupt())? })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// The name of the next signal received.
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+        "SIGINT"
     }
 }

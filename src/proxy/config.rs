@@ -1,6 +1,8 @@
 //! The `[[routes]]` entries: which path prefixes go to which service.
 
-use http::Method;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
 use serde::Deserialize;
 
 use crate::auth::AuthMode;
@@ -45,6 +47,19 @@ pub struct RouteConfig {
     /// limit); without it, `rate_limits.default` applies if defined.
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// Total time for an answer's head on this route, retries included;
+    /// without it, `server.request_timeout` applies.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Backend answer headers that never reach clients (NGINX's
+    /// `proxy_hide_header`). By default `Server` and `X-Powered-By`, which
+    /// name the backend's software and version; `[]` passes every header.
+    #[serde(default = "default_hide_response_headers")]
+    pub hide_response_headers: Vec<String>,
+}
+
+fn default_hide_response_headers() -> Vec<String> {
+    vec!["server".to_owned(), "x-powered-by".to_owned()]
 }
 
 fn default_strip_prefix() -> bool {
@@ -66,6 +81,9 @@ impl RouteConfig {
         if self.prefix.split('/').any(|segment| segment == "." || segment == "..") {
             problems.push(format!("{key}.prefix"), format!("{:?} must not contain '.' or '..' segments", self.prefix));
         }
+        if self.timeout.is_some_and(|timeout| timeout.is_zero()) {
+            problems.push(format!("{key}.timeout"), "must be greater than zero, e.g. \"60s\"");
+        }
         if !self.scopes.is_empty() && self.auth == AuthMode::None {
             problems.push(format!("{key}.scopes"), "scopes need auth = \"required\" or \"optional\"");
         }
@@ -81,6 +99,14 @@ impl RouteConfig {
                 problems.push(
                     format!("{key}.upstream_prefix"),
                     "replaces the prefix, which strip_prefix = false keeps; set one or the other",
+                );
+            }
+        }
+        for (index, name) in self.hide_response_headers.iter().enumerate() {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(
+                    format!("{key}.hide_response_headers[{index}]"),
+                    format!("{name:?} is not a header name, e.g. \"x-powered-by\""),
                 );
             }
         }
@@ -109,6 +135,11 @@ impl RouteConfig {
             (None, true) => PathRewrite::replace_prefix(&self.prefix, ""),
             (None, false) => PathRewrite::keep(),
         }
+    }
+
+    /// The answer headers to remove. Valid after validation.
+    pub(crate) fn hidden_response_headers(&self) -> Vec<HeaderName> {
+        self.hide_response_headers.iter().filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()).collect()
     }
 
     /// The allowed methods; empty means all. Valid after validation.

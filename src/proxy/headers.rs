@@ -38,6 +38,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Removes the headers a route keeps from clients.
+pub fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
+    for name in hidden {
+        headers.remove(name);
+    }
+}
+
 /// Rewrites a client's headers for the backend: hop-by-hop headers go,
 /// forwarding headers describe the original request. (Identity headers were
 /// already replaced by the authentication layer.)

@@ -8,6 +8,7 @@
 //! doors reach backends only through `upstream`.
 
 mod config;
+mod deadline;
 mod headers;
 mod routing;
 
@@ -24,6 +25,7 @@ use http_body::Body as _;
 use tracing::Instrument as _;
 
 pub use config::RouteConfig;
+pub use deadline::{Deadline, DeadlineLayer};
 pub use headers::remove_hop_by_hop;
 pub use routing::{Route, RouteMatch, RouteTable};
 
@@ -59,6 +61,12 @@ pub enum ProxyError {
     /// The backend call failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// No answer within the request's total deadline (retries included).
+    #[error("no answer within the gateway's deadline of {}", humantime::format_duration(*.timeout))]
+    DeadlineExceeded {
+        /// The deadline that passed.
+        timeout: std::time::Duration,
+    },
 }
 
 /// Everything the passthrough handler needs, built once at start.
@@ -159,6 +167,7 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
     }
     let (mut response_parts, response_body) = answer.response.into_parts();
     remove_hop_by_hop(&mut response_parts.headers);
+    headers::hide(&mut response_parts.headers, route.hidden_response_headers());
     Ok(Response::from_parts(response_parts, Body::new(response_body)))
 }
 

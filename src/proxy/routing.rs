@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderName, Method};
 
 use crate::routing::{PathRewrite, PrefixMatch, PrefixTable};
 use crate::upstream::{UpstreamService, Upstreams};
@@ -19,6 +19,7 @@ pub struct Route {
     pub service: Arc<UpstreamService>,
     rewrite: PathRewrite,
     methods: Vec<Method>,
+    hidden_response_headers: Vec<HeaderName>,
 }
 
 /// The result of looking a path up.
@@ -41,6 +42,7 @@ impl RouteTable {
                 service: Arc::clone(service),
                 rewrite: config.path_rewrite(),
                 methods: config.allowed_methods(),
+                hidden_response_headers: config.hidden_response_headers(),
             };
             Some((prefix, route))
         });
@@ -62,6 +64,11 @@ impl Route {
     /// The methods allowed, for an `Allow` header.
     pub fn allowed_methods(&self) -> &[Method] {
         &self.methods
+    }
+
+    /// Backend answer headers kept from clients.
+    pub fn hidden_response_headers(&self) -> &[HeaderName] {
+        &self.hidden_response_headers
     }
 
     /// The path the backend sees for a normalised request path.
@@ -101,6 +108,8 @@ mod tests {
             scopes: Vec::new(),
             rate_limit: None,
             cache: None,
+            timeout: None,
+            hide_response_headers: Vec::new(),
         }
     }
 

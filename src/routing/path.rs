@@ -2,7 +2,11 @@
 //!
 //! Every decision by path is made on the normalised path, so no spelling of
 //! a path (`..`, `%2e%2e`, `%2f`, doubled slashes, backslashes) can match one
-//! route or policy and then reach another part of a backend.
+//! route or policy and then reach another part of a backend. Dot segments
+//! are refused rather than resolved: no browser or HTTP client sends them
+//! (both resolve them before sending, RFC 3986 5.2.4), so a request target
+//! that carries one was written by hand to probe the gateway, and resolving
+//! it would let `/student-api/../payment/` reach a route it does not name.
 
 use std::borrow::Cow;
 
@@ -14,17 +18,17 @@ pub enum PathError {
     /// The path does not start with `/` (for example `*` or an empty path).
     #[error("the request path must start with '/'")]
     NotAbsolute,
-    /// `..` segments climb above the root.
-    #[error("the request path climbs above the root with '..'")]
-    EscapesRoot,
+    /// A `.` or `..` segment, plain or percent-encoded.
+    #[error("the request path contains a '.' or '..' segment")]
+    DotSegment,
     /// A segment hides a separator or a NUL byte in percent-encoding, or
     /// contains a backslash, which some backends treat as a separator.
     #[error("the request path contains an encoded separator, a backslash or a NUL byte")]
     HiddenSeparator,
 }
 
-/// Resolves `.` and `..` segments (also when percent-encoded) and merges
-/// repeated slashes; other segments keep their original encoding.
+/// Refuses `.` and `..` segments (also when percent-encoded, in any case)
+/// and merges repeated slashes; other segments keep their original encoding.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
@@ -35,8 +39,6 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     }
 
     let mut segments: Vec<&str> = Vec::new();
-    let ends_in_directory = path.ends_with('/');
-    let mut trailing_slash = ends_in_directory;
     for segment in path[1..].split('/') {
         if segment.contains('\\') {
             return Err(PathError::HiddenSeparator);
@@ -48,15 +50,8 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         }
         match &*decoded {
             b"" => {}
-            b"." => trailing_slash = true,
-            b".." => {
-                segments.pop().ok_or(PathError::EscapesRoot)?;
-                trailing_slash = true;
-            }
-            _ => {
-                segments.push(segment);
-                trailing_slash = ends_in_directory;
-            }
+            b"." | b".." => return Err(PathError::DotSegment),
+            _ => segments.push(segment),
         }
     }
     let mut normalized = String::with_capacity(path.len());
@@ -64,8 +59,11 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
         normalized.push('/');
         normalized.push_str(segment);
     }
-    if trailing_slash || segments.is_empty() {
+    if path.ends_with('/') || segments.is_empty() {
         normalized.push('/');
+    }
+    if normalized == path {
+        return Ok(Cow::Borrowed(path));
     }
     Ok(Cow::Owned(normalized))
 }
@@ -82,19 +80,37 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_resolve_plain_and_encoded() {
-        assert_eq!(normalize("/student-api/../payment/x").as_deref(), Ok("/payment/x"));
-        assert_eq!(normalize("/student-api/%2e%2e/payment/x").as_deref(), Ok("/payment/x"));
-        assert_eq!(normalize("/student-api/%2E./payment/").as_deref(), Ok("/payment/"));
-        assert_eq!(normalize("/a/./b/.").as_deref(), Ok("/a/b/"));
+    fn repeated_slashes_merge() {
         assert_eq!(normalize("/a//b///c/").as_deref(), Ok("/a/b/c/"));
-        assert_eq!(normalize("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(normalize("//").as_deref(), Ok("/"));
+        assert_eq!(normalize("/a%20b//c").as_deref(), Ok("/a%20b/c"));
     }
 
     #[test]
-    fn escapes_and_hidden_separators_are_refused() {
-        assert_eq!(normalize("/../etc/passwd"), Err(PathError::EscapesRoot));
-        assert_eq!(normalize("/a/%2e%2e/%2e%2e/b"), Err(PathError::EscapesRoot));
+    fn dot_segments_are_refused_plain_and_encoded() {
+        for path in [
+            "/student-api/../payment/x",
+            "/student-api/%2e%2e/payment/x",
+            "/student-api/.%2e/payment/x",
+            "/student-api/%2E./payment/",
+            "/student-api/echo/../../payment/x",
+            "/a/./b",
+            "/a/%2E/b",
+            "/a/b/.",
+            "/a/b/..",
+            "/..",
+            "/../etc/passwd",
+        ] {
+            assert_eq!(normalize(path), Err(PathError::DotSegment), "{path}");
+        }
+        // Dots inside a segment are ordinary characters.
+        for path in ["/a.b/c.json", "/.well-known/x", "/a/...", "/a/%2e%2e%2e/", "/a/..b"] {
+            assert_eq!(normalize(path).as_deref(), Ok(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn hidden_separators_are_refused() {
         assert_eq!(normalize("/student-api/..%2fpayment/"), Err(PathError::HiddenSeparator));
         assert_eq!(normalize("/student-api/%2F..%2Fpayment/"), Err(PathError::HiddenSeparator));
         assert_eq!(normalize("/a\\..\\b"), Err(PathError::HiddenSeparator));

@@ -21,10 +21,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; larger ones are answered 413.
     pub request_body_limit: ByteSize,
-    /// Time a client has to send a complete request head. Hyper starts this
-    /// clock when it waits for the next request, so it also closes keep-alive
-    /// connections that stay idle this long. With TLS, it also bounds the
-    /// handshake.
+    /// Time a client has to send a complete request head. The clock starts
+    /// when the connection is accepted (a connection that never sends a byte
+    /// is closed after it) and again whenever hyper waits for the next
+    /// request, so it also closes keep-alive connections that stay idle this
+    /// long. With TLS, it also bounds the handshake, and then the wait for
+    /// the first request.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Longest pause allowed between two pieces of a request body.
@@ -34,9 +36,17 @@ pub struct ServerConfig {
     pub max_headers: usize,
     /// Largest request head (request line plus headers), answered 431 above it.
     pub max_header_size: ByteSize,
-    /// How long in-flight requests may run after a shutdown signal.
+    /// How long in-flight requests may run after a shutdown signal; the
+    /// process exits by then (plus a second for the last logs) whatever
+    /// they are doing. A second signal exits at once.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Total time a REST request may take to get its answer's head, across
+    /// all retries (each attempt is also bounded by its service's
+    /// `request_timeout`); past it the client gets 504. A route's `timeout`
+    /// overrides it.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
     /// HTTPS on `listen`; without this table the listener speaks plain HTTP.
     pub tls: Option<TlsConfig>,
 }
@@ -51,6 +61,7 @@ impl Default for ServerConfig {
             max_headers: 100,
             max_header_size: ByteSize::kib(32),
             shutdown_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
             tls: None,
         }
     }
@@ -63,6 +74,9 @@ impl ServerConfig {
         }
         if self.body_read_timeout.is_zero() {
             problems.push("server.body_read_timeout", "must be greater than zero, e.g. \"30s\"");
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("server.request_timeout", "must be greater than zero, e.g. \"60s\"");
         }
         if self.max_headers == 0 {
             problems.push("server.max_headers", "must be at least 1 (100 is a common limit)");
@@ -330,6 +344,27 @@ mod tests {
             assert!(found.iter().any(|problem| problem.contains(key)), "{key} not in {found:?}");
         }
         assert_eq!(found.len(), 5, "{found:?}");
+    }
+
+    #[test]
+    fn deadlines_and_hidden_headers_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = r#"
+            [server]
+            request_timeout = "0s"
+            [services.api]
+            endpoints = ["http://127.0.0.1:9"]
+            [[routes]]
+            prefix = "/api/"
+            service = "api"
+            timeout = "0s"
+            hide_response_headers = ["server", "not a header"]
+        "#;
+        let found = problems_in(text, dir.path());
+        for key in ["server.request_timeout", "routes[0].timeout", "routes[0].hide_response_headers[1]"] {
+            assert!(found.iter().any(|problem| problem.contains(&format!("{key}: "))), "{key} not in {found:?}");
+        }
+        assert_eq!(found.len(), 3, "{found:?}");
     }
 
     #[test]

@@ -21,9 +21,13 @@ pub enum ProtocolError {
     /// No `Host` (or HTTP/2 `:authority`), or one that is not a host name.
     #[error("the request needs a valid Host header")]
     MissingHost,
+    /// More than one `Host` header: which host is meant is ambiguous, and
+    /// RFC 9112 3.2 requires a 400.
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
 }
 
-/// Refuses requests without a valid host.
+/// Refuses requests without exactly one valid host.
 pub async fn protocol_guard(request: Request, next: Next) -> Response {
     match check(&request) {
         Ok(()) => next.run(request).await,
@@ -35,7 +39,11 @@ pub async fn protocol_guard(request: Request, next: Next) -> Response {
 }
 
 fn check(request: &Request) -> Result<(), ProtocolError> {
-    let host = request.headers().get(header::HOST).map(|value| value.as_bytes());
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next().map(|value| value.as_bytes());
+    if hosts.next().is_some() {
+        return Err(ProtocolError::DuplicateHost);
+    }
     let valid = match (host, request.version()) {
         (Some(host), _) => {
             !host.is_empty() && Authority::try_from(host).is_ok_and(|authority| !authority.host().is_empty())

@@ -8,6 +8,7 @@
 //! only redirects to it.
 
 mod config;
+mod first_byte;
 mod guard;
 mod redirect;
 mod tls;
@@ -34,6 +35,7 @@ use crate::app::{app, AppState, StateError};
 use crate::config::Config;
 use crate::telemetry::Telemetry;
 use crate::upstream::{UpstreamBuildError, Upstreams};
+use first_byte::FirstByteDeadline;
 use tls::TlsTermination;
 
 /// How the client reached the gateway; the accept loop puts it into every
@@ -163,9 +165,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
+        let first_byte_timeout = config.server.header_read_timeout;
         if let (true, Some((_, https_port))) = (redirecting, &redirect) {
             let https_port = *https_port;
             let service = hyper::service::service_fn(move |request| redirect::serve_redirect(request, https_port));
+            let stream = FirstByteDeadline::new(stream, first_byte_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), service);
             spawn_connection(graceful.watch(connection.into_owned()), peer);
             continue;
@@ -178,6 +182,7 @@ pub async fn serve(
         let service = TowerToHyperService::new(service);
         match &tls {
             None => {
+                let stream = FirstByteDeadline::new(stream, first_byte_timeout);
                 let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 spawn_connection(graceful.watch(connection.into_owned()), peer);
             }
@@ -200,6 +205,8 @@ pub async fn serve(
                             return;
                         }
                     };
+                    // The handshake's bytes do not count as the first request byte.
+                    let stream = FirstByteDeadline::new(stream, first_byte_timeout);
                     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%peer, error = %error, "connection ended with an error");

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -234,10 +234,21 @@ where
         Poll::Ready(result.map(|response| match this.entry.take() {
             Some(entry) => {
                 let status = response.status();
+                // hyper frames the answer by its `Content-Length` and, once
+                // that many bytes are written, drops the body without polling
+                // it to its end (and wrapped bodies may not report
+                // `is_end_stream`), so the declared length is what tells a
+                // whole answer from a cut one.
+                let declared_length = response
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<u64>().ok());
                 response.map(|body| {
+                    let declared_length = declared_length.or_else(|| body.size_hint().exact());
                     // An empty body may never be polled; it is complete already.
                     let complete = body.is_end_stream();
-                    let finished = Finished { entry, status, bytes_out: 0, complete };
+                    let finished = Finished { entry, status, bytes_out: 0, declared_length, complete };
                     Body::new(CountingBody { inner: body, counter: CounterTarget::Out(Box::new(finished)) })
                 })
             }
@@ -259,6 +270,9 @@ struct Finished {
     entry: Entry,
     status: StatusCode,
     bytes_out: u64,
+    /// The answer's length, when known before it is sent.
+    declared_length: Option<u64>,
+    /// Whether the body was sent whole.
     complete: bool,
 }
 
@@ -309,7 +323,8 @@ impl HttpBody for CountingBody {
         let mut this = self.project();
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         // hyper stops polling once a sized body has delivered its length, so
-        // the end is also noticed here, not only when `None` comes.
+        // the end is also noticed here (or by the declared length), not only
+        // when `None` comes.
         let ended = this.inner.is_end_stream();
         match (&frame, this.counter) {
             (Some(Ok(frame)), CounterTarget::In(log)) => {
@@ -321,7 +336,7 @@ impl HttpBody for CountingBody {
                 if let Some(data) = frame.data_ref() {
                     finished.bytes_out += data.len() as u64;
                 }
-                finished.complete |= ended;
+                finished.complete |= ended || finished.declared_length == Some(finished.bytes_out);
             }
             (None, CounterTarget::Out(finished)) => finished.complete = true,
             _ => {}

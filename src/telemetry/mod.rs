@@ -16,6 +16,7 @@
 mod access_log;
 pub mod metrics;
 pub mod otlp;
+pub mod request_id;
 pub mod trace;
 
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,7 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 pub use access_log::{AccessLog, AccessLogLayer, RequestLog};
 pub use metrics::Metrics;
 pub use otlp::OtlpConfig;
+pub use request_id::{drop_unfit_request_id, RandomRequestId};
 pub use trace::PeerNetwork;
 
 use crate::config::Problems;

@@ -6,7 +6,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use http::StatusCode;
 
-use crate::harness::{client, closed_port, config, json_of, raw_backend, service, Gateway, Stub};
+use crate::harness::{client, closed_port, config, config_with_server, json_of, raw_backend, service, Gateway, Stub};
 
 fn no_retries_no_checks() -> &'static str {
     "health_check = { enabled = false }\nretry = { attempts = 0 }"
@@ -100,4 +100,56 @@ async fn a_backend_stalling_mid_answer_is_cut_off_after_the_request_timeout() {
     .await
     .expect("the stalled stream is aborted, not left hanging");
     assert!(outcome.is_err());
+}
+
+/// A backend that answers `status` after `delay`.
+async fn slow_backend(delay: Duration, status: StatusCode) -> Stub {
+    Stub::serve(Router::new().fallback(move || async move {
+        tokio::time::sleep(delay).await;
+        (status, "late")
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn a_rest_request_past_the_gateway_deadline_is_504_and_a_route_can_allow_longer() {
+    // Slower than the gateway's deadline, well within the service's timeout.
+    let backend = slow_backend(Duration::from_millis(800), StatusCode::OK).await;
+    let toml = format!(
+        "{}{}timeout = \"10s\"\n",
+        service("slow", &[backend.url()], no_retries_no_checks()),
+        service("patient", &[backend.url()], no_retries_no_checks()),
+    );
+    let gateway = Gateway::start(&config_with_server("request_timeout = \"300ms\"", &toml)).await;
+
+    let started = std::time::Instant::now();
+    let response = client().get(gateway.url("/slow/x/")).header("x-request-id", "deadline-1").send().await;
+    let response = response.expect("response");
+    assert!(started.elapsed() < Duration::from_millis(750), "answered at the deadline: {:?}", started.elapsed());
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    let body = json_of(response).await;
+    assert_eq!(body["error"]["code"], "deadline_exceeded", "{body}");
+    assert_eq!(body["error"]["request_id"], "deadline-1", "{body}");
+
+    let response = client().get(gateway.url("/patient/x/")).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK, "the route's own timeout replaces the server's");
+    assert_eq!(response.text().await.expect("body"), "late");
+}
+
+#[tokio::test]
+async fn the_deadline_covers_every_retry_together() {
+    // Each attempt fits the service's timeout; two of them do not fit the deadline.
+    let first = slow_backend(Duration::from_millis(400), StatusCode::SERVICE_UNAVAILABLE).await;
+    let second = slow_backend(Duration::from_millis(400), StatusCode::SERVICE_UNAVAILABLE).await;
+    let extra = "health_check = { enabled = false }\nrequest_timeout = \"5s\"\nretry = { attempts = 1 }";
+    let toml = service("busy", &[first.url(), second.url()], extra);
+    let gateway = Gateway::start(&config_with_server("request_timeout = \"600ms\"", &toml)).await;
+
+    let started = std::time::Instant::now();
+    let response = client().get(gateway.url("/busy/x/")).send().await.expect("response");
+    let took = started.elapsed();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(json_of(response).await["error"]["code"], "deadline_exceeded");
+    assert!(took < Duration::from_millis(790), "answered at the deadline, not after both attempts: {took:?}");
+    assert_eq!(first.hits() + second.hits(), 2, "the retry had started when the deadline passed");
 }

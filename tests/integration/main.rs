@@ -8,6 +8,7 @@ mod errors;
 mod graphql;
 mod harness;
 mod playground;
+mod process;
 mod protocol;
 mod ratelimit;
 #[path = "../support/redis.rs"]

@@ -114,3 +114,33 @@ async fn garbage_instead_of_http_gets_400() {
     assert!(answer.is_empty() || status_of(&answer) == 400, "{answer:?}");
     assert_eq!(backend.hits(), 0);
 }
+
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let backend = Stub::echo("api").await;
+    let gateway = gateway_for(&backend, "").await;
+    for hosts in ["Host: gw\r\nHost: gw", "Host: gw\r\nHost: other.example", "Host: gw\r\nhost: x"] {
+        let request = format!("GET /api/x/ HTTP/1.1\r\n{hosts}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(gateway.addr, request.as_bytes()).await;
+        assert_eq!(status_of(&answer), 400, "{hosts:?}: {answer}");
+        assert!(answer.contains(r#""code":"duplicate_host""#), "{answer}");
+    }
+    assert_eq!(backend.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed() {
+    let backend = Stub::echo("api").await;
+    let gateway = gateway_for(&backend, "header_read_timeout = \"300ms\"").await;
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "a silent connection is still open after 5 s (header_read_timeout = 300ms)");
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed by the timeout, not at once");
+    assert!(buffer.is_empty(), "nothing is sent to a client that asked nothing");
+
+    // A client that does speak in time is served as before.
+    let answer = raw_exchange(gateway.addr, b"GET /api/x/ HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}

@@ -130,14 +130,33 @@ async fn paths_cannot_escape_the_matched_service() {
         assert!(answer.contains("invalid_path"), "{hostile}: {answer}");
     }
     assert_eq!(student.hits() + payment.hits(), 0);
+}
 
-    // Dot segments are resolved before routing, so the service that is
-    // called is the one the resolved path names, and it sees a clean path.
-    let answer = raw_get(gateway.addr, "/student-api/%2e%2e/payment/x/").await;
-    assert!(answer.contains(r#""replica":"payment""#) && answer.contains(r#""path":"/x/""#), "{answer}");
-    let answer = raw_get(gateway.addr, "/student-api/a/./../users/1/").await;
-    assert!(answer.contains(r#""replica":"student""#) && answer.contains(r#""path":"/users/1/""#), "{answer}");
-    assert_eq!(payment.hits(), 1);
+#[tokio::test]
+async fn dot_segments_are_refused_not_resolved() {
+    let student = Stub::echo("student").await;
+    let payment = Stub::echo("payment").await;
+    let toml = format!("{}{}", service("student-api", &[student.url()], ""), service("payment", &[payment.url()], ""));
+    let gateway = Gateway::start(&config(&toml)).await;
+
+    for hostile in [
+        "/student-api/../payment/x",
+        "/student-api/%2e%2e/payment/x",
+        "/student-api/.%2e/payment/x",
+        "/student-api/echo/../../payment/x",
+        "/student-api/%2E%2E/payment/x",
+        "/student-api/./users/1/",
+        "/student-api/users/1/%2e",
+    ] {
+        let answer = raw_get(gateway.addr, hostile).await;
+        assert_eq!(status_of(&answer), 400, "{hostile}: {answer}");
+        assert!(answer.contains(r#""code":"invalid_path""#), "{hostile}: {answer}");
+    }
+    assert_eq!(student.hits() + payment.hits(), 0, "no backend is reached");
+
+    // Dots inside a segment are ordinary characters.
+    let answer = raw_get(gateway.addr, "/student-api/files/report..v2.json").await;
+    assert!(answer.contains(r#""path":"/files/report..v2.json""#), "{answer}");
 }
 
 #[tokio::test]
@@ -149,4 +168,78 @@ async fn health_and_readiness_endpoints_answer() {
     let response = client().get(gateway.url("/readyz")).send().await.expect("request");
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json_of(response).await["status"], "ready");
+}
+
+#[tokio::test]
+async fn a_client_request_id_is_kept_only_when_short_and_plain() {
+    let api = Stub::echo("api").await;
+    let gateway = Gateway::start(&config(&service("api", &[api.url()], ""))).await;
+
+    let longest = "r".repeat(128);
+    let too_long = "r".repeat(5000);
+    let cases: [(&[u8], bool); 7] = [
+        (b"req-123", true),
+        (longest.as_bytes(), true),
+        (too_long.as_bytes(), false),
+        (b"\"quoted\"", false),
+        (b"back\\slash", false),
+        (b"tab\there", false),
+        ("caf\u{e9}".as_bytes(), false),
+    ];
+    for (sent, kept) in cases {
+        let value = http::HeaderValue::from_bytes(sent).expect("a header value");
+        let response = client().get(gateway.url("/api/x/")).header("x-request-id", value).send().await;
+        let response = response.expect("response");
+        let answered = response.headers()["x-request-id"].to_str().expect("visible ASCII").to_owned();
+        let seen = json_of(response).await;
+        let label = String::from_utf8_lossy(sent).chars().take(20).collect::<String>();
+        assert_eq!(seen["headers"]["x-request-id"], answered.as_str(), "{label}: backend and client see one id");
+        if kept {
+            assert_eq!(answered.as_bytes(), sent, "{label}");
+        } else {
+            assert_ne!(answered.as_bytes(), sent, "{label}");
+            assert!(uuid_shaped(&answered), "{label}: replaced by a generated id, got {answered}");
+        }
+    }
+}
+
+fn uuid_shaped(text: &str) -> bool {
+    text.len() == 36
+        && text.chars().enumerate().all(|(index, c)| match index {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+#[tokio::test]
+async fn backend_software_headers_are_hidden_unless_the_route_says_otherwise() {
+    let app = Stub::serve(axum::Router::new().fallback(|| async {
+        ([("server", "gunicorn/20.1"), ("x-powered-by", "Django/4.2"), ("x-custom", "kept")], "ok")
+    }))
+    .await;
+    let toml = format!(
+        "{}{}hide_response_headers = []\n{}hide_response_headers = [\"X-Custom\"]\n",
+        service("default", &[app.url()], ""),
+        service("open", &[app.url()], ""),
+        service("custom", &[app.url()], ""),
+    );
+    let gateway = Gateway::start(&config(&toml)).await;
+
+    let headers_of = |path: &'static str| {
+        let url = gateway.url(path);
+        async move {
+            let response = client().get(url).send().await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+            response.headers().clone()
+        }
+    };
+    let hidden = headers_of("/default/x").await;
+    assert!(hidden.get("server").is_none() && hidden.get("x-powered-by").is_none(), "{hidden:?}");
+    assert_eq!(hidden["x-custom"], "kept");
+    let open = headers_of("/open/x").await;
+    assert_eq!(open["server"], "gunicorn/20.1");
+    assert_eq!(open["x-powered-by"], "Django/4.2");
+    let custom = headers_of("/custom/x").await;
+    assert!(custom.get("x-custom").is_none(), "{custom:?}");
+    assert_eq!(custom["server"], "gunicorn/20.1", "a list of its own replaces the default");
 }

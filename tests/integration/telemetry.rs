@@ -2,9 +2,7 @@
 //! context to backends, and span export that never holds up requests.
 
 use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +10,12 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use futures_util::StreamExt as _;
 use serde_json::{json, Value};
 
 use crate::graphql::{backends, Behaviour, DASHBOARD};
 use crate::harness::{client, closed_port, config, json_of, service, Gateway, Stub};
+use crate::process::Process;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -312,67 +312,6 @@ async fn graphql_backend_calls_carry_the_operations_trace() {
     assert!(first[2] != PARENT_ID && second[2] != PARENT_ID, "{seen:?}");
 }
 
-/// The `portico` binary, started with a configuration file, its standard
-/// output (JSON logs) collected; killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Process {
-    async fn start(toml_body: &str) -> Process {
-        let addr = closed_port().await;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("portico.toml");
-        let toml = format!(
-            "[server]\nlisten = \"{addr}\"\nshutdown_timeout = \"1s\"\n\n[telemetry]\nlog_format = \"json\"\n{toml_body}"
-        );
-        std::fs::write(&path, toml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start portico");
-        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        let process = Process { child, addr, logs, _dir: dir };
-        for _ in 0..200 {
-            if client().get(process.url("/healthz")).send().await.is_ok() {
-                return process;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("portico did not start listening on {addr}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("lock").clone()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A collector that accepts connections and never answers: the worst case
 /// for an exporter, worse than a refused connection.
 async fn silent_collector() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -478,4 +417,77 @@ fn hex(text: &str) -> Vec<u8> {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// The access-log lines of `path`, waiting up to ten seconds for `count`.
+async fn access_lines(process: &Process, path: &str, count: usize) -> Vec<HashMap<String, Value>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<HashMap<String, Value>> = process
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .filter(|line: &HashMap<String, Value>| {
+                line.get("target").and_then(Value::as_str) == Some("portico::access")
+                    && line.get("path").and_then(Value::as_str) == Some(path)
+            })
+            .collect();
+        if lines.len() >= count || Instant::now() >= deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_says_complete_exactly_when_the_body_was_sent_whole() {
+    let (release_tx, release_rx) = tokio::sync::watch::channel(());
+    let app = Router::new()
+        .route("/sized", get(|| async { "x".repeat(100_000) }))
+        .route(
+            "/chunked",
+            get(|| async {
+                let chunks = (0..5).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'y'; 10_000])));
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/stalls",
+            get(move || {
+                let mut release = release_rx.clone();
+                async move {
+                    let first = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("first")) });
+                    let rest = futures_util::stream::once(async move {
+                        let _ = release.changed().await;
+                        Ok::<_, std::io::Error>(Bytes::from("rest"))
+                    });
+                    axum::body::Body::from_stream(first.chain(rest))
+                }
+            }),
+        );
+    let stub = Stub::serve(app).await;
+    let process = Process::start(&service("files", &[stub.url()], "request_timeout = \"5s\"")).await;
+
+    for (path, length) in [("/files/sized", 100_000), ("/files/chunked", 50_000)] {
+        for _ in 0..5 {
+            let response = client().get(process.url(path)).send().await.expect("response");
+            assert_eq!(response.bytes().await.expect("whole body").len(), length);
+        }
+        let lines = access_lines(&process, path, 5).await;
+        assert_eq!(lines.len(), 5, "{path}: {lines:?}");
+        for line in &lines {
+            assert_eq!(line["complete"], true, "{path}: a fully delivered answer is complete: {line:?}");
+            assert_eq!(line["bytes_out"], length, "{line:?}");
+        }
+    }
+
+    // A client that hangs up after the first chunk did not get the answer.
+    let response = client().get(process.url("/files/stalls")).send().await.expect("response");
+    let mut body = response.bytes_stream();
+    assert_eq!(body.next().await.expect("a first chunk").expect("data"), "first");
+    drop(body);
+    let lines = access_lines(&process, "/files/stalls", 1).await;
+    drop(release_tx);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["complete"], false, "{:?}", lines[0]);
 }
