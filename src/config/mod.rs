@@ -182,6 +182,7 @@ impl Config {
             service.load_tls_files(base_dir, &format!("services.{name}"), &mut problems);
         }
         if config.graphql.enabled {
+            config.graphql.load_trusted_documents(base_dir, &mut problems);
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
                 Ok(model) => config.schema = Some(Arc::new(model)),
