@@ -193,6 +193,7 @@ impl Config {
         }
         config.auth.load_files(base_dir, &mut problems);
         if config.graphql.enabled {
+            config.graphql.load_trusted_documents(base_dir, &mut problems);
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
                 Ok(model) => config.schema = Some(Arc::new(model)),

@@ -11,8 +11,12 @@
 //! counts, fragments included), which can only make the policy stricter
 //! than what was resolved. Answers with errors and mutations are `no-store`
 //! (decided by the caller).
+//!
+//! A fragment's policy does not depend on where it is spread (only on
+//! whether at the root), so each is computed once and reused: the walk is
+//! linear in the document's size however often fragments spread each other.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_graphql_parser::types::{BaseType, ExecutableDocument, OperationDefinition, Selection, SelectionSet};
 use http::HeaderValue;
@@ -45,11 +49,11 @@ pub fn header_value(
     operation: &OperationDefinition,
     root_type: &str,
 ) -> HeaderValue {
-    let mut walk = Walk { model, document, policy: Policy::default(), fragments: HashSet::new() };
-    walk.selection_set(root_type, &operation.selection_set.node, true, 0);
-    match walk.policy.max_age {
+    let mut walk = Walk { model, document, fragments: HashMap::new(), expanding: HashSet::new() };
+    let policy = walk.selection_set(root_type, &operation.selection_set.node, true, 0);
+    match policy.max_age {
         Some(max_age) if max_age > 0 => {
-            let scope = if walk.policy.private { "private" } else { "public" };
+            let scope = if policy.private { "private" } else { "public" };
             HeaderValue::try_from(format!("max-age={max_age}, {scope}")).unwrap_or(HeaderValue::from_static("no-store"))
         }
         _ => HeaderValue::from_static("no-store"),
@@ -59,15 +63,19 @@ pub fn header_value(
 struct Walk<'a> {
     model: &'a SchemaModel,
     document: &'a ExecutableDocument,
-    policy: Policy,
-    fragments: HashSet<&'a str>,
+    /// Each fragment's policy, at the root or below it.
+    fragments: HashMap<(&'a str, bool), Policy>,
+    /// Fragments being walked, to stop at cycles (refused before execution).
+    expanding: HashSet<&'a str>,
 }
 
 impl<'a> Walk<'a> {
-    fn selection_set(&mut self, type_name: &str, set: &'a SelectionSet, root: bool, nesting: usize) {
+    /// The policy of a selection set: what its fields restrict.
+    fn selection_set(&mut self, type_name: &str, set: &'a SelectionSet, root: bool, nesting: usize) -> Policy {
+        let mut policy = Policy::default();
         if nesting > MAX_NESTING {
-            self.policy.restrict(Some(0), false);
-            return;
+            policy.restrict(Some(0), false);
+            return policy;
         }
         for selection in &set.items {
             match &selection.node {
@@ -80,7 +88,7 @@ impl<'a> Walk<'a> {
                     if name.starts_with("__") {
                         // Introspection describes the schema, not data the
                         // hints speak for.
-                        self.policy.restrict(Some(0), false);
+                        policy.restrict(Some(0), false);
                         continue;
                     }
                     let Some(model) = self.model.objects.get(type_name).and_then(|object| object.field(name)) else {
@@ -115,29 +123,41 @@ impl<'a> Walk<'a> {
                     if max_age.is_none() && ((target.is_some() && !inherit) || root) {
                         max_age = Some(0);
                     }
-                    self.policy.restrict(max_age, private);
+                    policy.restrict(max_age, private);
                     if let Some(object) = target {
-                        self.selection_set(&object.name, &field.selection_set.node, false, nesting);
+                        let children = self.selection_set(&object.name, &field.selection_set.node, false, nesting);
+                        policy.restrict(children.max_age, children.private);
                     }
                 }
                 Selection::InlineFragment(fragment) => {
                     let fragment = &fragment.node;
                     let on =
                         fragment.type_condition.as_ref().map_or(type_name, |condition| condition.node.on.node.as_str());
-                    self.selection_set(on, &fragment.selection_set.node, root, nesting + 1);
+                    let inner = self.selection_set(on, &fragment.selection_set.node, root, nesting + 1);
+                    policy.restrict(inner.max_age, inner.private);
                 }
                 Selection::FragmentSpread(spread) => {
                     let name = spread.node.fragment_name.node.as_str();
-                    let Some(fragment) = self.document.fragments.get(name) else { continue };
-                    if !self.fragments.insert(name) {
-                        continue;
-                    }
-                    let on = fragment.node.type_condition.node.on.node.as_str();
-                    self.selection_set(on, &fragment.node.selection_set.node, root, nesting + 1);
-                    self.fragments.remove(name);
+                    let Some((name, fragment)) = self.document.fragments.get_key_value(name) else { continue };
+                    let name = name.as_str();
+                    let inner = match self.fragments.get(&(name, root)) {
+                        Some(known) => *known,
+                        None => {
+                            if !self.expanding.insert(name) {
+                                continue;
+                            }
+                            let on = fragment.node.type_condition.node.on.node.as_str();
+                            let computed = self.selection_set(on, &fragment.node.selection_set.node, root, nesting + 1);
+                            self.expanding.remove(name);
+                            self.fragments.insert((name, root), computed);
+                            computed
+                        }
+                    };
+                    policy.restrict(inner.max_age, inner.private);
                 }
             }
         }
+        policy
     }
 }
 
@@ -198,6 +218,16 @@ mod tests {
         assert_eq!(header_for("{ lesson(id: 1) { plainTag { name } } }"), "no-store", "object fields default to 0");
         assert_eq!(header_for("{ __typename }"), "no-store");
         assert_eq!(header_for("{ __schema { types { name } } }"), "no-store");
+    }
+
+    #[test]
+    fn a_fragment_fan_out_is_walked_once_per_fragment() {
+        let mut query = String::from("query { lesson(id: 1) { ...F0 } }\n");
+        for level in 0..40 {
+            query.push_str(&format!("fragment F{level} on Lesson {{ ...F{next} ...F{next} }}\n", next = level + 1));
+        }
+        query.push_str("fragment F40 on Lesson { id author { id } }");
+        assert_eq!(header_for(&query), "max-age=60, private", "2^40 spreads, answered at once");
     }
 
     #[test]

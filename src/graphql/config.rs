@@ -1,7 +1,10 @@
 //! The `[graphql]` section: where the schema comes from and the limits that
 //! keep abusive documents away from the backends.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::Deserialize;
@@ -48,6 +51,14 @@ pub struct GraphqlConfig {
     pub max_root_fields: usize,
     /// Highest operation cost, computed from `@cost` and `@listSize`.
     pub max_cost: u64,
+    /// Most fields in a document once its fragments are expanded (a
+    /// fragment spread twice counts twice), over all its operations.
+    pub max_fields: usize,
+    /// Total time allowed for one GraphQL operation, backend calls
+    /// included; past it the client gets `OPERATION_TIMEOUT` and the
+    /// operation's backend calls are dropped.
+    #[serde(with = "humantime_serde")]
+    pub operation_timeout: Duration,
     /// Longest value (in bytes) placed into a backend URL.
     pub max_url_value_length: usize,
     /// Largest number of keys in one batched backend call; more are split.
@@ -59,7 +70,14 @@ pub struct GraphqlConfig {
     /// Trusted-documents manifest (JSON object of `sha256 hash -> document`);
     /// when set, only these documents are executed.
     pub trusted_documents: Option<PathBuf>,
+    /// The manifest's documents by hash, read and checked during
+    /// validation so that `portico check` catches a broken manifest.
+    #[serde(skip)]
+    pub(crate) trusted: Option<Arc<TrustedDocuments>>,
 }
+
+/// Trusted documents by lowercase hash.
+pub type TrustedDocuments = HashMap<String, Arc<str>>;
 
 impl Default for GraphqlConfig {
     fn default() -> Self {
@@ -79,11 +97,14 @@ impl Default for GraphqlConfig {
             max_aliases: 30,
             max_root_fields: 20,
             max_cost: 10_000,
+            max_fields: 2_000,
+            operation_timeout: Duration::from_secs(30),
             max_url_value_length: 512,
             max_batch_size: 100,
             max_upstream_response_size: ByteSize::mib(16),
             persisted_queries: true,
             trusted_documents: None,
+            trusted: None,
         }
     }
 }
@@ -99,6 +120,7 @@ impl GraphqlConfig {
             ("max_root_fields", self.max_root_fields),
             ("max_url_value_length", self.max_url_value_length),
             ("max_batch_size", self.max_batch_size),
+            ("max_fields", self.max_fields),
         ] {
             if value == 0 {
                 problems.push(format!("graphql.{key}"), "must be at least 1");
@@ -107,5 +129,112 @@ impl GraphqlConfig {
         if self.max_cost == 0 {
             problems.push("graphql.max_cost", "must be at least 1");
         }
+        if self.operation_timeout.is_zero() {
+            problems.push("graphql.operation_timeout", "must be longer than 0s, such as \"30s\"");
+        }
+    }
+
+    /// Reads and checks the trusted-documents manifest, if one is named, so
+    /// that serving uses what was checked and `portico check` reports a
+    /// missing or broken file.
+    pub(crate) fn load_trusted_documents(&mut self, base_dir: &Path, problems: &mut Problems) {
+        let Some(path) = &self.trusted_documents else { return };
+        match read_trusted_documents(&base_dir.join(path)) {
+            Ok(documents) => self.trusted = Some(Arc::new(documents)),
+            Err(message) => problems.push("graphql.trusted_documents", message),
+        }
+    }
+}
+
+/// Reads a manifest: a JSON object of `sha256 -> document`, or Apollo's
+/// persisted-query manifest (`{"operations": [{"id", "body"}]}`). Every
+/// entry must be a document that parses; an empty manifest is refused, as
+/// it would refuse every request.
+pub(crate) fn read_trusted_documents(path: &Path) -> Result<TrustedDocuments, String> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {shown}: {error}"))?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| format!("{shown} is not JSON: {error}"))?;
+    let mut entries: Vec<(String, &serde_json::Value)> = Vec::new();
+    if let Some(operations) = manifest.get("operations") {
+        let operations = operations
+            .as_array()
+            .ok_or_else(|| format!("{shown}: \"operations\" must be a list of {{\"id\", \"body\"}} objects"))?;
+        for (index, operation) in operations.iter().enumerate() {
+            let id = operation.get("id").and_then(|id| id.as_str()).ok_or_else(|| {
+                format!("{shown}: operations[{index}] has no string \"id\"; write {{\"id\": \"<sha256>\", \"body\": \"query ...\"}}")
+            })?;
+            entries.push((id.to_ascii_lowercase(), operation.get("body").unwrap_or(&serde_json::Value::Null)));
+        }
+    } else if let Some(object) = manifest.as_object() {
+        for (hash, body) in object {
+            entries.push((hash.trim_start_matches("sha256:").to_ascii_lowercase(), body));
+        }
+    } else {
+        return Err(format!("{shown} must be a JSON object; write {{\"<sha256>\": \"query ...\"}}"));
+    }
+    let mut documents = HashMap::with_capacity(entries.len());
+    for (hash, body) in entries {
+        let Some(body) = body.as_str() else {
+            return Err(format!("{shown}: the document for {hash:?} is not a string"));
+        };
+        if let Err(error) = async_graphql_parser::parse_query(body) {
+            return Err(format!("{shown}: the document for {hash:?} is not valid GraphQL: {error}"));
+        }
+        documents.insert(hash, Arc::from(body));
+    }
+    if documents.is_empty() {
+        return Err(format!("{shown} lists no documents; write {{\"<sha256>\": \"query ...\"}}"));
+    }
+    Ok(documents)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const TOML: &str = "[services.student_api]\nendpoints = [\"http://127.0.0.1:8001\"]\n\
+        [services.live_reading]\nendpoints = [\"http://127.0.0.1:8002\"]\n\
+        [services.payment]\nendpoints = [\"http://127.0.0.1:8003\"]\n\
+        [graphql]\nenabled = true\ntrusted_documents = \"trusted.json\"\n";
+
+    fn problems_with_manifest(content: Option<&str>) -> String {
+        let folder = tempfile::tempdir().expect("temp dir");
+        if let Some(content) = content {
+            std::fs::write(folder.path().join("trusted.json"), content).expect("write manifest");
+        }
+        let toml = TOML;
+        match Config::parse_in(toml, "portico.toml", folder.path()) {
+            Ok(_) => String::new(),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_trusted_documents_manifest_is_read_and_checked_with_the_config() {
+        let missing = problems_with_manifest(None);
+        assert!(missing.contains("graphql.trusted_documents: cannot read"), "{missing}");
+        for (content, expected) in [
+            ("not json", "is not JSON"),
+            ("[1, 2]", "must be a JSON object"),
+            ("{}", "lists no documents"),
+            (r#"{"abc": 3}"#, "is not a string"),
+            (r#"{"abc": "query {"}"#, "is not valid GraphQL"),
+            (r#"{"operations": [{"body": "{ a }"}]}"#, "has no string \"id\""),
+        ] {
+            let problems = problems_with_manifest(Some(content));
+            assert!(problems.contains("graphql.trusted_documents: "), "{content}: {problems}");
+            assert!(problems.contains(expected), "{content}: {problems}");
+        }
+        let folder = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            folder.path().join("trusted.json"),
+            r#"{"operations": [{"id": "ABC", "body": "{ lessons { id } }"}]}"#,
+        )
+        .expect("write manifest");
+        let toml = TOML;
+        let config = Config::parse_in(toml, "portico.toml", folder.path()).expect("a good manifest passes");
+        let trusted = config.graphql.trusted.expect("loaded during validation, for serve to use");
+        assert_eq!(trusted.get("abc").map(|body| &**body), Some("{ lessons { id } }"));
     }
 }

@@ -158,3 +158,28 @@ impl FetchError {
 pub fn gateway_error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message.into()).extend_with(|_, extensions| extensions.set("code", code))
 }
+
+/// Codes of requests the gateway refuses or cuts short itself, before or
+/// around execution (a field's own failures are [`FetchError`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestCode {
+    /// The operation ran past `graphql.operation_timeout`; its backend
+    /// calls were dropped.
+    OperationTimeout,
+    /// A `POST` whose body is not declared `application/json` (a form,
+    /// `text/plain` or no type: what a cross-site page can send unasked).
+    UnsupportedMediaType,
+    /// A trusted document's hash sent with a different query text.
+    TrustedDocumentMismatch,
+}
+
+impl RequestCode {
+    /// The `extensions.code` clients match on.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OperationTimeout => "OPERATION_TIMEOUT",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::TrustedDocumentMismatch => "TRUSTED_DOCUMENT_MISMATCH",
+        }
+    }
+}

@@ -4,12 +4,18 @@
 //! Follows the GraphQL-over-HTTP spec: `POST` (JSON) and `GET` (query
 //! string, queries only); `application/graphql-response+json` answers use
 //! 4xx for request errors, `application/json` answers are 200 for every
-//! well-formed request.
+//! well-formed request. A `POST` must declare `Content-Type:
+//! application/json`: the bodies a browser sends cross-site without a
+//! preflight (forms, `text/plain`) are refused with 415 before anything
+//! runs, which keeps the endpoint CSRF-safe. Each operation runs within
+//! `graphql.operation_timeout`; past it the answer is a coded 504 and the
+//! operation's backend calls are aborted.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::dynamic::Schema;
 use async_graphql::{ParseRequestError, ServerError};
@@ -23,8 +29,10 @@ use serde_json::{json, Value as Json};
 use sha2::{Digest, Sha256};
 
 use super::cache_control;
-use super::limits::{check_operation, check_text, Limits};
-use super::resolve::{OperationState, Runtime};
+use super::config::TrustedDocuments;
+use super::error::RequestCode;
+use super::limits::{self, check_operation, check_text, Limits};
+use super::resolve::{AbortCallsOnDrop, OperationState, Runtime};
 use crate::cache::Cache;
 use crate::identity::Identity;
 use crate::ratelimit::{retry_after_seconds, CostBudget, RateLimitError};
@@ -49,7 +57,8 @@ pub struct GraphqlEndpoint {
     max_body_size: usize,
     documents: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
     persisted: Option<moka::sync::Cache<String, Arc<str>>>,
-    trusted: Option<HashMap<String, Arc<str>>>,
+    trusted: Option<Arc<TrustedDocuments>>,
+    operation_timeout: Duration,
     playground: Option<HashMap<&'static str, Bytes>>,
 }
 
@@ -70,7 +79,9 @@ pub struct EndpointSettings<'a> {
     /// Whether APQ is on.
     pub persisted_queries: bool,
     /// The trusted-documents allow list, if in that mode.
-    pub trusted: Option<HashMap<String, Arc<str>>>,
+    pub trusted: Option<Arc<TrustedDocuments>>,
+    /// Total time allowed for one operation.
+    pub operation_timeout: Duration,
     /// Where the playground's assets are, if the playground is on.
     pub playground_assets: Option<&'a Path>,
 }
@@ -111,6 +122,7 @@ impl GraphqlEndpoint {
                     .build()
             }),
             trusted: settings.trusted,
+            operation_timeout: settings.operation_timeout,
             playground,
         }
     }
@@ -209,6 +221,15 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
             log.graphql_error(code);
         }
     };
+    if method != Method::GET && !declares_json(request.headers()) {
+        let code = RequestCode::UnsupportedMediaType.as_str();
+        count_error(code);
+        return errors_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            content_type,
+            &[error_json("a POST must be sent with Content-Type: application/json", code)],
+        );
+    }
     let caller = Caller {
         identity: request.extensions().get::<Arc<Identity>>().cloned(),
         cost_budget: request.extensions().get::<CostBudget>().cloned(),
@@ -231,7 +252,21 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
             return rejection.into_response();
         }
     };
-    match execute(&endpoint, graphql_request, &method, caller, accepts_response_type).await {
+    let timeout = endpoint.operation_timeout;
+    let outcome =
+        tokio::time::timeout(timeout, execute(&endpoint, graphql_request, &method, caller, accepts_response_type))
+            .await
+            .unwrap_or_else(|_| {
+                // The operation's future, and with it every backend call it
+                // started, has been dropped.
+                tracing::warn!(timeout = ?timeout, "GraphQL operation ran past graphql.operation_timeout");
+                Err(RequestError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    RequestCode::OperationTimeout.as_str(),
+                    format!("the operation did not finish within {}", humantime::format_duration(timeout)),
+                ))
+            });
+    match outcome {
         Ok(response) => response,
         Err(error) => {
             count_error(error.code);
@@ -271,7 +306,8 @@ async fn execute(
     check_text(&query, &endpoint.limits).map_err(|error| RequestError::document(error.code(), error.to_string()))?;
     let document = parsed_document(endpoint, &query)?;
 
-    let operation = select_operation(&document, request.operation_name.as_deref())?;
+    let operation = limits::select_operation(&document, request.operation_name.as_deref())
+        .map_err(|message| RequestError::document("GRAPHQL_VALIDATION_FAILED", message))?;
     if let Some(log) = &caller.request_log {
         log.set_graphql_operation(operation_name(&document, request.operation_name.as_deref()));
     }
@@ -282,12 +318,7 @@ async fn execute(
             "only queries may be sent with GET; use POST",
         ));
     }
-    let root_type = match operation.ty {
-        OperationType::Query => Some(endpoint.runtime.model.query.as_str()),
-        OperationType::Mutation => endpoint.runtime.model.mutation.as_deref(),
-        OperationType::Subscription => None,
-    }
-    .ok_or_else(|| {
+    let root_type = limits::root_type(&endpoint.runtime.model, operation.ty).ok_or_else(|| {
         RequestError::document("GRAPHQL_VALIDATION_FAILED", "this schema has no root type for the operation")
     })?;
     let shape =
@@ -313,7 +344,11 @@ async fn execute(
     let mut state = OperationState::new(caller.identity, caller.request_id);
     state.request_log = caller.request_log.clone();
     state.cache = caller.cache.clone();
-    let response = endpoint.schema.execute(request.data(Arc::new(state))).await;
+    let state = Arc::new(state);
+    // Calls still running when the operation ends (or its deadline drops
+    // this future) are aborted, not left to run for nobody.
+    let _calls = AbortCallsOnDrop(Arc::clone(&state));
+    let response = endpoint.schema.execute(request.data(state)).await;
     if let Some(log) = &caller.request_log {
         for error in &response.errors {
             log.graphql_error(error_code(error));
@@ -363,10 +398,21 @@ fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request
     );
 
     if let Some(trusted) = &endpoint.trusted {
+        let hash_given = hash.is_some();
         let key = hash.unwrap_or_else(|| sha256_hex(&request.query));
-        return trusted.get(&key).cloned().ok_or_else(|| {
+        let listed = trusted.get(&key).cloned().ok_or_else(|| {
             RequestError::document("QUERY_NOT_IN_SAFELIST", "this document is not on the list of trusted documents")
-        });
+        })?;
+        // A hash with another text must not run the listed document in
+        // the text's place: the client meant something else.
+        if hash_given && !request.query.is_empty() && request.query.as_str() != &*listed {
+            return Err(RequestError::new(
+                StatusCode::BAD_REQUEST,
+                RequestCode::TrustedDocumentMismatch.as_str(),
+                "the query text is not the trusted document of the hash sent with it",
+            ));
+        }
+        return Ok(listed);
     }
 
     match (hash, request.query.is_empty()) {
@@ -400,13 +446,7 @@ fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<E
     if let Some(document) = endpoint.documents.get(query) {
         return Ok(document);
     }
-    let document = async_graphql_parser::parse_query(&**query).map_err(|error| {
-        let message = match error.positions().next() {
-            Some(position) => format!("{error} (line {}, column {})", position.line, position.column),
-            None => error.to_string(),
-        };
-        RequestError::document("GRAPHQL_PARSE_FAILED", message)
-    })?;
+    let document = limits::parse(query).map_err(|error| RequestError::document(error.code(), error.to_string()))?;
     let document = Arc::new(document);
     endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
     Ok(document)
@@ -430,28 +470,6 @@ fn error_code(error: &ServerError) -> &str {
     }
 }
 
-fn select_operation<'a>(
-    document: &'a ExecutableDocument,
-    name: Option<&str>,
-) -> Result<&'a OperationDefinition, RequestError> {
-    let not_found = |message: String| RequestError::document("GRAPHQL_VALIDATION_FAILED", message);
-    match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Ok(&operation.node),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations
-            .get(name)
-            .map(|operation| &operation.node)
-            .ok_or_else(|| not_found(format!("the document has no operation named {name:?}"))),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => operations
-            .values()
-            .next()
-            .map(|operation| &operation.node)
-            .ok_or_else(|| not_found("no operation".to_owned())),
-        (DocumentOperations::Multiple(_), None) => {
-            Err(not_found("the document has several operations; name one with operationName".to_owned()))
-        }
-    }
-}
-
 fn sha256_hex(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     let mut hex = String::with_capacity(64);
@@ -459,6 +477,20 @@ fn sha256_hex(text: &str) -> String {
         let _ = write!(hex, "{byte:02x}");
     }
     hex
+}
+
+/// Whether the request declares one JSON body: `application/json`, any
+/// parameters (a charset) allowed, case-insensitive.
+fn declares_json(headers: &HeaderMap) -> bool {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    match (types.next(), types.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json")),
+        _ => false,
+    }
 }
 
 fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
@@ -558,6 +590,27 @@ mod tests {
     fn apq_hashes_are_lowercase_hex_sha256() {
         assert_eq!(sha256_hex("{ a }").len(), 64);
         assert_eq!(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+
+    #[test]
+    fn only_a_single_json_content_type_is_a_json_body() {
+        let with = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            }
+            declares_json(&headers)
+        };
+        assert!(with(&["application/json"]));
+        assert!(with(&["Application/JSON; charset=utf-8"]));
+        assert!(with(&[" application/json ;charset=UTF-8"]));
+        assert!(!with(&[]));
+        assert!(!with(&["text/plain"]));
+        assert!(!with(&["application/x-www-form-urlencoded"]));
+        assert!(!with(&["multipart/form-data; boundary=x"]));
+        assert!(!with(&["application/jsonp"]));
+        assert!(!with(&["application/graphql"]));
+        assert!(!with(&["application/json", "text/plain"]), "two types are no declaration");
     }
 
     #[test]

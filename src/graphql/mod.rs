@@ -25,11 +25,11 @@ pub mod model;
 pub mod resolve;
 pub mod sdl;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use config::GraphqlConfig;
+pub use config::{GraphqlConfig, TrustedDocuments};
 pub use http::GraphqlEndpoint;
 
 use crate::upstream::Upstreams;
@@ -93,6 +93,7 @@ impl GraphqlConfig {
             max_aliases: self.max_aliases,
             max_root_fields: self.max_root_fields,
             max_cost: self.max_cost,
+            max_fields: self.max_fields,
         }
     }
 
@@ -112,9 +113,13 @@ impl GraphqlConfig {
         });
         let schema = resolve::build_schema(Arc::clone(&runtime), self.introspection)
             .map_err(|error| GraphqlSetupError::Build(error.to_string()))?;
-        let trusted = match &self.trusted_documents {
-            None => None,
-            Some(path) => Some(load_trusted_documents(&base.join(path))?),
+        // Validation read the manifest; a config built by hand is read here.
+        let trusted = match (&self.trusted, &self.trusted_documents) {
+            (Some(trusted), _) => Some(Arc::clone(trusted)),
+            (None, None) => None,
+            (None, Some(path)) => Some(Arc::new(
+                config::read_trusted_documents(&base.join(path)).map_err(GraphqlSetupError::TrustedDocuments)?,
+            )),
         };
         let assets = base.join(&self.playground_assets);
         Ok(GraphqlEndpoint::new(
@@ -125,43 +130,12 @@ impl GraphqlConfig {
                 limits: self.limits(),
                 max_body_size: usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX),
                 persisted_queries: self.persisted_queries,
+                operation_timeout: self.operation_timeout,
                 trusted,
                 playground_assets: self.playground.then_some(assets.as_path()),
             },
         ))
     }
-}
-
-/// Reads a manifest: a JSON object of `sha256 -> document`, or Apollo's
-/// persisted-query manifest (`{"operations": [{"id", "body"}]}`).
-fn load_trusted_documents(path: &Path) -> Result<HashMap<String, Arc<str>>, GraphqlSetupError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| GraphqlSetupError::TrustedDocuments(format!("cannot read {}: {error}", path.display())))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|error| GraphqlSetupError::TrustedDocuments(format!("{} is not JSON: {error}", path.display())))?;
-    let mut documents = HashMap::new();
-    if let Some(operations) = manifest.get("operations").and_then(serde_json::Value::as_array) {
-        for operation in operations {
-            if let (Some(id), Some(body)) =
-                (operation.get("id").and_then(|v| v.as_str()), operation.get("body").and_then(|v| v.as_str()))
-            {
-                documents.insert(id.to_ascii_lowercase(), Arc::from(body));
-            }
-        }
-    } else if let Some(object) = manifest.as_object() {
-        for (hash, body) in object {
-            if let Some(body) = body.as_str() {
-                documents.insert(hash.trim_start_matches("sha256:").to_ascii_lowercase(), Arc::from(body));
-            }
-        }
-    }
-    if documents.is_empty() {
-        return Err(GraphqlSetupError::TrustedDocuments(format!(
-            "{} lists no documents; write {{\"<sha256>\": \"query ...\"}}",
-            path.display()
-        )));
-    }
-    Ok(documents)
 }
 
 #[cfg(test)]

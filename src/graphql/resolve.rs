@@ -66,6 +66,8 @@ pub struct OperationState {
     pub cache: Option<Arc<Cache>>,
     fetches: Mutex<HashMap<String, SharedFetch>>,
     loaders: Mutex<HashMap<String, Arc<Batcher>>>,
+    /// The operation's spawned backend calls, aborted when it ends.
+    calls: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl std::fmt::Debug for OperationState {
@@ -79,6 +81,25 @@ impl OperationState {
     pub fn new(identity: Option<Arc<Identity>>, request_id: Option<HeaderValue>) -> Self {
         let claims = identity.as_ref().map(|identity| Arc::clone(&identity.claims));
         Self { identity, claims, request_id, ..Self::default() }
+    }
+
+    /// Aborts every backend call the operation spawned that is still
+    /// running: once the operation is over (answered, timed out or dropped
+    /// with its client) nobody reads their answers.
+    pub fn abort_calls(&self) {
+        for call in self.calls.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            call.abort();
+        }
+    }
+}
+
+/// Aborts the operation's backend calls when dropped; held by whoever runs
+/// the operation, so that a deadline or a vanished client ends them too.
+pub struct AbortCallsOnDrop(pub Arc<OperationState>);
+
+impl Drop for AbortCallsOnDrop {
+    fn drop(&mut self) {
+        self.0.abort_calls();
     }
 }
 
@@ -443,7 +464,9 @@ fn upstream_service(runtime: &Runtime, connector: &RestConnector) -> Result<Arc<
 /// polling yet.
 fn spawn_call(call: BackendCall) -> SharedFetch {
     let service_name = Arc::clone(call.service.name());
+    let state = Arc::clone(&call.state);
     let task = tokio::spawn(call.run());
+    state.calls.lock().unwrap_or_else(PoisonError::into_inner).push(task.abort_handle());
     async move {
         task.await
             .unwrap_or(Err(FetchError::Status { service: service_name, status: StatusCode::BAD_GATEWAY }))

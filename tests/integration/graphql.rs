@@ -557,7 +557,15 @@ async fn trusted_documents_mode_runs_only_listed_documents() {
     let (status, body) = post_graphql(&gateway, json!({"query": "{ lesson(id: 5) { title } }"})).await;
     assert_eq!(status, StatusCode::OK, "a refused document is still a well-formed request");
     assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_NOT_IN_SAFELIST");
-    assert_eq!(backends.calls.list(), vec!["GET /lesson/4/"], "the second answer is cached (Lesson is PUBLIC)");
+    let listed_hash = json!({"persistedQuery": {"version": 1, "sha256Hash": hash}});
+    let (status, body) =
+        post_graphql(&gateway, json!({"query": "{ lesson(id: 6) { title } }", "extensions": listed_hash})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a listed hash with another text is refused: {body}");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "TRUSTED_DOCUMENT_MISMATCH");
+    assert!(body.get("data").is_none(), "{body}");
+    let (_, body) = post_graphql(&gateway, json!({"query": query, "extensions": listed_hash})).await;
+    assert_eq!(body["data"]["lesson"]["title"], "Lesson 4", "the hash with its own text runs");
+    assert_eq!(backends.calls.list(), vec!["GET /lesson/4/"], "later answers are cached (Lesson is PUBLIC)");
 }
 
 #[tokio::test]
@@ -573,4 +581,172 @@ async fn introspection_can_be_turned_off_and_the_playground_is_served() {
     let html = page.text().await.expect("html");
     assert!(html.contains("/graphql/assets/graphiql.min.js"), "assets come from the gateway, not a CDN");
     assert!(!html.contains("unpkg") && !html.contains("cdn"), "{html}");
+}
+
+/// `levels` fragments, each spreading the next twice through `spread`
+/// (which wraps `...F<n>`); the last selects `leaf`. 30 levels are 2^30
+/// fields once expanded, in about 1 KB.
+fn fan_out(levels: usize, spread: impl Fn(&str) -> String, leaf: &str) -> String {
+    let mut query = String::from("query Q($v: Boolean!) { student(id: 1) { ...F0 } }\n");
+    for level in 0..levels {
+        let next = format!("F{}", level + 1);
+        query.push_str(&format!("fragment F{level} on Student {{ {} {} }}\n", spread(&next), spread(&next)));
+    }
+    query.push_str(&format!("fragment F{levels} on Student {{ {leaf} }}\n"));
+    query
+}
+
+// Several workers: should a check ever spin on a document again, the test's
+// own timeout still fires and fails it rather than hanging with the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragment_fan_outs_are_refused_at_once_without_a_backend_call() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let documents = [
+        ("spreads", fan_out(30, |next| format!("...{next}"), "fullName")),
+        ("aliases", fan_out(30, |next| format!("...{next}"), "name: fullName other: username")),
+        ("inline fragments", fan_out(30, |next| format!("... on Student {{ ...{next} }}"), "fullName")),
+        ("@include", fan_out(30, |next| format!("...{next} @include(if: $v)"), "fullName")),
+    ];
+    for (variant, query) in documents {
+        assert!(query.len() < 3_000, "{variant}: {} bytes", query.len());
+        let started = std::time::Instant::now();
+        let request = post_graphql(&gateway, json!({"query": query, "variables": {"v": true}}));
+        let (status, body) = tokio::time::timeout(Duration::from_secs(20), request)
+            .await
+            .unwrap_or_else(|_| panic!("{variant}: no answer within 20 s"));
+        eprintln!("{variant}: refused in {:?}", started.elapsed());
+        assert_eq!(status, StatusCode::OK, "{variant}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_LIMIT_EXCEEDED", "{variant}: {body}");
+        let message = body["errors"][0]["message"].as_str().expect("message");
+        assert!(message.contains("fields once its fragments are expanded; the limit is 2000"), "{variant}: {message}");
+        assert!(body.get("data").is_none(), "{variant}: {body}");
+    }
+    assert!(backends.calls.list().is_empty(), "{:?}", backends.calls.list());
+
+    // Within the limit, the same shape runs: 2^10 copies of one field.
+    let (_, body) = post_graphql(
+        &gateway,
+        json!({"query": fan_out(10, |next| format!("...{next} @include(if: $v)"), "fullName"), "variables": {"v": true}}),
+    )
+    .await;
+    assert_eq!(body["data"]["student"]["fullName"], "Ada Lovelace", "{body}");
+}
+
+/// A backend that reads a request and never answers; it reports when the
+/// gateway closes the connection.
+async fn silent_backend() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (closed, closures) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0_u8; 4096];
+                while !matches!(stream.read(&mut buffer).await, Ok(0) | Err(_)) {}
+                let _ = closed.send(());
+            });
+        }
+    });
+    (url, closures)
+}
+
+#[tokio::test]
+async fn an_operation_past_its_deadline_is_a_coded_504_and_its_calls_are_dropped() {
+    let backends = backends(Behaviour::default(), "operation_timeout = \"300ms\"").await;
+    let (silent, mut closures) = silent_backend().await;
+    // The backend's own timeout is far away: only the operation's deadline can end this.
+    let toml = backends
+        .config(Some(("student_api", &silent)))
+        .replace("request_timeout = \"500ms\"", "request_timeout = \"60s\"");
+    let gateway = Gateway::start(&toml).await;
+
+    let started = std::time::Instant::now();
+    let request = client()
+        .post(gateway.url("/graphql"))
+        .header("accept", "application/graphql-response+json")
+        .json(&json!({"query": "{ student(id: 1) { fullName } lessons { id } }"}))
+        .send();
+    let response = tokio::time::timeout(Duration::from_secs(20), request).await.expect("an answer").expect("response");
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(response.headers()["content-type"], "application/graphql-response+json");
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "OPERATION_TIMEOUT", "{body}");
+    assert!(body.get("data").is_none(), "{body}");
+    assert!(elapsed >= Duration::from_millis(300), "answered after {elapsed:?}");
+    tokio::time::timeout(Duration::from_secs(10), closures.recv())
+        .await
+        .expect("the call to the silent backend is dropped, closing its connection");
+
+    let (status, body) = post_graphql(&gateway, json!({"query": "{ student(id: 2) { fullName } }"})).await;
+    assert_eq!(
+        status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "a gateway failure keeps its status under application/json: {body}"
+    );
+    assert_eq!(body["errors"][0]["extensions"]["code"], "OPERATION_TIMEOUT");
+}
+
+#[tokio::test]
+async fn posts_without_a_json_content_type_are_refused_and_run_nothing() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let body = json!({"query": "mutation { startReadingSession(lessonId: 1) { id } }"}).to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("text/plain;charset=UTF-8"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/xml"),
+        Some("application/graphql"),
+        None,
+    ] {
+        let mut request = client().post(gateway.url("/graphql")).body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
+        assert_eq!(response.headers()["content-type"], "application/json");
+        let answer: Value = response.json().await.expect("a JSON error");
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "UNSUPPORTED_MEDIA_TYPE", "{content_type:?}: {answer}");
+    }
+    assert!(backends.calls.list().is_empty(), "nothing ran: {:?}", backends.calls.list());
+
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .header("content-type", "Application/JSON; charset=utf-8")
+        .body(json!({"query": "{ lesson(id: 1) { title } }"}).to_string())
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.json::<Value>().await.expect("JSON")["data"]["lesson"]["title"], "Lesson 1");
+}
+
+/// What graphql-js's `getIntrospectionQuery()` returns, byte for byte (the
+/// default options; GraphiQL and codegen tools send it).
+const INTROSPECTION_QUERY: &str = include_str!("../fixtures/introspection-query.graphql");
+
+#[tokio::test]
+async fn the_standard_introspection_query_returns_the_schema_at_the_default_limits() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let (status, body) =
+        post_graphql(&gateway, json!({"query": INTROSPECTION_QUERY, "operationName": "IntrospectionQuery"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.get("errors").is_none(), "{body}");
+    let types = body["data"]["__schema"]["types"].as_array().expect("types");
+    let student = types.iter().find(|ty| ty["name"] == "Student").expect("Student is listed");
+    assert!(student["fields"].as_array().expect("fields").iter().any(|field| field["name"] == "readingSessions"));
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+
+    let deeper = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+    let (_, body) = post_graphql(&gateway, json!({"query": deeper})).await;
+    assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_LIMIT_EXCEEDED", "{body}");
+    assert!(body["errors"][0]["message"].as_str().expect("message").contains("introspection"), "{body}");
+    assert!(backends.calls.list().is_empty());
 }

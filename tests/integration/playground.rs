@@ -83,11 +83,23 @@ async fn the_playground_runs_the_dashboard_operation_in_a_browser() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok::<String, fantoccini::error::CmdError>(text)
+        // The docs explorer is built from the standard introspection query,
+        // which GraphiQL sent when the page loaded.
+        browser.find(Locator::Css(r#"button[aria-label="Show Documentation Explorer"]"#)).await?.click().await?;
+        let student = browser
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::XPath(
+                r#"//section[@aria-label="Documentation Explorer"]//*[normalize-space(text())="Student"]"#,
+            ))
+            .await?;
+        let listed = student.text().await?;
+        Ok::<(String, String), fantoccini::error::CmdError>((text, listed))
     }
     .await;
     let _ = browser.close().await;
-    let text = outcome.expect("the playground loads, runs and renders");
+    let (text, listed) = outcome.expect("the playground loads, runs, renders and lists the schema's types");
+    assert_eq!(listed, "Student", "the docs explorer lists the schema's types");
     assert!(text.contains("\"fullName\": \"Ada Lovelace\""), "rendered result: {text}");
     assert!(text.contains("\"title\": \"Lesson 7\""), "rendered result: {text}");
     assert!(text.contains("\"amount\": \"49.00\""), "rendered result: {text}");
