@@ -86,6 +86,9 @@ impl AppState {
         });
         let cache = Arc::new(Cache::new(&config.cache, cached_routes)?);
         report_cache(&telemetry, &cache);
+        for circuit in rate_limiter.redis_circuit().into_iter().chain(cache.redis_circuit()) {
+            telemetry.metrics().watch_redis(Arc::clone(circuit));
+        }
         Ok(Self { upstreams, proxy, graphql, auth, rate_limiter, telemetry, cache })
     }
 

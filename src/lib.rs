@@ -17,6 +17,8 @@
 //! - [`cache`]: response caching for REST routes and GraphQL `@rest` calls,
 //!   scoped per caller, bounded in bytes, optionally shared through Redis.
 //! - [`ratelimit`]: per-client GCRA limits, in memory or shared in Redis.
+//! - [`redis_health`]: the circuit breaker that keeps a Redis that is down
+//!   off the hot path (used by `ratelimit` and `cache`).
 //! - [`upstream`]: the client library for backends (pools, balancing,
 //!   health, retries, timeouts).
 //! - [`telemetry`]: logs, the per-request access log, Prometheus metrics,
@@ -34,6 +36,7 @@ pub mod graphql;
 pub mod identity;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis_health;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

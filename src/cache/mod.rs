@@ -50,6 +50,7 @@ pub use error::{CacheError, CacheSetupError};
 pub use layer::respond;
 
 use crate::identity::Identity;
+use crate::redis_health::RedisCircuit;
 use crate::routing::{PrefixMatch, PrefixTable};
 use entry::{variant_key, Answer, CacheKey, Content, Freshness, Origin, Partition, Stored};
 use flight::{Filled, Flights, Role};
@@ -73,7 +74,8 @@ pub struct CacheStats {
     pub shared_hits: u64,
     /// Redis commands that failed or timed out (each only cost a hit).
     pub shared_errors: u64,
-    /// Whether the Redis tier is connected (`false` without one).
+    /// Whether the Redis tier is used now: connected and not failed since
+    /// (`false` without one).
     pub shared_connected: bool,
     /// Entries evicted to stay within `max_size`.
     pub evictions: u64,
@@ -243,6 +245,11 @@ impl Cache {
             admin_path: config.admin_path.clone(),
             admin_key_sha256,
         })
+    }
+
+    /// The circuit breaker in front of the Redis tier, if there is one.
+    pub fn redis_circuit(&self) -> Option<&Arc<RedisCircuit>> {
+        self.shared.as_ref().map(SharedTier::circuit)
     }
 
     /// The counters now. Cheap: atomic loads, no housekeeping.

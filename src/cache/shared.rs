@@ -1,20 +1,20 @@
 //! The optional second tier: public answers shared through Redis by every
 //! replica, behind the in-memory tier.
 //!
-//! Redis is a help, never a dependency: the connection is made in the
-//! background (and re-made by redis' connection manager), every command is
-//! bounded by `cache.redis_timeout`, and any failure only counts as a miss.
+//! Redis is a help, never a dependency: every command is bounded by
+//! `cache.redis_timeout`, any failure only counts as a miss (or a skipped
+//! write), and a [`RedisCircuit`] keeps a Redis that failed out of the
+//! request path entirely until a background probe reaches it again. The
+//! circuit starts open: the first probe makes the connection, at start.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::entry::Stored;
-
-/// Longest pause between two attempts to connect.
-const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(30);
+use crate::redis_health::RedisCircuit;
 
 /// Keys deleted per `UNLINK` during a purge.
 const PURGE_BATCH: usize = 500;
@@ -28,10 +28,10 @@ pub(crate) struct SharedTier {
 struct Inner {
     client: redis::Client,
     connection: OnceLock<ConnectionManager>,
-    connecting: AtomicBool,
     timeout: Duration,
     prefix: String,
     errors: AtomicU64,
+    circuit: Arc<RedisCircuit>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -47,22 +47,27 @@ impl SharedTier {
             inner: Arc::new(Inner {
                 client: redis::Client::open(url)?,
                 connection: OnceLock::new(),
-                connecting: AtomicBool::new(false),
                 timeout,
                 prefix: prefix.to_owned(),
                 errors: AtomicU64::new(0),
+                circuit: RedisCircuit::new("cache", true),
             }),
         })
     }
 
     /// Starts connecting in the background (when called inside a runtime).
     pub fn start(&self) {
-        let _ = self.connection();
+        self.inner.circuit.probe_now(Arc::downgrade(&self.inner), Inner::probe);
     }
 
-    /// Whether a connection was made (redis' manager keeps it up since).
+    /// Whether Redis is used now: connected, and not failed since.
     pub fn is_connected(&self) -> bool {
-        self.inner.connection.get().is_some()
+        self.inner.circuit.state().up
+    }
+
+    /// The circuit breaker in front of Redis, for metrics.
+    pub fn circuit(&self) -> &Arc<RedisCircuit> {
+        &self.inner.circuit
     }
 
     /// Removes one key, in the background.
@@ -80,20 +85,15 @@ impl SharedTier {
         self.inner.errors.load(Ordering::Relaxed)
     }
 
-    /// The connection, if one was made; the first call starts connecting
-    /// in the background.
+    /// The connection, unless Redis is down (or not reached yet); then the
+    /// caller goes without it at once.
     fn connection(&self) -> Option<ConnectionManager> {
-        if let Some(connection) = self.inner.connection.get() {
-            return Some(connection.clone());
+        if !self.inner.circuit.is_closed() {
+            // A no-op while the probe runs; starts it if `start` could not.
+            self.inner.circuit.probe_now(Arc::downgrade(&self.inner), Inner::probe);
+            return None;
         }
-        if !self.inner.connecting.swap(true, Ordering::AcqRel) {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(connect(Arc::downgrade(&self.inner)));
-            } else {
-                self.inner.connecting.store(false, Ordering::Release);
-            }
-        }
-        None
+        self.inner.connection.get().cloned()
     }
 
     /// The stored answer under `key`, if Redis has one and answers in time.
@@ -123,7 +123,7 @@ impl SharedTier {
         tokio::spawn(async move {
             let pattern = format!("{}{key_pattern}", escape_pattern(&tier.inner.prefix));
             if let Err(error) = tier.purge_matching(connection, &pattern).await {
-                tier.inner.errors.fetch_add(1, Ordering::Relaxed);
+                tier.failed(&error);
                 tracing::warn!(%error, "cache purge in Redis failed");
             }
         });
@@ -154,16 +154,21 @@ impl SharedTier {
         match tokio::time::timeout(self.inner.timeout, command).await {
             Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
-                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                self.failed(&error);
                 tracing::debug!(%error, "cache tier in Redis failed; answering without it");
                 None
             }
             Err(_elapsed) => {
-                self.inner.errors.fetch_add(1, Ordering::Relaxed);
+                self.failed(&"no answer within cache.redis_timeout");
                 tracing::debug!(timeout = ?self.inner.timeout, "cache tier in Redis too slow; answering without it");
                 None
             }
         }
+    }
+
+    fn failed(&self, error: &dyn std::fmt::Display) {
+        self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        self.inner.circuit.failed(error, Arc::downgrade(&self.inner), Inner::probe);
     }
 
     fn redis_key(&self, key: &str) -> String {
@@ -171,36 +176,38 @@ impl SharedTier {
     }
 }
 
-/// Connects until it succeeds or the tier is dropped.
-async fn connect(tier: Weak<Inner>) {
-    let mut backoff = Duration::from_millis(100);
-    let mut warned = false;
-    loop {
-        let Some(inner) = tier.upgrade() else { return };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(inner.timeout.max(Duration::from_secs(1)))
-            .set_response_timeout(inner.timeout)
-            .set_number_of_retries(1);
-        let attempt = ConnectionManager::new_with_config(inner.client.clone(), config);
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(connection)) => {
-                let _ = inner.connection.set(connection);
-                tracing::info!("cache tier in Redis connected");
-                return;
+impl Inner {
+    /// One probe: connects if no connection was made yet, then asks for a
+    /// PING within the timeout. A connection that broke fails the first
+    /// PING and makes the manager reconnect; the second waits for that.
+    async fn probe(self: Arc<Self>) -> bool {
+        let connection = match self.connection.get() {
+            Some(connection) => connection.clone(),
+            None => {
+                // No retries of its own: the circuit is the back-off.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout.max(Duration::from_secs(1)))
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(0);
+                let attempt = ConnectionManager::new_with_config(self.client.clone(), config);
+                match tokio::time::timeout(self.timeout.max(Duration::from_secs(1)), attempt).await {
+                    Ok(Ok(connection)) => self.connection.get_or_init(|| connection).clone(),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "cache tier in Redis: connecting failed");
+                        return false;
+                    }
+                    Err(_elapsed) => return false,
+                }
             }
-            Ok(Err(error)) if !warned => {
-                warned = true;
-                tracing::warn!(%error, "cache tier in Redis unreachable; caching in memory only until it is");
+        };
+        let ping = async {
+            let mut connection = connection;
+            if redis::cmd("PING").query_async::<()>(&mut connection).await.is_ok() {
+                return Ok(());
             }
-            Err(_elapsed) if !warned => {
-                warned = true;
-                tracing::warn!("cache tier in Redis did not answer; caching in memory only until it does");
-            }
-            _ => {}
-        }
-        drop(inner);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_CONNECT_BACKOFF);
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        };
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(())))
     }
 }
 

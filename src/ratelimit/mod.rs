@@ -8,7 +8,9 @@
 //! from `X-Forwarded-For` only when the peer is a trusted proxy). Decisions
 //! are GCRA, in memory (governor) or in Redis so that every replica shares
 //! one budget; when Redis is unreachable the local limiter decides
-//! (fail-open) unless `fail_closed` is set. Answers carry the IETF
+//! (fail-open) unless `fail_closed` is set, and after a failure Redis is
+//! not asked again until a background probe reaches it
+//! ([`crate::redis_health`]), so an outage costs no request any waiting. Answers carry the IETF
 //! `RateLimit-Policy` / `RateLimit` headers; refusals are 429 with
 //! `Retry-After`. GraphQL operations can also be charged their cost through
 //! the [`CostBudget`] the layer leaves in request extensions.
@@ -32,6 +34,7 @@ pub use store::{Decision, LocalLimiter, Rate, RedisStore};
 
 use crate::error::GatewayError;
 use crate::identity::Identity;
+use crate::redis_health::RedisCircuit;
 use crate::routing::{PrefixMatch, PrefixTable};
 use crate::telemetry::metrics::{Metrics, RateLimitDecision};
 use crate::telemetry::REQUEST_ID;
@@ -151,6 +154,11 @@ impl RateLimiter {
             fail_closed: config.fail_closed,
             trusted_proxies: config.trusted_proxies.clone(),
         })
+    }
+
+    /// The circuit breaker in front of Redis, with the `redis` backend.
+    pub fn redis_circuit(&self) -> Option<&Arc<RedisCircuit>> {
+        self.redis.as_ref().map(RedisStore::circuit)
     }
 
     /// Starts the housekeeping that forgets idle clients; stops when dropped.

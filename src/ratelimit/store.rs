@@ -1,8 +1,10 @@
 //! The GCRA decision, kept in memory (governor) or in Redis (one Lua
-//! script, so that every replica shares one budget per client).
+//! script, so that every replica shares one budget per client). Redis sits
+//! behind a [`RedisCircuit`]: once it failed, it is not asked until a
+//! background probe reaches it again.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,8 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use redis::aio::ConnectionManager;
+
+use crate::redis_health::RedisCircuit;
 
 /// A sustained rate and the burst above it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,13 +183,17 @@ redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_
 return {1, 0, math.floor(new_tat - now)}
 "#;
 
-/// The Redis connection and script.
+/// The Redis connection and script, behind a circuit breaker.
 pub struct RedisStore {
+    inner: Arc<RedisConnection>,
+}
+
+struct RedisConnection {
     client: redis::Client,
     connection: tokio::sync::OnceCell<ConnectionManager>,
     script: redis::Script,
     timeout: Duration,
-    healthy: AtomicBool,
+    circuit: Arc<RedisCircuit>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -203,6 +211,9 @@ pub enum RedisDecisionError {
     /// No answer within the configured time.
     #[error("redis did not answer in time")]
     Timeout,
+    /// Redis failed recently and is not asked until a probe reaches it.
+    #[error("redis is down; not asked until a probe reaches it")]
+    CircuitOpen,
 }
 
 impl RedisStore {
@@ -210,38 +221,54 @@ impl RedisStore {
     /// by itself.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
-            connection: tokio::sync::OnceCell::new(),
-            script: redis::Script::new(GCRA_SCRIPT),
-            timeout,
-            healthy: AtomicBool::new(true),
+            inner: Arc::new(RedisConnection {
+                client: redis::Client::open(url)?,
+                connection: tokio::sync::OnceCell::new(),
+                script: redis::Script::new(GCRA_SCRIPT),
+                timeout,
+                circuit: RedisCircuit::new("ratelimit", false),
+            }),
         })
     }
 
-    /// Charges `cost` units of `rate` to `key`.
+    /// Charges `cost` units of `rate` to `key`; while Redis is known to be
+    /// down, fails at once instead of waiting for it.
     pub async fn check(&self, key: &str, rate: Rate, cost: u32) -> Result<Decision, RedisDecisionError> {
-        let outcome = tokio::time::timeout(self.timeout, self.check_now(key, rate, cost)).await;
+        let inner = &self.inner;
+        if !inner.circuit.is_closed() {
+            return Err(RedisDecisionError::CircuitOpen);
+        }
+        let outcome = tokio::time::timeout(inner.timeout, inner.check_now(key, rate, cost)).await;
         let outcome = outcome.unwrap_or(Err(RedisDecisionError::Timeout));
-        let healthy = outcome.is_ok();
-        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
-            match &outcome {
-                Ok(_) => tracing::info!("redis rate-limit store reachable again; limits are shared across replicas"),
-                Err(error) => tracing::warn!(%error, "redis rate-limit store unreachable"),
-            }
+        if let Err(error) = &outcome {
+            inner.circuit.failed(error, Arc::downgrade(inner), RedisConnection::probe);
         }
         outcome
     }
 
-    async fn check_now(&self, key: &str, rate: Rate, cost: u32) -> Result<Decision, RedisDecisionError> {
+    /// The circuit breaker in front of Redis, for metrics.
+    pub fn circuit(&self) -> &Arc<RedisCircuit> {
+        &self.inner.circuit
+    }
+}
+
+impl RedisConnection {
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
         let connection = self
             .connection
             .get_or_try_init(|| {
+                // No retries of its own: the circuit is the back-off.
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(self.timeout.max(Duration::from_millis(200)))
-                    .set_number_of_retries(1);
+                    .set_number_of_retries(0);
                 ConnectionManager::new_with_config(self.client.clone(), config)
             })
             .await?;
+        Ok(connection.clone())
+    }
+
+    async fn check_now(&self, key: &str, rate: Rate, cost: u32) -> Result<Decision, RedisDecisionError> {
+        let mut connection = self.connection().await?;
         let emission_micros = rate.emission_interval().as_micros() as u64;
         let (allowed, retry_micros, until_empty_micros): (i64, i64, i64) = self
             .script
@@ -249,7 +276,7 @@ impl RedisStore {
             .arg(emission_micros)
             .arg(rate.burst)
             .arg(cost.max(1))
-            .invoke_async(&mut connection.clone())
+            .invoke_async(&mut connection)
             .await?;
         let emission = rate.emission_interval().as_secs_f64();
         let outstanding = Duration::from_micros(until_empty_micros.max(0) as u64);
@@ -262,9 +289,18 @@ impl RedisStore {
         })
     }
 
-    /// Whether the last decision reached Redis.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// One probe: whether Redis answers a PING within the timeout. A
+    /// connection that broke fails the first PING and makes the manager
+    /// reconnect; the second waits for that reconnection.
+    async fn probe(self: Arc<Self>) -> bool {
+        let ping = async {
+            let mut connection = self.connection().await?;
+            if redis::cmd("PING").query_async::<()>(&mut connection).await.is_ok() {
+                return Ok(());
+            }
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        };
+        matches!(tokio::time::timeout(self.timeout, ping).await, Ok(Ok(())))
     }
 }
 

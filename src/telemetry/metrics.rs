@@ -30,6 +30,8 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::redis_health::{CircuitState, RedisCircuit};
+
 /// The label value that stands for every value past a label's cap.
 pub const OTHER: &str = "other";
 
@@ -280,6 +282,7 @@ type Series<Input, Value> = (&'static str, &'static str, fn(Input) -> Value);
 struct ScrapeSources {
     endpoints: Mutex<Option<Arc<dyn EndpointStates>>>,
     caches: Mutex<Vec<(Arc<str>, CacheSource)>>,
+    redis: Mutex<Vec<Arc<RedisCircuit>>>,
 }
 
 impl fmt::Debug for ScrapeSources {
@@ -345,6 +348,29 @@ impl Collector for ScrapeSources {
                 for (labels, snapshot) in &snapshots {
                     ConstGauge::new(value(snapshot)).encode(metric.encode_family(labels)?)?;
                 }
+            }
+        }
+
+        let circuits = self.redis.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if !circuits.is_empty() {
+            #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+            struct ComponentLabels {
+                component: &'static str,
+            }
+            let states: Vec<(ComponentLabels, CircuitState)> = circuits
+                .iter()
+                .map(|circuit| (ComponentLabels { component: circuit.component() }, circuit.state()))
+                .collect();
+            let help = "1 while Redis is used, 0 while it is skipped after a failure until a probe reaches it.";
+            let mut metric = encoder.encode_descriptor("portico_redis_up", help, None, MetricType::Gauge)?;
+            for (labels, state) in &states {
+                ConstGauge::new(i64::from(state.up)).encode(metric.encode_family(labels)?)?;
+            }
+            let help = "Calls answered without Redis because it was down (local limiter, cache miss, skipped write).";
+            let mut metric =
+                encoder.encode_descriptor("portico_redis_short_circuited", help, None, MetricType::Counter)?;
+            for (labels, state) in &states {
+                ConstCounter::new(state.short_circuited).encode(metric.encode_family(labels)?)?;
             }
         }
         Ok(())
@@ -483,6 +509,12 @@ impl Metrics {
     /// Reads a cache's counters at every scrape, labelled `cache="<name>"`.
     pub fn watch_cache(&self, name: &str, snapshot: impl Fn() -> CacheSnapshot + Send + Sync + 'static) {
         self.sources.caches.lock().unwrap_or_else(PoisonError::into_inner).push((Arc::from(name), Arc::new(snapshot)));
+    }
+
+    /// Reads a Redis circuit breaker at every scrape, labelled with its
+    /// component (`ratelimit`, `cache`).
+    pub fn watch_redis(&self, circuit: Arc<RedisCircuit>) {
+        self.sources.redis.lock().unwrap_or_else(PoisonError::into_inner).push(circuit);
     }
 
     /// Reads every replica's health at every scrape.

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use crate::graphql::{token, SECRET};
 use crate::harness::{client, eventually, Gateway, Stub};
-use crate::redis_server::RedisServer;
+use crate::redis_server::{redis_short_circuited, redis_up, RedisServer};
 
 /// The admin key of the test gateways, and its SHA-256.
 const ADMIN_KEY: &str = "let-me-purge";
@@ -621,6 +621,84 @@ async fn a_redis_that_is_down_costs_hits_not_requests() {
     assert_eq!(label_of(&gateway, "/pub/item").await, "MISS");
     assert_eq!(label_of(&gateway, "/pub/item").await, "HIT", "memory still serves");
     assert_eq!(stats(&gateway).await["shared_connected"], false);
+}
+
+async fn scrape(gateway: &Gateway) -> String {
+    client().get(gateway.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+}
+
+/// Waits until the gateway's answer to `path` is in Redis.
+async fn stored_in_redis(redis: &RedisServer, path: &str) {
+    let connection = redis::Client::open(redis.url.as_str()).expect("url");
+    eventually(Duration::from_secs(5), || {
+        let connection = connection.clone();
+        async move {
+            let Ok(mut connection) = connection.get_multiplexed_async_connection().await else { return false };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("portico:cache:*{path}*"))
+                .query_async(&mut connection)
+                .await
+                .unwrap_or_default();
+            !keys.is_empty()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_redis_tier_is_not_asked_per_request_and_is_shared_again_once_back() {
+    // Long, so that a request that waited for Redis is unmistakable.
+    let redis_timeout = Duration::from_millis(500);
+    let mut redis = RedisServer::start();
+    let (_, stub) = backend().await;
+    let toml = config(&stub, &format!("redis_url = \"{}\"\nredis_timeout = \"500ms\"", redis.url));
+    let first = Gateway::start(&toml).await;
+    let second = Gateway::start(&toml).await;
+    let host = [("host", "portico.test")];
+    for gateway in [&first, &second] {
+        eventually(Duration::from_secs(10), || async { stats(gateway).await["shared_connected"] == true }).await;
+    }
+    assert_eq!(x_cache(&fetch(&first, "/pub/before", None, &host).await), "MISS");
+    stored_in_redis(&redis, "/pub/before").await;
+    assert_eq!(x_cache(&fetch(&second, "/pub/before", None, &host).await), "HIT", "shared through Redis");
+    assert_eq!(redis_up(&scrape(&first).await, "cache"), Some(1));
+
+    // Redis crashes. Every request misses in memory (a new path each time),
+    // so each would ask Redis; only those already waiting for it when it
+    // failed may wait (four callers: at most four, plus slack).
+    redis.kill();
+    let worker = |gateway: &'static str, index: usize, rounds: usize| {
+        let replica = if gateway == "first" { &first } else { &second };
+        async move {
+            let mut waited = 0;
+            for round in 0..rounds {
+                let started = tokio::time::Instant::now();
+                let path = format!("/pub/down-{gateway}-{index}-{round}");
+                let response = fetch(replica, &path, None, &host).await;
+                assert_eq!((response.status(), x_cache(&response)), (StatusCode::OK, "MISS".to_owned()));
+                waited += usize::from(started.elapsed() >= redis_timeout);
+            }
+            waited
+        }
+    };
+    let waited: usize =
+        futures_util::future::join_all((0..4).map(|index| worker("first", index, 50))).await.into_iter().sum();
+    assert!(waited <= 6, "{waited} of 200 requests waited the whole redis_timeout for a dead Redis");
+    let metrics = scrape(&first).await;
+    assert_eq!(redis_up(&metrics, "cache"), Some(0), "{metrics}");
+    assert!(redis_short_circuited(&metrics, "cache").is_some_and(|calls| calls >= 190), "{metrics}");
+    // The other replica learns of the outage from its own first request.
+    assert!(worker("second", 0, 5).await <= 1);
+    assert_eq!(redis_up(&scrape(&second).await, "cache"), Some(0));
+
+    // Redis is back: a background probe finds it, and answers are shared again.
+    redis.restart();
+    for gateway in [&first, &second] {
+        eventually(Duration::from_secs(20), || async { redis_up(&scrape(gateway).await, "cache") == Some(1) }).await;
+    }
+    assert_eq!(x_cache(&fetch(&first, "/pub/after", None, &host).await), "MISS");
+    stored_in_redis(&redis, "/pub/after").await;
+    assert_eq!(x_cache(&fetch(&second, "/pub/after", None, &host).await), "HIT", "shared through Redis again");
 }
 
 /// A GraphQL gateway over the stub, with cache hints in its schema.

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::graphql::{token, SECRET};
 use crate::harness::{client, config, eventually, json_of, service, Gateway, Stub};
-use crate::redis_server::RedisServer;
+use crate::redis_server::{redis_short_circuited, redis_up, RedisServer};
 
 fn auth() -> String {
     format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\n")
@@ -213,10 +213,87 @@ async fn two_gateways_share_one_budget_through_redis_and_survive_its_loss() {
 async fn fail_closed_refuses_while_redis_is_down() {
     let mut redis = RedisServer::start();
     let backend = Stub::echo("api").await;
-    let gateway = limited_gateway(&redis_policies(&redis.url, "fail_closed = true"), "", &backend).await;
+    let gateway = limited_gateway(&slow_redis_policies(&redis.url, "fail_closed = true"), SHARED, &backend).await;
     assert_eq!(get(&gateway, &[]).await.status(), StatusCode::OK);
     redis.kill();
     let response = get(&gateway, &[]).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json_of(response).await["error"]["code"], "rate_limiter_unavailable");
+
+    // Refusals come at memory speed too, not after a wait for Redis.
+    let waited = timed_requests(&gateway, 1, 20, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(waited <= 1, "{waited} of 20 refusals waited the whole redis_timeout");
+    redis.restart();
+    eventually(Duration::from_secs(20), || async { redis_up(&scrape(&gateway).await, "ratelimit") == Some(1) }).await;
+    assert_eq!(get(&gateway, &[]).await.status(), StatusCode::OK, "the first successful probe closes the circuit");
+}
+
+const SHARED: &str = "rate_limit = \"shared\"";
+
+/// The rate limiter's Redis timeout in [`slow_redis_policies`]: long, so
+/// that a request that waited for Redis cannot be mistaken for one that
+/// did not.
+const LONG_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Like [`redis_policies`], but for the route only (`rate_limit =
+/// "shared"`), so that scraping `/metrics` is never refused.
+fn slow_redis_policies(url: &str, extra: &str) -> String {
+    format!("[rate_limiting]\nbackend = \"redis\"\nredis_url = \"{url}\"\nredis_timeout = \"500ms\"\n{extra}\n\n[rate_limits.shared]\nper_second = 0.05\nburst = 4\n")
+}
+
+async fn scrape(gateway: &Gateway) -> String {
+    client().get(gateway.url("/metrics")).send().await.expect("metrics").text().await.expect("text")
+}
+
+/// Sends `per_worker` requests from each of `workers` concurrent callers
+/// (each one after the other) and counts those that took at least
+/// [`LONG_REDIS_TIMEOUT`]; every answer must have `status` (or be a 429).
+async fn timed_requests(gateway: &Gateway, workers: usize, per_worker: usize, status: StatusCode) -> usize {
+    let worker = |_| async move {
+        let mut waited = 0;
+        for _ in 0..per_worker {
+            let started = tokio::time::Instant::now();
+            let answered = get(gateway, &[]).await.status();
+            assert!(answered == status || answered == StatusCode::TOO_MANY_REQUESTS, "{answered}");
+            waited += usize::from(started.elapsed() >= LONG_REDIS_TIMEOUT);
+        }
+        waited
+    };
+    futures_util::future::join_all((0..workers).map(worker)).await.into_iter().sum()
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_not_asked_per_request_and_is_shared_again_once_back() {
+    let mut redis = RedisServer::start();
+    let backend = Stub::echo("api").await;
+    let first = limited_gateway(&slow_redis_policies(&redis.url, ""), SHARED, &backend).await;
+    let second = limited_gateway(&slow_redis_policies(&redis.url, ""), SHARED, &backend).await;
+    for gateway in [&first, &second] {
+        assert_eq!(get(gateway, &[]).await.status(), StatusCode::OK, "connected to Redis");
+        assert_eq!(redis_up(&scrape(gateway).await, "ratelimit"), Some(1));
+    }
+
+    // Redis crashes. Only requests already on their way to it when it
+    // failed may wait for it (four callers: at most four, plus slack);
+    // the others are decided by the local limiter at once.
+    redis.kill();
+    let waited = timed_requests(&first, 4, 50, StatusCode::OK).await;
+    assert!(waited <= 6, "{waited} of 200 requests waited the whole redis_timeout for a dead Redis");
+    let metrics = scrape(&first).await;
+    assert_eq!(redis_up(&metrics, "ratelimit"), Some(0), "{metrics}");
+    assert!(redis_short_circuited(&metrics, "ratelimit").is_some_and(|calls| calls >= 190), "{metrics}");
+    // The other replica learns of the outage from its own first request.
+    assert!(timed_requests(&second, 1, 5, StatusCode::OK).await <= 1);
+    assert_eq!(redis_up(&scrape(&second).await, "ratelimit"), Some(0));
+
+    // Redis is back: a background probe finds it, and the two replicas
+    // share one budget again.
+    redis.restart();
+    for gateway in [&first, &second] {
+        eventually(Duration::from_secs(20), || async { redis_up(&scrape(gateway).await, "ratelimit") == Some(1) })
+            .await;
+    }
+    let caller = [("authorization", format!("Bearer {}", token("after-restart", "")))];
+    assert_eq!(admitted(&first, 4, &caller).await, 4);
+    assert_eq!(get(&second, &caller).await.status(), StatusCode::TOO_MANY_REQUESTS, "one budget for both again");
 }

@@ -65,3 +65,15 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// The value of `portico_redis_up{component="<component>"}` in a scrape.
+pub fn redis_up(metrics: &str, component: &str) -> Option<i64> {
+    let series = format!("portico_redis_up{{component=\"{component}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+}
+
+/// The value of `portico_redis_short_circuited_total{component="<component>"}`.
+pub fn redis_short_circuited(metrics: &str, component: &str) -> Option<u64> {
+    let series = format!("portico_redis_short_circuited_total{{component=\"{component}\"}} ");
+    metrics.lines().find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+}
