@@ -24,6 +24,8 @@
 //! - [`telemetry`]: logs, the per-request access log, Prometheus metrics,
 //!   W3C trace propagation and optional OTLP span export.
 //! - [`error`]: the single edge where failures become client answers.
+//! - `fuzzing` (hidden): the fuzz targets' bodies, shared by `fuzz/` and
+//!   the corpus replay test.
 //!
 //! See `ARCHITECTURE.md` for the request's path through these modules.
 
@@ -32,6 +34,8 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod graphql;
 pub mod identity;
 pub mod proxy;

@@ -31,7 +31,7 @@ mod entry;
 mod error;
 mod flight;
 mod layer;
-mod rules;
+pub(crate) mod rules;
 mod shared;
 
 use crate::auth::KeyDigest;

@@ -14,6 +14,7 @@
 //! - `cargo xtask demo`: setup, then the services and the gateway, until Ctrl-C.
 //! - `cargo xtask test`: setup, Django tests, fmt, clippy and `cargo test`, as CI runs them.
 //! - `cargo xtask bench [--smoke]`: portico against NGINX and a Node GraphQL peer under load.
+//! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the cargo-fuzz targets on nightly, each for a bounded time.
 //!
 //! Unix only: the services run under gunicorn, which needs it.
 
@@ -21,6 +22,7 @@ mod bench;
 mod check;
 mod children;
 mod demo;
+mod fuzz;
 mod setup;
 mod workspace;
 
@@ -43,7 +45,11 @@ commands:
                     portico vs NGINX (REST passthrough) and vs a Node GraphQL peer (Apollo Server 4,
                     the Dashboard operation) under wrk; results in target/bench/ (JSON, Markdown, PNG).
                     --smoke: portico only, debug build, seconds-long, no thresholds;
-                    --portico: use this binary instead of building one";
+                    --portico: use this binary instead of building one
+  fuzz [--seconds N] [TARGET]...
+                    run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after the other, each
+                    for N seconds (default 60); targets: config, path, sdl, graphql_limits, jwt,
+                    cache_control (default all)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -64,6 +70,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         ["setup", "--reseed"] => setup::setup(&workspace, setup::Seeding::Reseed),
         ["demo"] => demo::demo(&workspace),
         ["test"] => check::test(&workspace),
+        ["fuzz", options @ ..] => fuzz::fuzz(&workspace, &fuzz::Options::parse(options)?),
         ["bench", options @ ..] => bench::bench(&workspace, &bench::Options::parse(&workspace, options)?).map(drop),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
