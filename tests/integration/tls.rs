@@ -524,3 +524,20 @@ async fn https_upstreams_are_health_checked_over_tls() {
     let answer = client().get(gateway.url("/readyz")).send().await.expect("answer");
     assert_eq!(json_of(answer).await["services"], serde_json::json!(["impostor"]));
 }
+
+#[tokio::test]
+async fn a_connection_silent_after_the_handshake_is_closed() {
+    let ca = TestCa::new("portico test CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    install(dir.path(), &ca.leaf("gateway"));
+    let toml = config_with_server(
+        "header_read_timeout = \"300ms\"",
+        &format!("[server.tls]\ncert = {:?}\nkey = {:?}\n", dir.path().join("cert.pem"), dir.path().join("key.pem")),
+    );
+    let gateway = Gateway::start(&toml).await;
+
+    let mut stream = connect(gateway.addr, client_config(&ca.der(), &[b"http/1.1"], rustls::DEFAULT_VERSIONS)).await;
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "a TLS connection that never sends a request is still open after 5 s");
+}
