@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_graphql::Variables;
-use async_graphql_parser::types::OperationType;
 use futures_util::FutureExt as _;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -180,37 +179,21 @@ impl GraphqlTarget {
         let config = GraphqlConfig::default();
         let services = SERVICES.iter().map(|name| (*name).to_owned()).collect();
         let model = config.load_schema(Path::new(""), &services).expect("the default schema loads");
-        let limits = Limits {
-            max_document_size: usize::try_from(config.max_document_size.as_u64()).unwrap_or(usize::MAX),
-            max_tokens: config.max_tokens,
-            max_depth: config.max_depth,
-            max_aliases: config.max_aliases,
-            max_root_fields: config.max_root_fields,
-            max_cost: config.max_cost,
-        };
-        Self { model, limits }
+        Self { model, limits: config.limits() }
     }
 
     fn run(&self, data: &[u8]) {
         let Ok(query) = std::str::from_utf8(data) else { return };
-        if limits::check_text(query, &self.limits).is_err() {
+        let variables = Variables::default();
+        if limits::check_document(&self.model, query, None, &variables, &self.limits).is_err() {
             return;
         }
-        let Ok(document) = async_graphql_parser::parse_query(query) else { return };
-        let variables = Variables::default();
-        for (_, operation) in document.operations.iter() {
-            let root_type = match operation.node.ty {
-                OperationType::Query => Some(self.model.query.as_str()),
-                OperationType::Mutation => self.model.mutation.as_deref(),
-                OperationType::Subscription => None,
-            };
-            let Some(root_type) = root_type else { continue };
-            let checked =
-                limits::check_operation(&self.model, &document, &operation.node, root_type, &variables, &self.limits);
-            if checked.is_ok() {
-                drop(cache_control::header_value(&self.model, &document, &operation.node, root_type));
-            }
-        }
+        // Only documents that passed the checks reach the header computation,
+        // as in the endpoint.
+        let Ok(document) = limits::parse(query) else { return };
+        let Ok(operation) = limits::select_operation(&document, None) else { return };
+        let Some(root_type) = limits::root_type(&self.model, operation.ty) else { return };
+        drop(cache_control::header_value(&self.model, &document, operation, root_type));
     }
 }
 

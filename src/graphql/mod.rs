@@ -85,7 +85,8 @@ impl GraphqlConfig {
         sdl::load(&sources, services).map_err(GraphqlSetupError::Schema)
     }
 
-    fn limits(&self) -> Limits {
+    /// The document limits this section sets.
+    pub fn limits(&self) -> Limits {
         Limits {
             max_document_size: usize::try_from(self.max_document_size.as_u64()).unwrap_or(usize::MAX),
             max_tokens: self.max_tokens,
