@@ -10,6 +10,7 @@ mod harness;
 mod playground;
 mod protocol;
 mod ratelimit;
+mod recovery;
 #[path = "../support/redis.rs"]
 mod redis_server;
 mod resilience;
