@@ -161,7 +161,16 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
     *upstream_request.uri_mut() = path_and_query.into();
     *upstream_request.headers_mut() = parts.headers;
 
-    let answer = route.service.send(upstream_request).instrument(span).await?;
+    let answer = match route.service.send(upstream_request).instrument(span).await {
+        Ok(answer) => answer,
+        Err(error) => {
+            // The access log names the replica that failed, not only the one that answers.
+            if let (Some(log), Some((endpoint, retries))) = (&log, error.attempt()) {
+                log.set_upstream(endpoint, retries);
+            }
+            return Err(error.into());
+        }
+    };
     if let Some(log) = &log {
         log.set_upstream(&answer.endpoint, answer.retries);
     }

@@ -1,9 +1,11 @@
 //! Request and response bodies on the way to and from a backend.
 //!
-//! A streamed request body can be sent once; to fail over after a connect
-//! error it must still be in hand. [`UpstreamRequestBody`] keeps a streamed
-//! body in a shared slot and remembers whether the client ever pulled from
-//! it, which is exactly the "nothing was sent yet" condition for a retry.
+//! A streamed request body can be sent once; to send a request again after
+//! a failed attempt, the body must still be in hand. [`UpstreamRequestBody`]
+//! keeps a streamed body in a shared slot and remembers whether any of its
+//! bytes were pulled, which is exactly the "nothing was sent yet" condition
+//! for a retry. A body that turned out to be empty (a `DELETE` without
+//! `Content-Length`, say) has sent nothing, so it replays like no body.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +39,10 @@ pub enum UpstreamRequestBody {
 #[derive(Debug)]
 pub struct StreamSlot {
     body: Mutex<axum::body::Body>,
+    /// Some bytes (or trailers) went to an attempt.
     started: AtomicBool,
+    /// The body has ended; later attempts must not poll it again.
+    finished: AtomicBool,
     size_hint: SizeHint,
     /// The client body's own error, kept with its type so the edge can tell
     /// "too large" from "too slow" from "malformed".
@@ -57,6 +62,7 @@ impl UpstreamRequestBody {
         Self::Streaming(Arc::new(StreamSlot {
             body: Mutex::new(body),
             started: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             size_hint,
             failure: Mutex::new(None),
         }))
@@ -108,17 +114,30 @@ impl Body for AttemptBody {
             Self::Empty => Poll::Ready(None),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes)))),
             Self::Streaming(slot) => {
-                slot.started.store(true, Ordering::Release);
+                if slot.finished.load(Ordering::Acquire) {
+                    return Poll::Ready(None);
+                }
                 // Only this attempt polls the slot, so the lock is never
                 // contended and is released before returning.
                 let mut body = slot.body.lock().unwrap_or_else(PoisonError::into_inner);
                 match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if frame.data_ref().is_none_or(|data| !data.is_empty()) {
+                            slot.started.store(true, Ordering::Release);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
                     Poll::Ready(Some(Err(error))) => {
+                        slot.started.store(true, Ordering::Release);
                         let error = error.into_inner();
                         *slot.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
                         Poll::Ready(Some(Err(Box::new(ClientBodyFailed))))
                     }
-                    other => other.map_err(BoxError::from),
+                    Poll::Ready(None) => {
+                        slot.finished.store(true, Ordering::Release);
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
             }
         }
@@ -128,7 +147,10 @@ impl Body for AttemptBody {
         match self {
             Self::Empty => true,
             Self::Full(bytes) => bytes.is_none(),
-            Self::Streaming(slot) => slot.body.lock().unwrap_or_else(PoisonError::into_inner).is_end_stream(),
+            Self::Streaming(slot) => {
+                slot.finished.load(Ordering::Acquire)
+                    || slot.body.lock().unwrap_or_else(PoisonError::into_inner).is_end_stream()
+            }
         }
     }
 
@@ -177,5 +199,39 @@ impl Body for UpstreamResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn streamed(chunks: Vec<&'static str>) -> UpstreamRequestBody {
+        let chunks = chunks.into_iter().map(|chunk| Ok::<_, std::io::Error>(Frame::data(Bytes::from(chunk))));
+        UpstreamRequestBody::streaming(axum::body::Body::new(http_body_util::StreamBody::new(
+            futures_util::stream::iter(chunks.collect::<Vec<_>>()),
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_that_turned_out_empty_replays() {
+        let body = streamed(vec![""]);
+        let first = body.for_attempt().collect().await.expect("first attempt").to_bytes();
+        assert!(first.is_empty());
+        assert!(body.is_replayable(), "nothing was sent, so it can be sent again");
+        let again = body.for_attempt();
+        assert!(again.is_end_stream(), "the ended body is not polled again");
+        assert!(again.collect().await.expect("second attempt").to_bytes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_that_sent_bytes_does_not_replay() {
+        let body = streamed(vec!["part"]);
+        let mut attempt = body.for_attempt();
+        let frame = attempt.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from("part")));
+        assert!(!body.is_replayable());
     }
 }

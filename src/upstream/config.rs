@@ -158,6 +158,11 @@ pub struct HealthCheckConfig {
     /// Time between two checks of one replica.
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Time between two checks of a replica out of rotation (failing checks
+    /// or ejected), so that one coming back is noticed within about this
+    /// long. The shorter of this and `interval` applies.
+    #[serde(with = "humantime_serde")]
+    pub unhealthy_interval: Duration,
     /// Time a check may take before it counts as failed.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -173,6 +178,7 @@ impl Default for HealthCheckConfig {
             enabled: true,
             path: "/health/".to_owned(),
             interval: Duration::from_secs(5),
+            unhealthy_interval: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             unhealthy_threshold: 2,
             healthy_threshold: 1,
@@ -188,7 +194,8 @@ pub struct PassiveHealthConfig {
     pub enabled: bool,
     /// Consecutive connect errors, timeouts or 5xx answers that eject a replica.
     pub consecutive_failures: u32,
-    /// Length of the first ejection; each further ejection doubles it.
+    /// Length of the first ejection; each further ejection doubles it. The
+    /// first successful answer or passed health check ends an ejection early.
     #[serde(with = "humantime_serde")]
     pub base_ejection: Duration,
     /// Upper bound of the growing ejection time.
@@ -256,6 +263,7 @@ impl ServiceConfig {
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
             ("health_check.interval", self.health_check.interval),
+            ("health_check.unhealthy_interval", self.health_check.unhealthy_interval),
             ("health_check.timeout", self.health_check.timeout),
             ("passive_health.base_ejection", self.passive_health.base_ejection),
         ] {
@@ -281,5 +289,28 @@ impl ServiceConfig {
         if self.retry.min_per_second > 1_000_000 {
             problems.push(format!("{key}.retry.min_per_second"), "must be at most 1000000");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_rotation_replicas_are_checked_every_second_unless_configured() {
+        let parsed: HealthCheckConfig = toml::from_str("interval = \"5s\"").expect("parses");
+        assert_eq!(parsed.unhealthy_interval, Duration::from_secs(1));
+        let parsed: HealthCheckConfig = toml::from_str("unhealthy_interval = \"250ms\"").expect("parses");
+        assert_eq!(parsed.unhealthy_interval, Duration::from_millis(250));
+        assert!(toml::from_str::<HealthCheckConfig>("unhealthy_intervall = \"1s\"").is_err());
+
+        let mut config: ServiceConfig = toml::from_str("endpoints = [\"http://127.0.0.1:8001\"]").expect("parses");
+        config.health_check.unhealthy_interval = Duration::ZERO;
+        let mut problems = Problems::default();
+        config.validate("services.api", &mut problems);
+        assert_eq!(
+            problems.first().map(|problem| problem.key.as_str()),
+            Some("services.api.health_check.unhealthy_interval")
+        );
     }
 }

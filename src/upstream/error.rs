@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A failed backend call. Messages name the service, never an address: the
-/// edge that answers clients relies on that.
+/// edge that answers clients relies on that. The replica that failed is
+/// carried for logs ([`UpstreamError::attempt`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Every replica is down or ejected.
+    /// The service has no replica at all to try.
     #[error("no healthy endpoint for service {service}")]
     NoHealthyEndpoint {
         /// The service called.
@@ -18,6 +19,10 @@ pub enum UpstreamError {
     Connect {
         /// The service called.
         service: Arc<str>,
+        /// The replica tried last (`host:port`).
+        endpoint: Arc<str>,
+        /// Retries made before the last attempt.
+        retries: u32,
         /// The client's error, for logs.
         #[source]
         source: hyper_util::client::legacy::Error,
@@ -27,6 +32,10 @@ pub enum UpstreamError {
     Timeout {
         /// The service called.
         service: Arc<str>,
+        /// The replica tried last (`host:port`).
+        endpoint: Arc<str>,
+        /// Retries made before the last attempt.
+        retries: u32,
         /// The configured limit.
         after: Duration,
     },
@@ -36,6 +45,10 @@ pub enum UpstreamError {
     RequestBody {
         /// The service called.
         service: Arc<str>,
+        /// The replica tried last (`host:port`).
+        endpoint: Arc<str>,
+        /// Retries made before the last attempt.
+        retries: u32,
         /// Why the body failed.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
@@ -45,6 +58,10 @@ pub enum UpstreamError {
     Protocol {
         /// The service called.
         service: Arc<str>,
+        /// The replica tried last (`host:port`).
+        endpoint: Arc<str>,
+        /// Retries made before the last attempt.
+        retries: u32,
         /// The client's error, for logs.
         #[source]
         source: hyper_util::client::legacy::Error,
@@ -60,6 +77,18 @@ impl UpstreamError {
             | Self::Timeout { service, .. }
             | Self::RequestBody { service, .. }
             | Self::Protocol { service, .. } => service,
+        }
+    }
+
+    /// The replica the last attempt went to and the retries made before it,
+    /// for the access log; `None` when no replica was tried.
+    pub fn attempt(&self) -> Option<(&Arc<str>, u32)> {
+        match self {
+            Self::NoHealthyEndpoint { .. } => None,
+            Self::Connect { endpoint, retries, .. }
+            | Self::Timeout { endpoint, retries, .. }
+            | Self::RequestBody { endpoint, retries, .. }
+            | Self::Protocol { endpoint, retries, .. } => Some((endpoint, *retries)),
         }
     }
 }

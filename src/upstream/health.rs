@@ -3,7 +3,10 @@
 //! Two independent signals decide whether a replica takes traffic: the
 //! active checker's verdict (`GET /health/` at an interval) and passive
 //! ejection after consecutive failures of real requests. Ejection lasts a
-//! back-off that doubles with each ejection and resets after a success.
+//! back-off that doubles with each ejection; the first success, a real
+//! answer or a passed check, ends it and resets the back-off, so a replica
+//! that comes back is used again at once. Replicas out of rotation are
+//! checked at the shorter `unhealthy_interval` for the same reason.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -69,14 +72,24 @@ impl EndpointHealth {
         now_millis < self.ejected_until_millis.load(Ordering::Relaxed)
     }
 
-    /// Records a request that the replica answered properly.
-    pub fn record_success(&self) {
+    /// Records a request the replica answered properly, or a passed check:
+    /// the failure streak and the back-off reset, and an ejection ends.
+    /// Returns whether it ended an ejection (the clock is read only then).
+    pub fn record_success(&self, clock: &HealthClock) -> bool {
+        // Loads first: on the hot path the state is nearly always clean, and
+        // a load does not dirty the cache line the other cores read.
         if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
             self.consecutive_failures.store(0, Ordering::Relaxed);
         }
         if self.ejections.load(Ordering::Relaxed) != 0 {
             self.ejections.store(0, Ordering::Relaxed);
         }
+        let ejected_until = self.ejected_until_millis.load(Ordering::Relaxed);
+        if ejected_until == 0 {
+            return false;
+        }
+        self.ejected_until_millis.store(0, Ordering::Relaxed);
+        clock.now_millis() < ejected_until
     }
 
     /// Records a failed request; returns the ejection length when this
@@ -179,11 +192,13 @@ mod tests {
         let policy = policy();
         health.record_failure(&policy, 0);
         health.record_failure(&policy, 0);
-        health.record_success();
+        let clock = HealthClock::start();
+        assert!(!health.record_success(&clock), "nothing was ejected");
         assert_eq!(health.record_failure(&policy, 0), None);
         health.record_failure(&policy, 0);
-        assert_eq!(health.record_failure(&policy, 0), Some(Duration::from_secs(1)));
-        health.record_success();
+        assert_eq!(health.record_failure(&policy, clock.now_millis()), Some(Duration::from_secs(1)));
+        assert!(health.record_success(&clock), "the success ended the ejection");
+        assert!(health.is_available(clock.now_millis()), "back in rotation before the back-off ran out");
         for _ in 0..2 {
             health.record_failure(&policy, 5000);
         }

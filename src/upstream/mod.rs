@@ -305,6 +305,32 @@ impl UpstreamService {
         self.endpoints.iter().any(|endpoint| endpoint.health.is_available(now))
     }
 
+    /// The replica for the next attempt: one in rotation that this request
+    /// has not tried yet. When every replica is out of rotation, trying one
+    /// anyway beats refusing unasked (Envoy's panic threshold, NGINX with
+    /// all servers down): a replica that came back answers at once, and one
+    /// still down fails with its own error.
+    fn pick(&self, tried: u64) -> Option<usize> {
+        let now = self.clock.now_millis();
+        let untried = |index: usize| index >= 64 || tried & (1 << index) == 0;
+        let in_rotation = |index: usize| untried(index) && self.endpoints[index].health.is_available(now);
+        self.selector.select(&self.endpoints, &in_rotation).or_else(|| {
+            let panic = !self.endpoints.iter().any(|endpoint| endpoint.health.is_available(now));
+            if panic {
+                self.selector.select(&self.endpoints, &untried)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The replica for a retry: an untried one, or with `again` (the failure
+    /// was the connection's, not the replica's answer) any, so that a lone
+    /// replica gets a second attempt on a new connection.
+    fn pick_retry(&self, tried: u64, again: bool) -> Option<usize> {
+        self.pick(tried).or_else(|| if again { self.pick(0) } else { None })
+    }
+
     /// Sends `request` (its URI a path and query) to a replica, failing over
     /// to others where that is safe and the retry budget allows.
     pub async fn send(&self, request: Request<UpstreamRequestBody>) -> Result<UpstreamResponse, UpstreamError> {
@@ -315,15 +341,10 @@ impl UpstreamService {
 
         let mut tried: u64 = 0;
         let mut retries = 0;
+        let Some(mut index) = self.pick(tried) else {
+            return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) });
+        };
         loop {
-            let now = self.clock.now_millis();
-            let eligible = |index: usize| {
-                let untried = index >= 64 || tried & (1 << index) == 0;
-                untried && self.endpoints[index].health.is_available(now)
-            };
-            let Some(index) = self.selector.select(&self.endpoints, &eligible) else {
-                return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) });
-            };
             if index < 64 {
                 tried |= 1 << index;
             }
@@ -357,17 +378,19 @@ impl UpstreamService {
                     if status.is_server_error() {
                         self.record_failure(index);
                     } else {
-                        endpoint.health.record_success();
+                        self.record_success(index);
                     }
-                    let retry = is_retryable_status(status)
-                        && idempotent
-                        && may_retry_later
-                        && body.is_replayable()
-                        && self.retry_budget.withdraw();
-                    if retry {
+                    let retry_to =
+                        if is_retryable_status(status) && idempotent && may_retry_later && body.is_replayable() {
+                            self.pick_retry(tried, false)
+                        } else {
+                            None
+                        };
+                    if let Some(next) = retry_to.filter(|_| self.retry_budget.withdraw()) {
                         tracing::debug!(service = %self.name, endpoint = %endpoint.label, %status, "retrying on another endpoint");
                         self.metrics.retried();
                         retries += 1;
+                        index = next;
                         continue;
                     }
                     let response =
@@ -379,6 +402,8 @@ impl UpstreamService {
                     self.record_failure(index);
                     return Err(UpstreamError::Timeout {
                         service: Arc::clone(&self.name),
+                        endpoint: Arc::clone(&endpoint.label),
+                        retries,
                         after: self.request_timeout,
                     });
                 }
@@ -386,20 +411,49 @@ impl UpstreamService {
             drop(in_flight);
 
             if let Some(source) = body.take_failure() {
-                return Err(UpstreamError::RequestBody { service: Arc::clone(&self.name), source });
+                return Err(UpstreamError::RequestBody {
+                    service: Arc::clone(&self.name),
+                    endpoint: Arc::clone(&endpoint.label),
+                    retries,
+                    source,
+                });
             }
             self.record_failure(index);
-            if error.is_connect() {
-                // Nothing reached the replica, so even a POST may go elsewhere.
-                if may_retry_later && body.is_replayable() && self.retry_budget.withdraw() {
-                    tracing::debug!(service = %self.name, endpoint = %endpoint.label, "connect failed; retrying on another endpoint");
-                    self.metrics.retried();
-                    retries += 1;
-                    continue;
-                }
-                return Err(UpstreamError::Connect { service: Arc::clone(&self.name), source: error });
+            let connect_failed = error.is_connect();
+            // After a connect error nothing reached the replica, so even a
+            // POST may go elsewhere (but not to the replica that refused).
+            // Any other error here came before an answer's head: the
+            // request may have been acted on, so only an idempotent one is
+            // sent again, and a new connection to the same replica may do.
+            let retry_to = if !may_retry_later || !body.is_replayable() {
+                None
+            } else if connect_failed {
+                self.pick_retry(tried, false)
+            } else if idempotent {
+                self.pick_retry(tried, true)
+            } else {
+                None
+            };
+            if let Some(next) = retry_to.filter(|_| self.retry_budget.withdraw()) {
+                tracing::debug!(service = %self.name, endpoint = %endpoint.label, error = %crate::error::ErrorChain(&error), "failed without an answer; retrying");
+                self.metrics.retried();
+                retries += 1;
+                index = next;
+                continue;
             }
-            return Err(UpstreamError::Protocol { service: Arc::clone(&self.name), source: error });
+            let (service, endpoint) = (Arc::clone(&self.name), Arc::clone(&endpoint.label));
+            return Err(if connect_failed {
+                UpstreamError::Connect { service, endpoint, retries, source: error }
+            } else {
+                UpstreamError::Protocol { service, endpoint, retries, source: error }
+            });
+        }
+    }
+
+    fn record_success(&self, index: usize) {
+        let endpoint = &self.endpoints[index];
+        if endpoint.health.record_success(&self.clock) {
+            tracing::info!(service = %self.name, endpoint = %endpoint.label, "ejected endpoint answered; back in rotation");
         }
     }
 
@@ -413,17 +467,40 @@ impl UpstreamService {
         }
     }
 
+    /// Checks each replica every `interval`, and those out of rotation every
+    /// `unhealthy_interval`, so that one coming back is noticed soon. It
+    /// wakes at least every `unhealthy_interval`, because passive health
+    /// may take a replica out between two checks.
     async fn run_health_checks(self: Arc<Self>) {
+        let config = &self.health_check;
+        let recheck = config.unhealthy_interval.min(config.interval);
         let mut streaks: Vec<CheckStreak> = self.endpoints.iter().map(|_| CheckStreak::default()).collect();
-        let mut interval = tokio::time::interval(self.health_check.interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_checked: Vec<Option<tokio::time::Instant>> = vec![None; self.endpoints.len()];
+        let mut due: Vec<usize> = Vec::with_capacity(self.endpoints.len());
+        let next_check = |index: usize, last_checked: Option<tokio::time::Instant>, now_millis: u64| {
+            let in_rotation = self.endpoints[index].health.is_available(now_millis);
+            last_checked.map(|at| at + if in_rotation { config.interval } else { recheck })
+        };
         loop {
-            interval.tick().await;
-            let checks = self.endpoints.iter().map(|endpoint| self.check(endpoint));
+            let now = tokio::time::Instant::now();
+            let now_millis = self.clock.now_millis();
+            due.clear();
+            due.extend(
+                (0..self.endpoints.len())
+                    .filter(|&index| next_check(index, last_checked[index], now_millis).is_none_or(|next| next <= now)),
+            );
+            let checks = due.iter().map(|&index| self.check(&self.endpoints[index]));
             let results = futures_util::future::join_all(checks).await;
-            for ((endpoint, streak), passed) in self.endpoints.iter().zip(&mut streaks).zip(results) {
-                let verdict =
-                    streak.observe(passed, self.health_check.healthy_threshold, self.health_check.unhealthy_threshold);
+            for (&index, passed) in due.iter().zip(results) {
+                last_checked[index] = Some(now);
+                let endpoint = &self.endpoints[index];
+                if passed {
+                    // A passed check ends an ejection, as Envoy does by default.
+                    if endpoint.health.record_success(&self.clock) {
+                        tracing::info!(service = %self.name, endpoint = %endpoint.label, "ejected endpoint passed a health check; back in rotation");
+                    }
+                }
+                let verdict = streaks[index].observe(passed, config.healthy_threshold, config.unhealthy_threshold);
                 if let Some(healthy) = verdict {
                     if endpoint.health.set_actively_healthy(healthy) {
                         if healthy {
@@ -434,6 +511,12 @@ impl UpstreamService {
                     }
                 }
             }
+            let now_millis = self.clock.now_millis();
+            let latest_wake = tokio::time::Instant::now() + recheck;
+            let wake = (0..self.endpoints.len())
+                .filter_map(|index| next_check(index, last_checked[index], now_millis))
+                .fold(latest_wake, std::cmp::Ord::min);
+            tokio::time::sleep_until(wake).await;
         }
     }
 
@@ -450,5 +533,54 @@ impl UpstreamService {
             Ok(Ok(response)) => response.status().is_success(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(endpoints: usize) -> UpstreamService {
+        let config = ServiceConfig {
+            endpoints: (0..endpoints)
+                .map(|index| EndpointConfig::Url(format!("http://127.0.0.1:{}", 9000 + index)))
+                .collect(),
+            passive_health: PassiveHealthConfig { consecutive_failures: 1, ..PassiveHealthConfig::default() },
+            ..ServiceConfig::default()
+        };
+        UpstreamService::new("api", &config, &Arc::new(RootCertStore::empty()), &Metrics::default()).expect("service")
+    }
+
+    #[test]
+    fn with_every_replica_out_of_rotation_one_is_tried_anyway() {
+        let service = service(2);
+        service.record_failure(0);
+        service.endpoints[1].health.set_actively_healthy(false);
+        assert!(!service.has_available_endpoint());
+        let first = service.pick(0).expect("panic mode picks a replica");
+        let second = service.pick(1 << first).expect("and another one for a retry");
+        assert_ne!(first, second);
+        assert_eq!(service.pick(0b11), None, "each replica at most once");
+        assert_eq!(service.pick_retry(0b11, true).map(|index| index < 2), Some(true), "unless the connection failed");
+    }
+
+    #[test]
+    fn while_a_replica_is_in_rotation_the_others_are_left_alone() {
+        let service = service(2);
+        service.record_failure(0);
+        for _ in 0..10 {
+            assert_eq!(service.pick(0), Some(1));
+        }
+        assert_eq!(service.pick(0b10), None, "the ejected replica is not a retry target");
+        assert_eq!(service.pick_retry(0b10, true), Some(1), "a retry on a new connection stays in rotation");
+    }
+
+    #[test]
+    fn a_success_puts_an_ejected_replica_back_at_once() {
+        let service = service(2);
+        service.record_failure(0);
+        assert_eq!(service.pick(0b10), None);
+        service.record_success(0);
+        assert_eq!(service.pick(0b10), Some(0));
     }
 }

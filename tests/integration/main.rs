@@ -11,6 +11,7 @@ mod playground;
 mod process;
 mod protocol;
 mod ratelimit;
+mod recovery;
 #[path = "../support/redis.rs"]
 mod redis_server;
 mod resilience;

@@ -11,7 +11,14 @@ use axum::Router;
 use futures_util::stream;
 use http::StatusCode;
 
-use crate::harness::{client, closed_port, config, config_with_server, eventually, json_of, service, Gateway, Stub};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::harness::{
+    client, closed_port, config, config_with_server, eventually, json_of, raw_exchange, service, status_of, Gateway,
+    Stub,
+};
 
 /// A stub whose answers switch between 200 and `failure` at the test's command.
 async fn switchable(failure: StatusCode) -> (Stub, Arc<AtomicBool>) {
@@ -237,4 +244,138 @@ async fn a_client_stalling_mid_body_gets_408() {
     assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
     assert_eq!(json_of(response).await["error"]["code"], "body_timeout");
     drop(sender);
+}
+
+/// A backend that is not an HTTP server: it reads each request whole, then
+/// closes the first `hang_ups` connections without a word and answers
+/// `200 ok` on later ones. Returns its URL, the request heads it read, and
+/// the task that serves it.
+async fn hangs_up_first(hang_ups: usize) -> (String, Arc<std::sync::Mutex<Vec<String>>>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let heads: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&heads);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0_u8; 1024];
+                // Read the head, then a body of `Content-Length` or chunks up to the last one.
+                let complete = |request: &[u8]| {
+                    let Some(end) = request.windows(4).position(|window| window == b"\r\n\r\n") else {
+                        return false;
+                    };
+                    let head = String::from_utf8_lossy(&request[..end]).to_ascii_lowercase();
+                    let body = &request[end + 4..];
+                    if head.contains("transfer-encoding: chunked") {
+                        return body.ends_with(b"0\r\n\r\n");
+                    }
+                    let length = head
+                        .lines()
+                        .find_map(|line| line.strip_prefix("content-length:"))
+                        .and_then(|value| value.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    body.len() >= length
+                };
+                while !complete(&request) {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let count = {
+                    let mut seen = seen.lock().expect("lock");
+                    seen.push(String::from_utf8_lossy(&request).into_owned());
+                    seen.len()
+                };
+                if count > hang_ups {
+                    let _ =
+                        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    let _ = stream.shutdown().await;
+                }
+            });
+        }
+    });
+    (url, heads, task)
+}
+
+fn no_checks() -> &'static str {
+    "health_check = { enabled = false }\npassive_health = { enabled = false }"
+}
+
+#[tokio::test]
+async fn a_get_that_got_no_answer_is_retried() {
+    let (url, heads, _backend) = hangs_up_first(1).await;
+    let gateway = Gateway::start(&config(&service("api", &[url], no_checks()))).await;
+
+    let response = client().get(gateway.url("/api/x/")).send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.expect("text"), "ok");
+    assert_eq!(heads.lock().expect("lock").len(), 2, "the request was read, dropped unanswered, then sent again");
+}
+
+#[tokio::test]
+async fn a_post_that_got_no_answer_is_not_retried() {
+    let (url, heads, _backend) = hangs_up_first(1).await;
+    let gateway = Gateway::start(&config(&service("api", &[url], no_checks()))).await;
+
+    let response = client().post(gateway.url("/api/x/")).body("order").send().await.expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(json_of(response).await["error"]["code"], "bad_upstream_response");
+    assert_eq!(heads.lock().expect("lock").len(), 1, "the backend may have acted on the POST: never sent twice");
+}
+
+/// `method` with no body, framed as `framing` (a header line or nothing).
+fn bodiless(method: &str, framing: &str) -> String {
+    format!("{method} /api/doc/ HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n{framing}\r\n")
+}
+
+#[tokio::test]
+async fn bodiless_deletes_and_puts_that_got_no_answer_are_retried_whatever_their_framing() {
+    for method in ["DELETE", "PUT"] {
+        for framing in ["", "Content-Length: 0\r\n"] {
+            let (url, heads, _backend) = hangs_up_first(1).await;
+            let gateway = Gateway::start(&config(&service("api", &[url], no_checks()))).await;
+            let answer = raw_exchange(gateway.addr, bodiless(method, framing).as_bytes()).await;
+            assert_eq!(status_of(&answer), 200, "{method} with {framing:?}: {answer}");
+            assert_eq!(heads.lock().expect("lock").len(), 2, "{method} with {framing:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn bodiless_deletes_and_puts_answered_503_are_retried_whatever_their_framing() {
+    for method in ["DELETE", "PUT"] {
+        for framing in ["", "Content-Length: 0\r\n"] {
+            let (unavailable, _) = switchable(StatusCode::SERVICE_UNAVAILABLE).await;
+            let steady = Stub::echo("steady").await;
+            let gateway =
+                Gateway::start(&config(&service("api", &[unavailable.url(), steady.url()], no_checks()))).await;
+            let answer = raw_exchange(gateway.addr, bodiless(method, framing).as_bytes()).await;
+            assert_eq!(status_of(&answer), 200, "{method} with {framing:?}: {answer}");
+            assert_eq!((unavailable.hits(), steady.hits()), (1, 1), "{method} with {framing:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_502_before_and_after_the_replica_is_ejected() {
+    let dead = closed_port().await;
+    let extra = "health_check = { enabled = false }\npassive_health = { consecutive_failures = 3 }";
+    let gateway = Gateway::start(&config(&service("api", &[format!("http://{dead}")], extra))).await;
+
+    // The first failures are the backend's, not an empty pool's; once the
+    // replica is ejected, the gateway still tries it rather than refuse.
+    for attempt in 0..6 {
+        let response = client().get(gateway.url("/api/x/")).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY, "request {attempt}");
+        assert_eq!(json_of(response).await["error"]["code"], "upstream_unreachable", "request {attempt}");
+    }
+    assert_eq!(
+        client().get(gateway.url("/readyz")).send().await.expect("response").status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "readiness still reports the service down"
+    );
 }

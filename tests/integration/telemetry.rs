@@ -491,3 +491,34 @@ async fn the_access_log_says_complete_exactly_when_the_body_was_sent_whole() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["complete"], false, "{:?}", lines[0]);
 }
+
+#[tokio::test]
+async fn a_failed_backend_call_is_logged_with_the_endpoint_and_the_connection_error() {
+    let dead = closed_port().await;
+    let process =
+        Process::start(&service("down", &[format!("http://{dead}")], "health_check = { enabled = false }")).await;
+    let response = client().get(process.url("/down/x")).send().await.expect("response");
+    assert_eq!(response.status(), 502);
+    assert!(!response.text().await.expect("text").contains(&dead.to_string()), "clients never see the address");
+
+    let field = |line: &HashMap<String, Value>, name: &str| line.get(name).and_then(Value::as_str).map(str::to_owned);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (access, failure) = loop {
+        let lines: Vec<HashMap<String, Value>> =
+            process.logs().iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        let access = lines.iter().find(|line| {
+            field(line, "target").as_deref() == Some("portico::access")
+                && field(line, "path").as_deref() == Some("/down/x")
+        });
+        let failure = lines.iter().find(|line| field(line, "message").as_deref() == Some("request failed"));
+        if let (Some(access), Some(failure)) = (access, failure) {
+            break (access.clone(), failure.clone());
+        }
+        assert!(Instant::now() < deadline, "no access log line and failure line in {:?}", process.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(access["status"], 502, "{access:?}");
+    assert_eq!(access["endpoint"], dead.to_string(), "{access:?}");
+    let error = field(&failure, "error").unwrap_or_default();
+    assert!(error.contains("onnection refused"), "the log names the connection error: {failure:?}");
+}
