@@ -396,10 +396,14 @@ async fn private_answers_never_cross_callers() {
 #[tokio::test]
 async fn a_hundred_concurrent_misses_make_one_backend_call() {
     let (_, stub) = backend().await;
-    let gateway = Arc::new(Gateway::start(&config(&stub, "")).await);
+    // The slow answer keeps the fill in flight while the others arrive; the
+    // upstream timeout is far beyond it, so a loaded machine cannot turn the
+    // one backend call into a timeout.
+    let patient = config(&stub, "").replace("request_timeout = \"500ms\"", "request_timeout = \"20s\"");
+    let gateway = Arc::new(Gateway::start(&patient).await);
     let requests = (0..100).map(|_| {
         let gateway = Arc::clone(&gateway);
-        tokio::spawn(async move { get_json(&gateway, "/pub/cold?delay=300", None).await })
+        tokio::spawn(async move { get_json(&gateway, "/pub/cold?delay=1000", None).await })
     });
     let answers = futures_util::future::join_all(requests).await;
     let mut labels = HashMap::new();
