@@ -306,6 +306,13 @@ impl JwtVerifier {
             }
         }
         let claims = outcome?;
+        // jsonwebtoken also accepts an `iss` array that merely contains the
+        // issuer; RFC 7519 makes `iss` one string, so only that one passes.
+        if let Some(issuer) = &self.issuer {
+            if claims.get("iss").and_then(Json::as_str) != Some(issuer.as_str()) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
         for claim in &self.required_claims {
             if claims.get(claim).is_none_or(Json::is_null) {
                 return Err(AuthError::MissingClaim(claim.clone()));

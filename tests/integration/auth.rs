@@ -205,6 +205,7 @@ async fn a_configured_issuer_and_audience_are_required_of_every_token() {
             // jsonwebtoken skips claims of the wrong type just as absent ones.
             ("a numeric iss", "iss", json!(42)),
             ("a numeric aud", "aud", json!(42)),
+            ("an iss list holding the issuer", "iss", json!(["https://evil.example", "https://id.example"])),
         ];
         for (case, claim, value) in cases {
             let mut claims = full.clone();
