@@ -4,19 +4,30 @@
 //! the status, the stable `code` clients can match on, and a message that
 //! says what happened without revealing internals. The full error, with its
 //! causes, goes to the log only.
+//!
+//! Layers and doors never render their own refusals: each returns its typed
+//! error up the stack (every layer's error type is `E: From<ItsError>`), and
+//! [`ErrorEdgeLayer`], just inside the access log, turns it into the answer.
 
+use std::convert::Infallible;
 use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderValue, Request, StatusCode};
+use pin_project_lite::pin_project;
 use serde_json::json;
+use tower::{Layer, Service};
 
 use crate::auth::AuthError;
 use crate::cache::CacheError;
 use crate::proxy::ProxyError;
-use crate::ratelimit::{retry_after_seconds, RateLimitError};
-use crate::routing::PathError;
+use crate::ratelimit::{retry_after_seconds, RateLimitError, Refused};
+use crate::routing::{PathError, RouteError};
 use crate::server::ProtocolError;
+use crate::telemetry::REQUEST_ID;
 use crate::upstream::UpstreamError;
 
 /// Any failure that ends a request with a gateway-made answer.
@@ -31,6 +42,9 @@ pub enum GatewayError {
     /// The path cannot be made canonical safely.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// No route serves the request.
+    #[error(transparent)]
+    Route(#[from] RouteError),
     /// The caller's credentials were refused.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -39,7 +53,7 @@ pub enum GatewayError {
     Cache(#[from] CacheError),
     /// The caller is over its rate limit.
     #[error(transparent)]
-    RateLimit(#[from] RateLimitError),
+    RateLimit(#[from] Refused),
 }
 
 /// How an error is presented.
@@ -68,6 +82,12 @@ impl GatewayError {
         match self {
             Self::Proxy(error) => present_proxy(error),
             Self::Path(error) => Presentation::new(StatusCode::BAD_REQUEST, "invalid_path", error.to_string()),
+            Self::Route(error @ RouteError::NotFound) => {
+                Presentation::new(StatusCode::NOT_FOUND, "route_not_found", error.to_string())
+            }
+            Self::Route(error @ RouteError::MethodNotAllowed { .. }) => {
+                Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
+            }
             Self::Auth(error) if error.is_forbidden() => {
                 Presentation::new(StatusCode::FORBIDDEN, "insufficient_scope", error.to_string())
             }
@@ -89,10 +109,10 @@ impl GatewayError {
             Self::Cache(error @ CacheError::MethodNotAllowed) => {
                 Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
             }
-            Self::RateLimit(error @ RateLimitError::Exceeded { .. }) => {
+            Self::RateLimit(Refused { error: error @ RateLimitError::Exceeded { .. }, .. }) => {
                 Presentation::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", error.to_string())
             }
-            Self::RateLimit(error @ RateLimitError::Unavailable) => {
+            Self::RateLimit(Refused { error: error @ RateLimitError::Unavailable, .. }) => {
                 Presentation::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable", error.to_string())
             }
             Self::Protocol(error @ ProtocolError::MissingHost) => {
@@ -106,7 +126,7 @@ impl GatewayError {
 
     /// The answer for this error; `request_id` is echoed so the client can
     /// quote it when reporting the problem.
-    pub fn into_response_with_id(self, request_id: Option<&HeaderValue>) -> Response {
+    fn into_response_with_id(self, request_id: Option<&HeaderValue>) -> Response {
         let presentation = self.present();
         if presentation.status.is_server_error() {
             tracing::warn!(error = %ErrorChain(&self), code = presentation.code, "request failed");
@@ -125,21 +145,99 @@ impl GatewayError {
         if presentation.close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Self::RateLimit(RateLimitError::Exceeded { retry_after }) = &self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
+        if let Self::RateLimit(refused) = &self {
+            if let RateLimitError::Exceeded { retry_after } = &refused.error {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
+            }
+            response.headers_mut().extend(refused.headers.clone());
         }
         if let Self::Auth(error) = &self {
             if let Ok(challenge) = HeaderValue::try_from(bearer_challenge(error)) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
             }
         }
-        if let Self::Proxy(ProxyError::MethodNotAllowed { allowed, .. }) = &self {
+        let allowed = match &self {
+            Self::Proxy(ProxyError::MethodNotAllowed { allowed, .. }) => Some(allowed.as_slice()),
+            Self::Route(RouteError::MethodNotAllowed { allowed }) => Some(*allowed),
+            _ => None,
+        };
+        if let Some(allowed) = allowed {
             let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
             if let Ok(allow) = HeaderValue::try_from(allow) {
                 response.headers_mut().insert(header::ALLOW, allow);
             }
         }
         response
+    }
+}
+
+/// Renders the stack's errors: the one edge between typed failures and
+/// answers. It sits inside the request id layer, so every error body quotes
+/// the id, and inside the access log, so refusals are logged with their
+/// status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorEdgeLayer;
+
+impl<S> Layer<S> for ErrorEdgeLayer {
+    type Service = ErrorEdge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorEdge { inner }
+    }
+}
+
+/// The service of [`ErrorEdgeLayer`].
+#[derive(Debug, Clone)]
+pub struct ErrorEdge<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ErrorEdge<S>
+where
+    S: Service<Request<B>, Response = Response, Error = GatewayError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ErrorEdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Every service of the stack is always ready; an error here would
+        // have no request to answer.
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let request_id = request.headers().get(REQUEST_ID).cloned();
+        ErrorEdgeFuture { inner: self.inner.call(request), request_id }
+    }
+}
+
+pin_project! {
+    /// The future of [`ErrorEdge`].
+    pub struct ErrorEdgeFuture<F> {
+        #[pin]
+        inner: F,
+        request_id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for ErrorEdgeFuture<F>
+where
+    F: Future<Output = Result<Response, GatewayError>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll(cx)) {
+            Ok(response) => Poll::Ready(Ok(response)),
+            Err(error) => Poll::Ready(Ok(error.into_response_with_id(this.request_id.as_ref()))),
+        }
     }
 }
 
@@ -156,7 +254,6 @@ fn bearer_challenge(error: &AuthError) -> String {
 
 fn present_proxy(error: &ProxyError) -> Presentation {
     match error {
-        ProxyError::RouteNotFound => Presentation::new(StatusCode::NOT_FOUND, "route_not_found", error.to_string()),
         ProxyError::MethodNotAllowed { .. } => {
             Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", error.to_string())
         }

@@ -5,11 +5,13 @@
 //! - [`config`]: loads the TOML file, expands `${VAR}`, validates every
 //!   section once; each concern owns its own section's struct.
 //! - [`server`]: the listener, HTTPS termination and the HTTP→HTTPS
-//!   redirect, protocol-level protection, graceful shutdown; [`serve`] is
-//!   the library's entry point.
-//! - [`mod@app`]: the composition root; `app()` stacks every layer.
+//!   redirect, protocol-level protection, graceful shutdown.
+//! - [`mod@app`]: the composition root: the route table, `app()` stacks
+//!   every layer, and [`serve`] is the library's entry point.
 //! - [`routing`]: canonical paths and prefix matching, shared by layers
 //!   and doors.
+//! - [`client`]: the client's address through trusted proxies, and the one
+//!   caller key.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
 //! - [`auth`]: JWT and API-key authentication, per-route policies.
@@ -32,6 +34,7 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod client;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -47,5 +50,5 @@ pub mod telemetry;
 pub mod upstream;
 
 pub use app::app;
+pub use app::serve;
 pub use config::Config;
-pub use server::serve;

@@ -1,8 +1,8 @@
 //! Authentication: the one place where callers prove who they are.
 //!
-//! The [`authenticate`] layer strips identity headers a client may have
+//! The [`AuthLayer`] strips identity headers a client may have
 //! forged, verifies a bearer JWT or an API key, applies the policy of the
-//! path's route (`required`, `optional` or `none`, plus required scopes),
+//! request's route (`required`, `optional` or `none`, plus required scopes),
 //! and records the verified [`Identity`] in request extensions, together
 //! with the headers that tell backends who is calling. Doors and later
 //! layers read the identity; they never look at credentials.
@@ -17,21 +17,22 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
 use axum::response::Response;
-use http::{header, HeaderMap, HeaderName, HeaderValue};
+use futures_util::future::{BoxFuture, Either};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request};
 use serde_json::json;
+use tower::{Layer, Service};
 
 pub use api_key::{ApiClient, ApiKeys, KeyDigest};
 pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig};
 pub use error::AuthError;
 pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
 
-use crate::error::GatewayError;
 use crate::identity::Identity;
-use crate::routing::{PrefixMatch, PrefixTable};
-use crate::telemetry::REQUEST_ID;
 
 /// Longest `Authorization` header looked at; longer ones are refused
 /// before any parsing.
@@ -57,7 +58,7 @@ pub enum AuthSetupError {
     KeysFile(String),
 }
 
-/// The verifier built from `[auth]`, plus the per-path policies.
+/// The verifier built from `[auth]`.
 pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     api_keys: ApiKeys,
@@ -66,7 +67,6 @@ pub struct Authenticator {
     forward_credentials: bool,
     /// Headers only the gateway may set.
     identity_headers: Vec<HeaderName>,
-    policies: PrefixTable<Policy>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -76,13 +76,8 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Builds the verifier from validated config; `policies` are the
-    /// per-prefix policies of routes and endpoints.
-    pub fn new(
-        config: &AuthConfig,
-        base: &Path,
-        policies: impl IntoIterator<Item = (Arc<str>, Policy)>,
-    ) -> Result<Self, AuthSetupError> {
+    /// Builds the verifier from validated config.
+    pub fn new(config: &AuthConfig, base: &Path) -> Result<Self, AuthSetupError> {
         let jwt = config.jwt.as_ref().map(|jwt| JwtVerifier::new(jwt, base)).transpose()?;
         let mut keys = config.api_keys.clone();
         // Read during validation; a configuration built without it is read now.
@@ -111,20 +106,12 @@ impl Authenticator {
             api_client_header,
             forward_credentials: config.forward_credentials,
             identity_headers,
-            policies: PrefixTable::new(policies),
         })
     }
 
     /// Starts background work (JWKS refresh), stopped when dropped.
     pub fn spawn_background(&self) -> Option<RefreshTask> {
         self.jwt.as_ref().and_then(JwtVerifier::spawn_refresh)
-    }
-
-    fn policy(&self, path: &str) -> Policy {
-        match self.policies.lookup(path) {
-            PrefixMatch::Found(policy) => policy.clone(),
-            _ => Policy::default(),
-        }
     }
 
     /// The verified identity of the request's credentials, if it has any.
@@ -141,6 +128,11 @@ impl Authenticator {
                 forwarded_headers: verified.forwarded_headers,
             }));
         }
+        self.identify_api_key(headers)
+    }
+
+    /// The verified identity of the request's API key, if it has one.
+    fn identify_api_key(&self, headers: &HeaderMap) -> Result<Option<Identity>, AuthError> {
         if let Some(key) = headers.get(&self.api_key_header) {
             let client = self.api_keys.verify(key.as_bytes()).ok_or(AuthError::InvalidApiKey)?;
             let forwarded_headers = HeaderValue::try_from(client.name.as_str())
@@ -172,17 +164,112 @@ fn bearer_token(value: &HeaderValue) -> Result<&str, AuthError> {
     Ok(token)
 }
 
-/// The authentication layer (see the module docs).
-pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut request: Request, next: Next) -> Response {
-    for name in &auth.identity_headers {
-        request.headers_mut().remove(name);
+/// What the auth layer needs to know about the request's route.
+pub trait ProtectedRoute: Send + Sync + 'static {
+    /// The route's policy.
+    fn auth_policy(&self) -> &Policy;
+}
+
+/// The authentication layer (see the module docs). `R` is the route type
+/// the route lookup leaves in request extensions (as `Arc<R>`), `E` the
+/// stack's error type.
+pub struct AuthLayer<R, E> {
+    auth: Arc<Authenticator>,
+    _types: PhantomData<fn() -> (R, E)>,
+}
+
+impl<R, E> AuthLayer<R, E> {
+    /// The layer, verifying with `auth`.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self { auth, _types: PhantomData }
     }
-    let policy = auth.policy(request.uri().path());
-    if policy.mode == AuthMode::None {
-        strip_credentials(&auth, request.headers_mut());
-        return next.run(request).await;
+}
+
+impl<R, E> Clone for AuthLayer<R, E> {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.auth))
     }
-    let outcome = match auth.identify(request.headers()).await {
+}
+
+impl<S, R, E> Layer<S> for AuthLayer<R, E> {
+    type Service = Authenticate<S, R, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate { inner, auth: Arc::clone(&self.auth), _types: PhantomData }
+    }
+}
+
+/// The service of [`AuthLayer`].
+pub struct Authenticate<S, R, E> {
+    inner: S,
+    auth: Arc<Authenticator>,
+    _types: PhantomData<fn() -> (R, E)>,
+}
+
+impl<S: Clone, R, E> Clone for Authenticate<S, R, E> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), auth: Arc::clone(&self.auth), _types: PhantomData }
+    }
+}
+
+impl<S, R, E> Service<Request<Body>> for Authenticate<S, R, E>
+where
+    S: Service<Request<Body>, Response = Response, Error = E> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    R: ProtectedRoute,
+    E: From<AuthError> + Send + 'static,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, E>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let auth = &self.auth;
+        for name in &auth.identity_headers {
+            request.headers_mut().remove(name);
+        }
+        let route = request.extensions().get::<Arc<R>>().cloned();
+        let default_policy = Policy::default();
+        let policy = route.as_deref().map_or(&default_policy, ProtectedRoute::auth_policy);
+        if policy.mode == AuthMode::None {
+            strip_credentials(auth, request.headers_mut());
+            return Either::Left(self.inner.call(request));
+        }
+        // Only a bearer token needs to wait (for a key set being fetched);
+        // API keys and anonymous requests are decided here and now.
+        if !request.headers().contains_key(header::AUTHORIZATION) {
+            let outcome = auth.identify_api_key(request.headers());
+            return match admit(auth, policy, outcome, &mut request) {
+                Ok(()) => Either::Left(self.inner.call(request)),
+                Err(error) => Either::Right(Box::pin(std::future::ready(Err(error.into())))),
+            };
+        }
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let auth = Arc::clone(auth);
+        Either::Right(Box::pin(async move {
+            let default_policy = Policy::default();
+            let policy = route.as_deref().map_or(&default_policy, ProtectedRoute::auth_policy);
+            let outcome = auth.identify(request.headers()).await;
+            admit(&auth, policy, outcome, &mut request)?;
+            inner.call(request).await
+        }))
+    }
+}
+
+/// Applies `policy` to the verification's outcome; an admitted request
+/// carries the identity and the headers that tell backends who calls.
+fn admit(
+    auth: &Authenticator,
+    policy: &Policy,
+    outcome: Result<Option<Identity>, AuthError>,
+    request: &mut Request<Body>,
+) -> Result<(), AuthError> {
+    let outcome = match outcome {
         Ok(None) if policy.mode == AuthMode::Required => Err(AuthError::MissingCredentials),
         Ok(Some(identity)) if !identity.has_scopes(&policy.scopes) => {
             Err(AuthError::InsufficientScope { required: policy.scopes.clone() })
@@ -192,7 +279,7 @@ pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut request: R
     match outcome {
         Ok(identity) => {
             if !auth.forward_credentials {
-                strip_credentials(&auth, request.headers_mut());
+                strip_credentials(auth, request.headers_mut());
             }
             if let Some(identity) = identity {
                 for (name, value) in &identity.forwarded_headers {
@@ -200,11 +287,11 @@ pub async fn authenticate(State(auth): State<Arc<Authenticator>>, mut request: R
                 }
                 request.extensions_mut().insert(Arc::new(identity));
             }
-            next.run(request).await
+            Ok(())
         }
         Err(error) => {
             tracing::info!(error = %error, path = request.uri().path(), "request refused by authentication");
-            GatewayError::from(error).into_response_with_id(request.headers().get(REQUEST_ID))
+            Err(error)
         }
     }
 }
@@ -257,7 +344,7 @@ mod tests {
         let config = crate::Config::parse_in(text, "test.toml", dir.path()).expect("valid");
         std::fs::remove_file(dir.path().join("rsa.pub")).expect("removed");
         std::fs::remove_file(dir.path().join("keys.toml")).expect("removed");
-        let auth = Authenticator::new(&config.auth, dir.path(), std::iter::empty()).expect("built from what was read");
+        let auth = Authenticator::new(&config.auth, dir.path()).expect("built from what was read");
         assert!(!auth.api_keys.is_empty());
     }
 

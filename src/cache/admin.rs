@@ -11,21 +11,21 @@ use percent_encoding::percent_decode_str;
 use serde_json::json;
 
 use super::{Cache, CacheError, Purge};
-use crate::error::GatewayError;
-use crate::telemetry::REQUEST_ID;
 
 /// The header carrying the admin key.
 pub const ADMIN_KEY: HeaderName = HeaderName::from_static("x-admin-key");
 
-pub(super) async fn handle(cache: &Cache, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    let request_id = parts.headers.get(REQUEST_ID).cloned();
-    match answer(cache, &parts).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::info!(%error, "cache admin request refused");
-            GatewayError::from(error).into_response_with_id(request_id.as_ref())
-        }
+impl Cache {
+    /// Answers a request to the admin path (a route of its own, outside the
+    /// client-facing layers: the admin key is its authentication).
+    pub async fn admin(&self, request: Request) -> Result<Response, CacheError> {
+        let (parts, _body) = request.into_parts();
+        answer(self, &parts).await.inspect_err(|error| tracing::info!(%error, "cache admin request refused"))
+    }
+
+    /// The admin path, when an admin key is configured.
+    pub fn admin_path(&self) -> Option<&str> {
+        self.admin_key_sha256.as_ref().map(|_| self.admin_path.as_str())
     }
 }
 

@@ -6,24 +6,26 @@
 //! `cache.max_entry_size`) and stored when HTTP allows. Everything that is
 //! not stored streams through unchanged.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use futures_util::future::{BoxFuture, Either};
 use futures_util::StreamExt as _;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt as _;
+use tower::{Layer, Service, ServiceExt as _};
 
 use super::entry::{variant_key, Answer, CacheKey, Freshness, Origin, Partition, Stored};
 use super::flight::{Filled, Role};
 use super::rules::{self, Allowance, RequestMode};
-use super::{admin, Cache, CachePolicy, CacheScope, Counters};
+use super::{Cache, CachePolicy, CacheScope, Counters};
 use crate::identity::Identity;
-use crate::telemetry::{RequestLog, REQUEST_ID};
+use crate::telemetry::REQUEST_ID;
 
 /// `HIT`, `MISS`, `BYPASS` or `STALE` on every answer of a caching route.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -32,35 +34,108 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 const NOT_MODIFIED_HEADERS: [HeaderName; 6] =
     [header::CACHE_CONTROL, header::CONTENT_LOCATION, header::DATE, header::ETAG, header::EXPIRES, header::VARY];
 
-/// The cache layer (see the module docs). It also answers the admin
-/// endpoint and hands the [`Cache`] to the doors in request extensions.
-pub async fn respond(State(cache): State<Arc<Cache>>, mut request: Request, next: Next) -> Response {
-    request.extensions_mut().insert(Arc::clone(&cache));
-    if cache.admin_key_sha256.is_some() && request.uri().path() == cache.admin_path {
-        return admin::handle(&cache, request).await;
+/// What the cache layer needs to know about the request's route.
+pub trait CachedRoute: Send + Sync + 'static {
+    /// The route's cache policy, if its answers are cached.
+    fn cache_policy(&self) -> Option<&Arc<CachePolicy>>;
+}
+
+/// The cache layer (see the module docs). `R` is the route type the route
+/// lookup leaves in request extensions (as `Arc<R>`), `E` the stack's error
+/// type, which the layer passes through: an error from the door counts as a
+/// failed fetch (stale-if-error applies).
+pub struct CacheLayer<R, E> {
+    cache: Arc<Cache>,
+    _types: PhantomData<fn() -> (R, E)>,
+}
+
+impl<R, E> CacheLayer<R, E> {
+    /// The layer over `cache`.
+    pub fn new(cache: Arc<Cache>) -> Self {
+        Self { cache, _types: PhantomData }
     }
-    let Some(policy) = cache.policy(request.uri().path()) else {
-        return next.run(request).await;
-    };
-    if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
-        log.set_route(&policy.route, &policy.service);
+}
+
+impl<R, E> Clone for CacheLayer<R, E> {
+    fn clone(&self) -> Self {
+        Self::new(Arc::clone(&self.cache))
     }
+}
+
+impl<S, R, E> Layer<S> for CacheLayer<R, E> {
+    type Service = Caching<S, R, E>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Caching { inner, cache: Arc::clone(&self.cache), _types: PhantomData }
+    }
+}
+
+/// The service of [`CacheLayer`].
+pub struct Caching<S, R, E> {
+    inner: S,
+    cache: Arc<Cache>,
+    _types: PhantomData<fn() -> (R, E)>,
+}
+
+impl<S: Clone, R, E> Clone for Caching<S, R, E> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), cache: Arc::clone(&self.cache), _types: PhantomData }
+    }
+}
+
+impl<S, R, E> Service<Request<Body>> for Caching<S, R, E>
+where
+    S: Service<Request<Body>, Response = Response, Error = E> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    R: CachedRoute,
+    E: Send + 'static,
+{
+    type Response = Response;
+    type Error = E;
+    type Future = Either<S::Future, BoxFuture<'static, Result<Response, E>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let Some(policy) = request.extensions().get::<Arc<R>>().and_then(|route| route.cache_policy()).cloned() else {
+            return Either::Left(self.inner.call(request));
+        };
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        Either::Right(Box::pin(respond(Arc::clone(&self.cache), policy, request, inner)))
+    }
+}
+
+/// Answers a request on a caching route.
+async fn respond<S, E>(
+    cache: Arc<Cache>,
+    policy: Arc<CachePolicy>,
+    request: Request<Body>,
+    next: S,
+) -> Result<Response, E>
+where
+    S: Service<Request<Body>, Response = Response, Error = E> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    E: Send + 'static,
+{
     let identity = request.extensions().get::<Arc<Identity>>().cloned();
     let partition = match policy.settings.scope {
         CacheScope::Public => Partition::Public,
         CacheScope::Private => Partition::of(identity.as_deref()),
     };
-    let origin = origin_of(&request, policy, partition);
+    let origin = origin_of(&request, &policy, partition);
 
     let method = request.method().clone();
     if method != Method::GET && method != Method::HEAD {
-        let response = next.run(request).await;
+        let response = next.oneshot(request).await?;
         if !method.is_safe() && (response.status().is_success() || response.status().is_redirection()) {
             // RFC 9111 4.4: a successful unsafe request invalidates what is
             // stored for its URI, for this caller and for everyone.
             cache.invalidate_target(&origin).await;
         }
-        return bypass(&cache, response);
+        return Ok(bypass(&cache, response));
     }
     let mode = rules::request_mode(request.headers(), policy.settings.honor_client_no_cache);
     // Without an identity, a cookie may still personalise the answer.
@@ -68,8 +143,8 @@ pub async fn respond(State(cache): State<Arc<Cache>>, mut request: Request, next
         && identity.is_none()
         && request.headers().contains_key(header::COOKIE);
     if mode == RequestMode::Bypass || request.headers().contains_key(header::RANGE) || anonymous_with_cookie {
-        let response = next.run(request).await;
-        return bypass(&cache, response);
+        let response = next.oneshot(request).await?;
+        return Ok(bypass(&cache, response));
     }
 
     let base = origin.key();
@@ -82,15 +157,15 @@ pub async fn respond(State(cache): State<Arc<Cache>>, mut request: Request, next
             match (mode, answer.freshness(now)) {
                 (RequestMode::UseStored, Freshness::Fresh) => {
                     Counters::count(&cache.counters.hits);
-                    return serve(answer, "HIT", now, head, if_none_match);
+                    return Ok(serve(answer, "HIT", now, head, if_none_match));
                 }
                 (RequestMode::UseStored, Freshness::StaleRevalidate) => {
                     Counters::count(&cache.counters.stale);
                     let response = serve(answer, "STALE", now, head, if_none_match);
                     if stored.claim_refresh() {
-                        spawn_refresh(Arc::clone(&cache), &request, next, origin, Arc::clone(&stored));
+                        spawn_refresh(Arc::clone(&cache), policy, &request, next, origin, Arc::clone(&stored));
                     }
-                    return response;
+                    return Ok(response);
                 }
                 (_, Freshness::Expired) => {}
                 _ => fallback = Some(Arc::clone(&stored)),
@@ -100,9 +175,9 @@ pub async fn respond(State(cache): State<Arc<Cache>>, mut request: Request, next
     if head {
         // A HEAD answer has no body to store; only GETs fill the cache.
         Counters::count(&cache.counters.misses);
-        return mark(next.run(request).await, "MISS");
+        return Ok(mark(next.oneshot(request).await?, "MISS"));
     }
-    fetch(&cache, policy, Fetch { origin, base, mode, fallback, own_key: identity.is_some() }, request, next).await
+    fetch(&cache, &policy, Fetch { origin, base, mode, fallback, own_key: identity.is_some() }, request, next).await
 }
 
 /// What a fetch needs besides the request.
@@ -118,7 +193,16 @@ struct Fetch {
 
 /// Fetches a new answer (once per key for concurrent requests), stores it
 /// when allowed, and answers.
-async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: Request, next: Next) -> Response {
+async fn fetch<S, E>(
+    cache: &Cache,
+    policy: &CachePolicy,
+    fetch: Fetch,
+    mut request: Request<Body>,
+    next: S,
+) -> Result<Response, E>
+where
+    S: Service<Request<Body>, Response = Response, Error = E>,
+{
     let Fetch { origin, base, mode, fallback, own_key } = fetch;
     let guard = loop {
         match cache.flights.join(&base) {
@@ -128,7 +212,7 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
                     Some(answer) => {
                         Counters::count(&cache.counters.hits);
                         let if_none_match = request.headers().get(header::IF_NONE_MATCH);
-                        return serve(answer, "HIT", SystemTime::now(), false, if_none_match);
+                        return Ok(serve(answer, "HIT", SystemTime::now(), false, if_none_match));
                     }
                     None => break None,
                 },
@@ -141,7 +225,7 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
     let Some(guard) = guard else {
         // The leader's answer was not stored, so it is not handed on: it
         // may be one caller's, or too large to hold.
-        return mark(next.run(request).await, "MISS");
+        return Ok(mark(next.oneshot(request).await?, "MISS"));
     };
     let now = SystemTime::now();
     if origin.partition.is_public() && mode == RequestMode::UseStored {
@@ -149,7 +233,7 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
             if let Some(answer) = stored.answer() {
                 let response = serve(answer, "HIT", now, false, request.headers().get(header::IF_NONE_MATCH));
                 guard.finish(Some(Filled { key: base, vary: Arc::from([]), stored: Arc::clone(&stored) }));
-                return response;
+                return Ok(response);
             }
         }
     }
@@ -159,17 +243,25 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
     let if_none_match = request.headers_mut().remove(header::IF_NONE_MATCH);
     request.headers_mut().remove(header::IF_MODIFIED_SINCE);
     let request_headers = request.headers().clone();
-    let response = next.run(request).await;
+    let outcome = next.oneshot(request).await;
     let now = SystemTime::now();
 
-    if response.status().is_server_error() {
+    // No answer at all (the door's error) is a failed fetch like a 5xx.
+    if outcome.as_ref().map_or(true, |response| response.status().is_server_error()) {
         if let Some(answer) = fallback.as_deref().and_then(Stored::answer).filter(|answer| answer.usable_on_error(now))
         {
             guard.finish(None);
             Counters::count(&cache.counters.stale);
-            return serve(answer, "STALE", now, false, if_none_match.as_ref());
+            return Ok(serve(answer, "STALE", now, false, if_none_match.as_ref()));
         }
     }
+    let response = match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            guard.finish(None);
+            return Err(error);
+        }
+    };
     let settings = &policy.settings;
     let allowance = Allowance {
         ttl: settings.ttl,
@@ -183,7 +275,7 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
         Err(reason) => {
             tracing::debug!(reason, path = origin.gateway_path(), "answer not cached");
             guard.finish(None);
-            return mark(response, "MISS");
+            return Ok(mark(response, "MISS"));
         }
     };
     let declared_length = response
@@ -193,11 +285,11 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
         .and_then(|value| value.parse::<u64>().ok());
     if declared_length.is_some_and(|length| length > cache.max_entry_size as u64) {
         guard.finish(None);
-        return mark(response, "MISS");
+        return Ok(mark(response, "MISS"));
     }
     let vary = rules::vary_names(response.headers()).unwrap_or_default();
     let (mut parts, body) = response.into_parts();
-    match buffer(body, cache.max_entry_size).await {
+    Ok(match buffer(body, cache.max_entry_size).await {
         Buffered::Complete(body) => {
             parts.headers.remove(REQUEST_ID);
             let answer = Answer { status: parts.status, headers: parts.headers, body, received_at: now, lifetimes };
@@ -217,32 +309,41 @@ async fn fetch(cache: &Cache, policy: &CachePolicy, fetch: Fetch, mut request: R
             guard.finish(None);
             mark(Response::from_parts(parts, replay(chunks, Err(error))), "MISS")
         }
-    }
+    })
 }
 
 /// Refreshes a stale answer in the background, once per entry at a time.
-fn spawn_refresh(cache: Arc<Cache>, request: &Request, next: Next, origin: Origin, stale: Arc<Stored>) {
+fn spawn_refresh<S, E>(
+    cache: Arc<Cache>,
+    policy: Arc<CachePolicy>,
+    request: &Request<Body>,
+    next: S,
+    origin: Origin,
+    stale: Arc<Stored>,
+) where
+    S: Service<Request<Body>, Response = Response, Error = E> + Send + 'static,
+    S::Future: Send + 'static,
+    E: Send + 'static,
+{
     let mut refresh = Request::new(Body::empty());
     *refresh.method_mut() = Method::GET;
     *refresh.uri_mut() = request.uri().clone();
     *refresh.version_mut() = request.version();
     *refresh.headers_mut() = request.headers().clone();
     *refresh.extensions_mut() = request.extensions().clone();
-    let path = request.uri().path().to_owned();
     let own_key = request.extensions().get::<Arc<Identity>>().is_some();
     tokio::spawn(async move {
-        if let Some(policy) = cache.policy(&path) {
-            let base = origin.key();
-            let job = Fetch { origin, base, mode: RequestMode::UseStored, fallback: Some(Arc::clone(&stale)), own_key };
-            // The answer went to the cache; its body (if streamed) is dropped.
-            drop(fetch(&cache, policy, job, refresh, next).await);
-        }
+        let base = origin.key();
+        let job = Fetch { origin, base, mode: RequestMode::UseStored, fallback: Some(Arc::clone(&stale)), own_key };
+        // The answer went to the cache; its body (if streamed) is dropped,
+        // and so is an error: the stale answer stays until it expires.
+        drop(fetch(&cache, &policy, job, refresh, next).await);
         stale.release_refresh();
     });
 }
 
 /// The cache key's parts for a request on a caching route.
-fn origin_of(request: &Request, policy: &CachePolicy, partition: Partition) -> Origin {
+fn origin_of(request: &Request<Body>, policy: &CachePolicy, partition: Partition) -> Origin {
     let uri = request.uri();
     let path = uri.path();
     let query = uri.query().map(|query| format!("?{query}")).unwrap_or_default();

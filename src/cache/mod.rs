@@ -15,13 +15,12 @@
 //!   background request refreshes it, and within `stale_if_error` when the
 //!   backend fails (RFC 5861).
 //!
-//! The [`respond`] layer sits inside authentication (it keys on the
-//! identity) and caches REST passthrough answers by the route policies the
-//! composition root hands it; it never imports a door. It also answers the
+//! The [`CacheLayer`] sits inside authentication (it keys on the identity)
+//! and caches REST passthrough answers by the policy of the request's route
+//! ([`CachedRoute`]); it never imports a door. [`Cache::admin`] answers the
 //! admin endpoint (`DELETE` purges by service, path prefix or all; `GET`
-//! shows [`CacheStats`]), and puts the [`Cache`] into request extensions so
-//! the GraphQL door can cache its `@rest` GET calls through
-//! [`Cache::field_call`]. Memory is bounded in bytes (moka, with a weigher
+//! shows [`CacheStats`]), a route of its own, and the GraphQL door caches its
+//! `@rest` GET calls through [`Cache::field_call`]. Memory is bounded in bytes (moka, with a weigher
 //! counting body, headers and key); an optional Redis tier shares public
 //! answers between replicas.
 
@@ -47,11 +46,10 @@ use moka::Expiry;
 
 pub use config::{CacheConfig, CachePolicy, CacheScope, RouteCacheConfig};
 pub use error::{CacheError, CacheSetupError};
-pub use layer::respond;
+pub use layer::{CacheLayer, CachedRoute, Caching};
 
 use crate::identity::Identity;
 use crate::redis_health::RedisCircuit;
-use crate::routing::{PrefixMatch, PrefixTable};
 use entry::{variant_key, Answer, CacheKey, Content, Freshness, Origin, Partition, Stored};
 use flight::{Filled, Flights, Role};
 use rules::Allowance;
@@ -129,7 +127,6 @@ impl Expiry<CacheKey, Arc<Stored>> for UsableLifetime {
 /// The response cache, built once from `[cache]` and the route policies.
 pub struct Cache {
     store: moka::future::Cache<CacheKey, Arc<Stored>>,
-    policies: PrefixTable<CachePolicy>,
     max_entry_size: usize,
     flights: Flights,
     shared: Option<SharedTier>,
@@ -209,11 +206,8 @@ pub struct FieldCall<'a> {
 }
 
 impl Cache {
-    /// Builds the cache; `policies` are the caching routes by prefix.
-    pub fn new(
-        config: &CacheConfig,
-        policies: impl IntoIterator<Item = (Arc<str>, CachePolicy)>,
-    ) -> Result<Self, CacheSetupError> {
+    /// Builds the cache; routes carry their own policies.
+    pub fn new(config: &CacheConfig) -> Result<Self, CacheSetupError> {
         let counters = Arc::new(Counters::default());
         let eviction_counters = Arc::clone(&counters);
         let store = moka::future::Cache::builder()
@@ -237,7 +231,6 @@ impl Cache {
         let admin_key_sha256 = config.admin_key_sha256.as_deref().and_then(KeyDigest::from_hex);
         Ok(Self {
             store,
-            policies: PrefixTable::new(policies),
             max_entry_size: usize::try_from(config.max_entry_size.as_u64()).unwrap_or(usize::MAX),
             flights: Flights::default(),
             shared,
@@ -303,13 +296,6 @@ impl Cache {
             if let Err(error) = result {
                 tracing::warn!(%error, "cache invalidation failed");
             }
-        }
-    }
-
-    fn policy(&self, path: &str) -> Option<&CachePolicy> {
-        match self.policies.lookup(path) {
-            PrefixMatch::Found(policy) => Some(policy),
-            _ => None,
         }
     }
 

@@ -1,9 +1,9 @@
 //! Header rules for passthrough: what is removed, added or rewritten on the
 //! way to the backend and back.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::client::ClientAddress;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// so they never cross the gateway.
@@ -46,27 +46,30 @@ pub fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
 }
 
 /// Rewrites a client's headers for the backend: hop-by-hop headers go,
-/// forwarding headers describe the original request. (Identity headers were
-/// already replaced by the authentication layer.)
+/// forwarding headers describe the original request: `X-Forwarded-For`
+/// gains the socket peer, `X-Real-IP` is the client (the peer, or the
+/// client behind trusted proxies). (Identity headers were already replaced
+/// by the authentication layer.)
 pub fn prepare_request_headers(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    address: ClientAddress,
     original_host: Option<&HeaderValue>,
     client_scheme: &'static str,
 ) {
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
 
-    let client_ip_text = client_ip.to_string();
+    let peer = address.peer.to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {client_ip_text}"),
-        _ => client_ip_text.clone(),
+        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
+        _ => peer.clone(),
     };
     // Both values are built from printable text, so they are valid header values.
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::try_from(client_ip_text) {
+    let client = if address.client == address.peer { peer } else { address.client.to_string() };
+    if let Ok(value) = HeaderValue::try_from(client) {
         headers.insert(X_REAL_IP, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme));
@@ -91,7 +94,8 @@ mod tests {
         headers.insert("accept", HeaderValue::from_static("application/json"));
         let host = headers.get(header::HOST).cloned();
 
-        prepare_request_headers(&mut headers, "10.0.0.7".parse().expect("ip"), host.as_ref(), "http");
+        let peer = "10.0.0.7".parse().expect("ip");
+        prepare_request_headers(&mut headers, ClientAddress { peer, client: peer }, host.as_ref(), "http");
 
         for gone in ["host", "connection", "x-secret-hop", "te"] {
             assert!(!headers.contains_key(gone), "{gone} should be removed");
@@ -101,5 +105,16 @@ mod tests {
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "gw.example");
         assert_eq!(headers["accept"], "application/json");
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_real_ip_is_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7"));
+        let address =
+            ClientAddress { peer: "10.0.0.2".parse().expect("ip"), client: "198.51.100.7".parse().expect("ip") };
+        prepare_request_headers(&mut headers, address, None, "https");
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
+        assert_eq!(headers["x-real-ip"], "198.51.100.7");
     }
 }

@@ -8,39 +8,31 @@
 //! doors reach backends only through `upstream`.
 
 mod config;
-mod deadline;
 mod headers;
 mod routing;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytesize::ByteSize;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body::Body as _;
 use tracing::Instrument as _;
 
 pub use config::RouteConfig;
-pub use deadline::{Deadline, DeadlineLayer};
 pub use headers::remove_hop_by_hop;
-pub use routing::{Route, RouteMatch, RouteTable};
+pub use routing::Route;
 
-use crate::routing::PrefixMatch;
-
-use crate::error::GatewayError;
+use crate::client::ClientAddress;
+use crate::server::ConnectionInfo;
 use crate::telemetry::RequestLog;
-use crate::upstream::{UpstreamError, UpstreamRequestBody, Upstreams};
+use crate::upstream::{UpstreamError, UpstreamRequestBody};
 
 /// Why the proxy refused a request before any backend was called.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// No route matches the path.
-    #[error("no route matches this path")]
-    RouteNotFound,
     /// The route does not accept the method.
     #[error("method {method} is not allowed on this route")]
     MethodNotAllowed {
@@ -69,45 +61,26 @@ pub enum ProxyError {
     },
 }
 
-/// Everything the passthrough handler needs, built once at start.
-#[derive(Debug)]
-pub struct Proxy {
-    routes: RouteTable,
-    body_limit: ByteSize,
-}
-
-impl Proxy {
-    /// Builds the route table against the services.
-    pub fn new(routes: &[RouteConfig], upstreams: &Upstreams, body_limit: ByteSize) -> Self {
-        Self { routes: RouteTable::new(routes, upstreams), body_limit }
+/// Forwards one request on its route. The request's total deadline (the
+/// route's `timeout`, else `server.request_timeout`) covers every attempt
+/// up to the answer's head; past it the work is dropped with its future,
+/// which abandons the backend connection. The answer's body is not covered:
+/// it streams under the service's idle timeout.
+pub async fn forward(route: Arc<Route>, request: Request<Body>) -> Result<Response, ProxyError> {
+    let timeout = route.timeout();
+    match tokio::time::timeout(timeout, forward_within(&route, request)).await {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => Err(ProxyError::DeadlineExceeded { timeout }),
     }
 }
 
-/// Forwards one request; the axum fallback handler for every path that is
-/// not an operational endpoint.
-pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let request_id = request.headers().get(crate::telemetry::REQUEST_ID).cloned();
-    match forward(&proxy, request).await {
-        Ok(response) => response,
-        Err(error) => GatewayError::from(error).into_response_with_id(request_id.as_ref()),
-    }
-}
-
-async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError> {
+async fn forward_within(route: &Route, request: Request<Body>) -> Result<Response, ProxyError> {
     let (mut parts, body) = request.into_parts();
     // The canonical-path layer has normalised the path already. The URI is
     // shared bytes, so keeping a copy costs a reference count, not a string.
     let uri = parts.uri.clone();
     let path = uri.path();
-    let route = match proxy.routes.lookup(path) {
-        PrefixMatch::Found(route) => route,
-        PrefixMatch::AddSlash(prefix, _) => return Ok(redirect_to_slash(prefix, parts.uri.query())),
-        PrefixMatch::NotFound => return Err(ProxyError::RouteNotFound),
-    };
     let log = parts.extensions.get::<Arc<RequestLog>>().cloned();
-    if let Some(log) = &log {
-        log.set_route(&route.prefix, route.service.name());
-    }
     if !route.allows(&parts.method) {
         return Err(ProxyError::MethodNotAllowed { method: parts.method, allowed: route.allowed_methods().to_vec() });
     }
@@ -124,28 +97,26 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
-    if declared_length.is_some_and(|length| length > proxy.body_limit.as_u64()) {
-        return Err(ProxyError::BodyTooLarge { limit: proxy.body_limit });
+    let body_limit = route.body_limit();
+    if declared_length.is_some_and(|length| length > body_limit.as_u64()) {
+        return Err(ProxyError::BodyTooLarge { limit: body_limit });
     }
     let body = if body.is_end_stream() {
         UpstreamRequestBody::Empty
     } else {
-        let limit = usize::try_from(proxy.body_limit.as_u64()).unwrap_or(usize::MAX);
+        let limit = usize::try_from(body_limit.as_u64()).unwrap_or(usize::MAX);
         UpstreamRequestBody::streaming(Body::new(http_body_util::Limited::new(body, limit)))
     };
 
-    let client_ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |ConnectInfo(peer)| peer.ip());
+    let address = ClientAddress::of(&parts.extensions);
     // HTTP/2 clients name the host in `:authority` rather than `Host`.
     let original_host = parts
         .headers
         .get(header::HOST)
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()));
-    let client_scheme = parts.extensions.get::<crate::server::ConnectionInfo>().map_or("http", |info| info.scheme());
-    headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref(), client_scheme);
+    let client_scheme = parts.extensions.get::<ConnectionInfo>().map_or("http", |info| info.scheme());
+    headers::prepare_request_headers(&mut parts.headers, address, original_host.as_ref(), client_scheme);
     // The backend call joins the request's trace, with its own span as parent.
     let span = match &log {
         Some(log) => {
@@ -180,7 +151,9 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
     Ok(Response::from_parts(response_parts, Body::new(response_body)))
 }
 
-fn redirect_to_slash(prefix: &str, query: Option<&str>) -> Response {
+/// `301` to a route's prefix for a request to the prefix without its slash
+/// (NGINX does the same).
+pub fn redirect_to_slash(prefix: &str, query: Option<&str>) -> Response {
     let location = match query {
         Some(query) => format!("{prefix}?{query}"),
         None => prefix.to_owned(),

@@ -1,16 +1,19 @@
-//! The route table: longest-prefix matching over whole path segments.
+//! A REST route, ready to serve: where the passthrough sends a request and
+//! how it rewrites it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytesize::ByteSize;
 use http::{HeaderName, Method};
 
-use crate::routing::{PathRewrite, PrefixMatch, PrefixTable};
+use crate::routing::PathRewrite;
 use crate::upstream::{UpstreamService, Upstreams};
 
 use super::RouteConfig;
 
-/// A route, ready to serve.
+/// What the passthrough needs of a route.
 #[derive(Debug)]
 pub struct Route {
     /// The configured prefix; also the route's name in logs.
@@ -20,42 +23,31 @@ pub struct Route {
     rewrite: PathRewrite,
     methods: Vec<Method>,
     hidden_response_headers: Vec<HeaderName>,
-}
-
-/// The result of looking a path up.
-pub type RouteMatch<'a> = PrefixMatch<'a, Route>;
-
-/// All routes, by prefix.
-#[derive(Debug, Default)]
-pub struct RouteTable {
-    routes: PrefixTable<Route>,
-}
-
-impl RouteTable {
-    /// Builds the table from validated routes; every service named exists.
-    pub fn new(configs: &[RouteConfig], upstreams: &Upstreams) -> Self {
-        let routes = configs.iter().filter_map(|config| {
-            let service = upstreams.get(&config.service)?;
-            let prefix: Arc<str> = Arc::from(config.prefix.as_str());
-            let route = Route {
-                prefix: Arc::clone(&prefix),
-                service: Arc::clone(service),
-                rewrite: config.path_rewrite(),
-                methods: config.allowed_methods(),
-                hidden_response_headers: config.hidden_response_headers(),
-            };
-            Some((prefix, route))
-        });
-        Self { routes: PrefixTable::new(routes) }
-    }
-
-    /// Finds the route for a canonical path.
-    pub fn lookup(&self, path: &str) -> RouteMatch<'_> {
-        self.routes.lookup(path)
-    }
+    timeout: Duration,
+    body_limit: ByteSize,
 }
 
 impl Route {
+    /// The route of a validated config entry; `None` only if its service
+    /// does not exist, which validation rules out. `default_timeout` and
+    /// `body_limit` are the server's.
+    pub fn new(
+        config: &RouteConfig,
+        upstreams: &Upstreams,
+        default_timeout: Duration,
+        body_limit: ByteSize,
+    ) -> Option<Self> {
+        Some(Self {
+            prefix: Arc::from(config.prefix.as_str()),
+            service: Arc::clone(upstreams.get(&config.service)?),
+            rewrite: config.path_rewrite(),
+            methods: config.allowed_methods(),
+            hidden_response_headers: config.hidden_response_headers(),
+            timeout: config.timeout.unwrap_or(default_timeout),
+            body_limit,
+        })
+    }
+
     /// Whether the route accepts `method`.
     pub fn allows(&self, method: &Method) -> bool {
         self.methods.is_empty() || self.methods.contains(method)
@@ -75,6 +67,16 @@ impl Route {
     pub fn upstream_path<'a>(&self, path: &'a str) -> Cow<'a, str> {
         self.rewrite.apply(path)
     }
+
+    /// Time for the answer's head, retries included.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The largest request body forwarded.
+    pub fn body_limit(&self) -> ByteSize {
+        self.body_limit
+    }
 }
 
 #[cfg(test)]
@@ -82,7 +84,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::routing::{PrefixMatch, PrefixTable};
     use crate::upstream::{EndpointConfig, ServiceConfig};
+
+    type RouteTable = PrefixTable<Route>;
 
     fn table(prefixes: &[(&str, bool)]) -> RouteTable {
         table_of(prefixes.iter().map(|&(prefix, strip_prefix)| route(prefix, strip_prefix, None)).collect())
@@ -94,7 +99,11 @@ mod tests {
             ..ServiceConfig::default()
         };
         let upstreams = Upstreams::new(&BTreeMap::from([("svc".to_owned(), service)])).expect("valid");
-        RouteTable::new(&configs, &upstreams)
+        PrefixTable::new(configs.iter().map(|config| {
+            let route =
+                Route::new(config, &upstreams, Duration::from_secs(1), ByteSize::kib(1)).expect("service exists");
+            (Arc::clone(&route.prefix), route)
+        }))
     }
 
     fn route(prefix: &str, strip_prefix: bool, upstream_prefix: Option<&str>) -> RouteConfig {

@@ -2,8 +2,9 @@
 //! or broken clients at the protocol level, terminating HTTPS, and shutting
 //! down gracefully.
 //!
-//! [`serve`] takes an already bound listener and a shutdown future, so the
-//! binary and the tests start the gateway the same way. With `[server.tls]`
+//! [`run`] takes an already bound listener, the gateway's service and a
+//! shutdown future; it knows nothing of what the service does (the
+//! composition root, `app`, builds it). With `[server.tls]`
 //! the listener speaks HTTPS, and an optional second, plain-HTTP listener
 //! only redirects to it.
 
@@ -13,6 +14,7 @@ mod guard;
 mod redirect;
 mod tls;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -28,13 +30,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
-pub use guard::{protocol_guard, ProtocolError};
+pub use guard::{HostGuard, HostGuardLayer, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
-use crate::app::{app, AppState, StateError};
 use crate::config::Config;
 use crate::telemetry::Telemetry;
-use crate::upstream::{UpstreamBuildError, Upstreams};
 use first_byte::FirstByteDeadline;
 use tls::TlsTermination;
 
@@ -57,15 +57,9 @@ impl ConnectionInfo {
     }
 }
 
-/// Why the gateway could not start.
+/// Why the listeners could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// A backend service could not be set up.
-    #[error(transparent)]
-    Upstream(#[from] UpstreamBuildError),
-    /// The application state could not be built.
-    #[error(transparent)]
-    State(#[from] StateError),
+pub enum ServerError {
     /// HTTPS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
@@ -87,24 +81,22 @@ pub enum ServeError {
     },
 }
 
-/// Serves `config` on `listener` until `shutdown` completes, then stops
+/// Serves `service` on `listener` until `shutdown` completes, then stops
 /// accepting (on the redirect listener too) and lets in-flight requests
 /// finish for up to `server.shutdown_timeout`.
-pub async fn serve(
-    config: Config,
+pub async fn run<S>(
+    config: &Config,
     listener: TcpListener,
+    service: S,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    let telemetry = Telemetry::new(&config.telemetry);
-    let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
-    telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
-    let _health_checks = upstreams.spawn_health_checks();
-    let _admin = serve_admin(&config, &telemetry).await?;
-    let state = AppState::new(&config, upstreams, telemetry)?;
-    let _auth_background = state.authenticator().spawn_background();
-    let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
-    let router = app(state, &config);
-
+) -> Result<(), ServerError>
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let tls = match &config.server.tls {
         Some(tls) => Some(TlsTermination::start(tls, &config.base_dir)?),
         None => None,
@@ -113,7 +105,7 @@ pub async fn serve(
         Some(redirect) => {
             let redirect_listener = TcpListener::bind(redirect.listen)
                 .await
-                .map_err(|source| ServeError::RedirectBind { address: redirect.listen, source })?;
+                .map_err(|source| ServerError::RedirectBind { address: redirect.listen, source })?;
             let https_port = redirect
                 .https_port
                 .or_else(|| listener.local_addr().ok().map(|address| address.port()))
@@ -174,7 +166,7 @@ pub async fn serve(
             spawn_connection(graceful.watch(connection.into_owned()), peer);
             continue;
         }
-        let service = router.clone().map_request(move |mut request: http::Request<_>| {
+        let service = service.clone().map_request(move |mut request: http::Request<_>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             request.extensions_mut().insert(connection_info);
             request
@@ -226,7 +218,7 @@ pub async fn serve(
 }
 
 /// Stops the admin listener's task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -236,10 +228,10 @@ impl Drop for AbortOnDrop {
 
 /// Serves the scrape path on `[telemetry.metrics] listen`, when configured,
 /// until the returned guard is dropped.
-async fn serve_admin(config: &Config, telemetry: &Telemetry) -> Result<Option<AbortOnDrop>, ServeError> {
+pub(crate) async fn serve_admin(config: &Config, telemetry: &Telemetry) -> Result<Option<AbortOnDrop>, ServerError> {
     let metrics = &config.telemetry.metrics;
     let Some(address) = metrics.listen.filter(|_| metrics.enabled) else { return Ok(None) };
-    let listener = TcpListener::bind(address).await.map_err(|source| ServeError::MetricsBind { address, source })?;
+    let listener = TcpListener::bind(address).await.map_err(|source| ServerError::MetricsBind { address, source })?;
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, path = %metrics.path, "serving metrics");
     }

@@ -1,0 +1,284 @@
+//! The composition root: the state built from config at start, the one
+//! route table, and the one function that stacks every layer around the
+//! front doors. Nothing else imports this module except the crate root.
+
+mod doors;
+mod route;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::Request;
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+use tower::{Service, ServiceBuilder};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutBody;
+
+use crate::auth::{self, AuthLayer, AuthSetupError, Authenticator};
+use crate::cache::{Cache, CacheLayer, CachePolicy, CacheSetupError};
+use crate::client::{ClientAddressLayer, TrustedProxies};
+use crate::config::Config;
+use crate::error::{ErrorEdgeLayer, GatewayError};
+use crate::graphql::{GraphqlEndpoint, GraphqlSetupError};
+use crate::proxy;
+use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
+use crate::routing::CanonicalPathLayer;
+use crate::server::{self, HostGuardLayer, ServerError};
+use crate::telemetry::metrics::CacheSnapshot;
+use crate::telemetry::{self, AccessLogLayer, Telemetry};
+use crate::upstream::{UpstreamBuildError, Upstreams};
+use doors::{Doors, Operations};
+use route::{Door, Operation, Route, RouteLayer, RouteTable};
+
+/// Shared state, cheap to clone, built once from the configuration.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    upstreams: Upstreams,
+    graphql: Option<Arc<GraphqlEndpoint>>,
+    auth: Arc<Authenticator>,
+    rate_limiter: Arc<RateLimiter>,
+    telemetry: Telemetry,
+    cache: Arc<Cache>,
+}
+
+impl AppState {
+    /// Builds the state for a validated configuration. `telemetry` is the
+    /// one the upstreams were built with, so every metric lands in one
+    /// registry.
+    pub fn new(config: &Config, upstreams: Upstreams, telemetry: Telemetry) -> Result<Self, StateError> {
+        let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
+        let graphql = match (&config.schema, config.graphql.enabled) {
+            (Some(model), true) => {
+                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
+            }
+            _ => None,
+        };
+        let rate_limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
+        let cache = Arc::new(Cache::new(&config.cache)?);
+        report_cache(&telemetry, &cache);
+        for circuit in rate_limiter.redis_circuit().into_iter().chain(cache.redis_circuit()) {
+            telemetry.metrics().watch_redis(Arc::clone(circuit));
+        }
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache })
+    }
+
+    /// The authenticator, whose background work the server keeps running.
+    pub fn authenticator(&self) -> &Arc<Authenticator> {
+        &self.auth
+    }
+
+    /// The rate limiter, whose housekeeping the server keeps running.
+    pub fn rate_limiter(&self) -> &Arc<RateLimiter> {
+        &self.rate_limiter
+    }
+
+    /// The response cache, whose [`Cache::stats`] metrics report.
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+}
+
+/// Metrics read the response cache's counters at every scrape.
+fn report_cache(telemetry: &Telemetry, cache: &Arc<Cache>) {
+    let cache = Arc::clone(cache);
+    telemetry.metrics().watch_cache("responses", move || {
+        let stats = cache.stats();
+        CacheSnapshot {
+            hits: stats.hits,
+            misses: stats.misses,
+            evictions: stats.evictions,
+            bytes: stats.bytes,
+            entries: stats.entries,
+        }
+    });
+}
+
+/// Why the state could not be built from a validated configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The GraphQL endpoint could not be set up.
+    #[error(transparent)]
+    Graphql(#[from] GraphqlSetupError),
+    /// Authentication could not be set up.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// Rate limiting could not be set up.
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitSetupError),
+    /// The response cache could not be set up.
+    #[error(transparent)]
+    Cache(#[from] CacheSetupError),
+}
+
+/// Every route of `config`, looked up once per request by [`RouteLayer`].
+fn route_table(state: &AppState, config: &Config) -> RouteTable {
+    let server = &config.server;
+    let rest_routes = config.routes.iter().filter_map(|route| {
+        let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?;
+        let cache = route.cache.clone().map(|settings| {
+            Arc::new(CachePolicy {
+                route: Arc::clone(&rest.prefix),
+                service: Arc::from(route.service.as_str()),
+                rewrite: route.path_rewrite(),
+                settings,
+            })
+        });
+        Some(Arc::new(Route {
+            name: Arc::clone(&rest.prefix),
+            service: Arc::clone(rest.service.name()),
+            auth: auth::Policy { mode: route.auth, scopes: route.scopes.clone() },
+            rate_limit: state.rate_limiter.policy_for(route.rate_limit.as_deref()),
+            cache,
+            door: Door::Rest(Arc::new(rest)),
+        }))
+    });
+    let graphql = &config.graphql;
+    let graphql_route = state.graphql.as_ref().map(|_| {
+        Arc::new(Route {
+            name: Arc::from(graphql.path.as_str()),
+            service: Arc::from(""),
+            door: Door::Graphql,
+            auth: auth::Policy { mode: graphql.auth, scopes: Vec::new() },
+            rate_limit: state.rate_limiter.policy_for(graphql.rate_limit.as_deref()),
+            cache: None,
+        })
+    });
+    let unrouted = Route {
+        name: Arc::from(""),
+        service: Arc::from(""),
+        door: Door::NotFound,
+        auth: auth::Policy::default(),
+        rate_limit: state.rate_limiter.policy_for(None),
+        cache: None,
+    };
+    let mut operations = vec![(Arc::from("/healthz"), Operation::Health), (Arc::from("/readyz"), Operation::Ready)];
+    // With an admin listener configured, the scrape path is served there only.
+    let metrics = &config.telemetry.metrics;
+    if metrics.enabled && metrics.listen.is_none() {
+        operations.push((Arc::from(metrics.path.as_str()), Operation::Metrics));
+    }
+    if let Some(path) = state.cache.admin_path() {
+        operations.push((Arc::from(path), Operation::CacheAdmin));
+    }
+    RouteTable::new(operations, rest_routes.chain(graphql_route), unrouted)
+}
+
+/// The gateway's whole HTTP stack, as the server runs it for every
+/// connection. Outside them all, with HTTPS and HSTS configured, every
+/// answer (refusals included) gets `Strict-Transport-Security`. Layers are
+/// listed outermost first:
+///
+/// 1. request id: set before anything else so every log line and every
+///    error answer carries it, and copied onto the response; a client's id
+///    is kept only when short and plain, else replaced;
+/// 2. client address: the one rule (trusted proxies) every later layer and
+///    the proxy use to name the client;
+/// 3. access log, request metrics and the request's trace span: outside
+///    everything that can refuse a request, so refusals are logged, counted
+///    and traced too;
+/// 4. body read timeout: a client that stalls mid-body is cut off;
+/// 5. the error edge: from here inwards every layer returns typed errors,
+///    rendered here, once;
+/// 6. host guard: requests without one valid host never reach a route;
+/// 7. canonical path: the route lookup and every later decision see the
+///    same, normalised path;
+/// 8. route: the one lookup; operational endpoints (`/healthz`, `/readyz`,
+///    metrics, cache admin) are answered here, outside the client layers,
+///    and every other request carries its `Arc<Route>` inwards;
+/// 9. authentication: forged identity headers are removed and credentials
+///    verified against the route's policy; later layers (rate limits,
+///    caches) key on the identity it records;
+/// 10. rate limit: after authentication, so the budget belongs to the
+///     verified caller (a client cannot escape it by changing its address),
+///     and before anything that spends backend capacity;
+/// 11. response cache: after authentication, because private answers are
+///     keyed by the verified caller it records; after the rate limit, so a
+///     cached answer still counts against the caller's budget; innermost,
+///     so a hit skips only the door and the backend;
+/// 12. the doors: the REST passthrough (under the route's deadline, retries
+///     included, inside the cache so a cached answer is never cut short) or
+///     the GraphQL endpoint (its operations have their own deadline).
+pub fn app(
+    state: AppState,
+    config: &Config,
+) -> impl Service<Request<Incoming>, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
+{
+    let body_read_timeout = config.server.body_read_timeout;
+    let table = route_table(&state, config);
+    let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache));
+    let doors = Doors::new(state.graphql.clone(), &config.graphql.path, Arc::clone(&state.cache));
+    let trusted_proxies = TrustedProxies::new(&config.rate_limiting.trusted_proxies);
+    ServiceBuilder::new()
+        .map_request(|request: Request<Incoming>| request.map(Body::new))
+        .option_layer(config.server.hsts_layer())
+        .map_request(telemetry::drop_unfit_request_id)
+        .layer(SetRequestIdLayer::x_request_id(telemetry::RandomRequestId))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(ClientAddressLayer::new(trusted_proxies))
+        .layer(AccessLogLayer::new(state.telemetry.clone()))
+        .map_request(move |request: Request<Body>| {
+            // A body that has ended already stays recognisable as empty
+            // (the timeout wrapper would hide it).
+            request.map(
+                |body| {
+                    if body.is_end_stream() {
+                        body
+                    } else {
+                        Body::new(TimeoutBody::new(body_read_timeout, body))
+                    }
+                },
+            )
+        })
+        .layer(ErrorEdgeLayer)
+        .layer(HostGuardLayer::new())
+        .layer(CanonicalPathLayer::new())
+        .layer(RouteLayer::new(table, operations))
+        .layer(AuthLayer::<Route, GatewayError>::new(Arc::clone(&state.auth)))
+        .layer(RateLimitLayer::<Route, GatewayError>::new(
+            Arc::clone(&state.rate_limiter),
+            Arc::clone(state.telemetry.metrics()),
+        ))
+        .layer(CacheLayer::<Route, GatewayError>::new(Arc::clone(&state.cache)))
+        .service(doors)
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A backend service could not be set up.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamBuildError),
+    /// The application state could not be built.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The listener could not be set up.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Serves `config` on `listener` until `shutdown` completes, then stops
+/// accepting (on the redirect listener too) and lets in-flight requests
+/// finish for up to `server.shutdown_timeout`. The library's entry point:
+/// the binary and the tests start the gateway the same way.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let telemetry = Telemetry::new(&config.telemetry);
+    let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
+    telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
+    let _health_checks = upstreams.spawn_health_checks();
+    let _admin = server::serve_admin(&config, &telemetry).await?;
+    let state = AppState::new(&config, upstreams, telemetry)?;
+    let _auth_background = state.authenticator().spawn_background();
+    let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
+    let gateway = app(state, &config);
+    server::run(&config, listener, gateway, shutdown).await?;
+    Ok(())
+}
