@@ -27,7 +27,7 @@ use crate::proxy::ProxyError;
 use crate::ratelimit::{retry_after_seconds, RateLimitError, Refused};
 use crate::routing::{PathError, RouteError};
 use crate::server::ProtocolError;
-use crate::telemetry::REQUEST_ID;
+use crate::telemetry::{ErrorChain, REQUEST_ID};
 use crate::upstream::UpstreamError;
 
 /// Any failure that ends a request with a gateway-made answer.
@@ -311,19 +311,4 @@ fn chain_contains<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bo
         };
     }
     false
-}
-
-/// Displays an error with all its causes, for logs.
-pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
 }

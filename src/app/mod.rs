@@ -274,11 +274,11 @@ pub async fn serve(
     let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
     telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
     let _health_checks = upstreams.spawn_health_checks();
-    let _admin = server::serve_admin(&config, &telemetry).await?;
+    let _admin = server::serve_admin(&config.telemetry.metrics, &telemetry).await?;
     let state = AppState::new(&config, upstreams, telemetry)?;
     let _auth_background = state.authenticator().spawn_background();
     let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
     let gateway = app(state, &config);
-    server::run(&config, listener, gateway, shutdown).await?;
+    server::run(&config.server, &config.base_dir, listener, gateway, shutdown).await?;
     Ok(())
 }

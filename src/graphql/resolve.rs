@@ -565,7 +565,7 @@ impl BackendCall {
         }
 
         let answer = self.service.send(request).await.map_err(|error| {
-            tracing::warn!(service = %service_name, error = %crate::error::ErrorChain(&error), "backend call failed");
+            tracing::warn!(service = %service_name, error = %crate::telemetry::ErrorChain(&error), "backend call failed");
             FetchError::from_upstream(&error)
         })?;
         let (parts, body) = answer.response.into_parts();

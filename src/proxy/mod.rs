@@ -25,8 +25,7 @@ pub use config::RouteConfig;
 pub use headers::remove_hop_by_hop;
 pub use routing::Route;
 
-use crate::client::ClientAddress;
-use crate::server::ConnectionInfo;
+use crate::client::{ClientAddress, ConnectionInfo};
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamError, UpstreamRequestBody};
 

@@ -33,29 +33,10 @@ pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
 pub use guard::{HostGuard, HostGuardLayer, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
-use crate::config::Config;
-use crate::telemetry::Telemetry;
+use crate::client::ConnectionInfo;
+use crate::telemetry::{MetricsConfig, Telemetry};
 use first_byte::FirstByteDeadline;
 use tls::TlsTermination;
-
-/// How the client reached the gateway; the accept loop puts it into every
-/// request's extensions, next to the peer address (`ConnectInfo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Whether the connection is TLS (HTTPS).
-    pub tls: bool,
-}
-
-impl ConnectionInfo {
-    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
-    pub fn scheme(self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
 
 /// Why the listeners could not start.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +66,8 @@ pub enum ServerError {
 /// accepting (on the redirect listener too) and lets in-flight requests
 /// finish for up to `server.shutdown_timeout`.
 pub async fn run<S>(
-    config: &Config,
+    config: &ServerConfig,
+    base_dir: &std::path::Path,
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
@@ -97,11 +79,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let tls = match &config.server.tls {
-        Some(tls) => Some(TlsTermination::start(tls, &config.base_dir)?),
+    let tls = match &config.tls {
+        Some(tls) => Some(TlsTermination::start(tls, base_dir)?),
         None => None,
     };
-    let redirect = match config.server.tls.as_ref().and_then(|tls| tls.http_redirect.as_ref()) {
+    let redirect = match config.tls.as_ref().and_then(|tls| tls.http_redirect.as_ref()) {
         Some(redirect) => {
             let redirect_listener = TcpListener::bind(redirect.listen)
                 .await
@@ -109,7 +91,7 @@ where
             let https_port = redirect
                 .https_port
                 .or_else(|| listener.local_addr().ok().map(|address| address.port()))
-                .unwrap_or(config.server.listen.port());
+                .unwrap_or(config.listen.port());
             Some((redirect_listener, https_port))
         }
         None => None,
@@ -119,14 +101,14 @@ where
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.server.header_read_timeout)
-        .max_headers(config.server.max_headers)
-        .max_buf_size(usize::try_from(config.server.max_header_size.as_u64()).unwrap_or(usize::MAX).max(8192))
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_headers)
+        .max_buf_size(usize::try_from(config.max_header_size.as_u64()).unwrap_or(usize::MAX).max(8192))
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.server.max_header_size.as_u64()).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_header_size.as_u64()).unwrap_or(u32::MAX));
     // Shared with the per-connection tasks that finish a TLS handshake first.
     let builder = Arc::new(builder);
     let connection_info = ConnectionInfo { tls: tls.is_some() };
@@ -157,7 +139,7 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
-        let first_byte_timeout = config.server.header_read_timeout;
+        let first_byte_timeout = config.header_read_timeout;
         if let (true, Some((_, https_port))) = (redirecting, &redirect) {
             let https_port = *https_port;
             let service = hyper::service::service_fn(move |request| redirect::serve_redirect(request, https_port));
@@ -182,7 +164,7 @@ where
                 // The handshake runs in the connection's own task, so a slow
                 // or silent client never holds up the accept loop.
                 let handshake = tls.acceptor().accept(stream);
-                let handshake_timeout = config.server.header_read_timeout;
+                let handshake_timeout = config.header_read_timeout;
                 let watcher = graceful.watcher();
                 let builder = Arc::clone(&builder);
                 tokio::spawn(async move {
@@ -211,8 +193,8 @@ where
     drop(listener);
     drop(redirect);
     tracing::info!("shutting down: no longer accepting, draining in-flight requests");
-    if tokio::time::timeout(config.server.shutdown_timeout, graceful.shutdown()).await.is_err() {
-        tracing::warn!(timeout = ?config.server.shutdown_timeout, "drain timeout reached; closing remaining connections");
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::warn!(timeout = ?config.shutdown_timeout, "drain timeout reached; closing remaining connections");
     }
     Ok(())
 }
@@ -228,8 +210,10 @@ impl Drop for AbortOnDrop {
 
 /// Serves the scrape path on `[telemetry.metrics] listen`, when configured,
 /// until the returned guard is dropped.
-pub(crate) async fn serve_admin(config: &Config, telemetry: &Telemetry) -> Result<Option<AbortOnDrop>, ServerError> {
-    let metrics = &config.telemetry.metrics;
+pub(crate) async fn serve_admin(
+    metrics: &MetricsConfig,
+    telemetry: &Telemetry,
+) -> Result<Option<AbortOnDrop>, ServerError> {
     let Some(address) = metrics.listen.filter(|_| metrics.enabled) else { return Ok(None) };
     let listener = TcpListener::bind(address).await.map_err(|source| ServerError::MetricsBind { address, source })?;
     if let Ok(address) = listener.local_addr() {

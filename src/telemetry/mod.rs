@@ -14,6 +14,7 @@
 //! request extensions.
 
 mod access_log;
+mod error_chain;
 pub mod metrics;
 pub mod otlp;
 pub mod request_id;
@@ -31,6 +32,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
 
 pub use access_log::{AccessLog, AccessLogLayer, RequestLog};
+pub use error_chain::ErrorChain;
 pub use metrics::Metrics;
 pub use otlp::OtlpConfig;
 pub use request_id::{drop_unfit_request_id, RandomRequestId};

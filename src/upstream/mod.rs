@@ -435,7 +435,7 @@ impl UpstreamService {
                 None
             };
             if let Some(next) = retry_to.filter(|_| self.retry_budget.withdraw()) {
-                tracing::debug!(service = %self.name, endpoint = %endpoint.label, error = %crate::error::ErrorChain(&error), "failed without an answer; retrying");
+                tracing::debug!(service = %self.name, endpoint = %endpoint.label, error = %crate::telemetry::ErrorChain(&error), "failed without an answer; retrying");
                 self.metrics.retried();
                 retries += 1;
                 index = next;
