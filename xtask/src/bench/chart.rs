@@ -1,5 +1,5 @@
-//! The results as a PNG: four panels (throughput, p99 latency, peak RSS,
-//! CPU per 1000 requests), one bar per target, each target in its own
+//! The results as a PNG: four panels led by the headline, CPU µs per
+//! request, then throughput, p99 latency and peak RSS; one bar per target, each target in its own
 //! colour in the order of the Markdown table. Titles, names and values are
 //! written with DejaVu Sans (Debian's fonts-dejavu-core) when it is
 //! installed; without it the bars are drawn alone and the table carries
@@ -39,10 +39,10 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
     root.fill(&WHITE).map_err(|error| anyhow!("drawing the chart: {error}"))?;
     let panels = root.split_evenly((2, 2));
     let metrics = [
+        ("cpu_us_per_request", "CPU µs per request (lower is better)"),
         ("throughput_rps", "throughput (req/s)"),
         ("p99_ms", "p99 latency (ms)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
-        ("cpu_seconds_per_1000", "CPU seconds per 1000 requests"),
     ];
     for (panel, (key, title)) in panels.iter().zip(metrics) {
         let values: Vec<f64> = targets.iter().map(|target| target[key].as_f64().unwrap_or(0.0)).collect();
@@ -59,7 +59,7 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
                 .map_err(|error| anyhow!("drawing the chart: {error}"))?;
             if labelled {
                 let name = targets[index]["target"].as_str().unwrap_or("");
-                let value_text = if *value >= 100.0 { format!("{value:.0}") } else { format!("{value:.3}") };
+                let value_text = if *value >= 100.0 { format!("{value:.0}") } else { format!("{value:.1}") };
                 let font = ("sans-serif", 14).into_font();
                 area.draw(&Text::new(value_text, (left, (height as i32 - bar_height - 16).max(20)), font.clone()))
                     .map_err(|error| anyhow!("drawing the chart: {error}"))?;
@@ -86,8 +86,8 @@ mod tests {
     #[test]
     fn a_report_becomes_a_png() {
         let report = serde_json::json!({"targets": [
-            {"target": "portico REST", "throughput_rps": 19000.0, "p99_ms": 3.6, "peak_rss_mib": 27.5, "cpu_seconds_per_1000": 0.037},
-            {"target": "NGINX REST", "throughput_rps": 18000.0, "p99_ms": 3.8, "peak_rss_mib": 13.1, "cpu_seconds_per_1000": 0.025},
+            {"target": "portico REST", "cpu_us_per_request": 29.0, "throughput_rps": 34000.0, "p99_ms": 2.5, "peak_rss_mib": 27.5},
+            {"target": "NGINX REST", "cpu_us_per_request": 14.0, "throughput_rps": 70000.0, "p99_ms": 1.5, "peak_rss_mib": 13.1},
         ]});
         let dir = std::env::temp_dir().join(format!("portico-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
