@@ -296,15 +296,20 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     if options.profile {
         let target = targets.iter().find(|target| target.name == "portico REST").context("portico REST")?;
         let pid = children.pid(target.process).context("portico's process")?;
-        step(format!("profiling portico under the REST load: perf record -g for {} s", options.seconds));
-        let recording = profile::Recording::start(pid, options.seconds, cpus.load, &options.out_dir)?;
+        step(format!("profiling portico under the REST load: perf record -g and perf stat for {} s", options.seconds));
+        // perf outlasts the load by a second, so that the counts hold the
+        // whole run (an idle portico adds next to nothing).
+        let recording = profile::Recording::start(pid, options.seconds + 1, cpus.load, &options.out_dir)?;
         let result = load(&script, target, options.concurrency, options.seconds, cpus)?;
-        let path = recording.finish(&format!(
-            "portico ({}) under GET {REST_PATH}, {} connections: {:.0} req/s while recorded",
-            portico.display(),
-            options.concurrency,
-            result.throughput()
-        ))?;
+        let path = recording.finish(
+            &format!(
+                "portico ({}) under GET {REST_PATH}, {} connections: {:.0} req/s while recorded",
+                portico.display(),
+                options.concurrency,
+                result.throughput()
+            ),
+            result.requests,
+        )?;
         println!("    profile: {}", path.display());
     }
 
