@@ -22,8 +22,8 @@
 //!   (`profile.rs`).
 //!
 //! `--smoke` runs portico and NGINX only (debug build, a second per
-//! target, no pinning requirement beyond two CPUs, no Node) so that a test
-//! keeps this command from rotting; its checks are reported, never enforced.
+//! target, pinned the same way, no Node) so that a test keeps this command
+//! from rotting; its checks are reported, never enforced.
 
 mod chart;
 mod measure;
@@ -199,12 +199,15 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     let backend = local(stub_port);
     wait_until_answering(&mut children, "the stubs", backend, "/health/")?;
 
-    let portico_port = start_portico(&mut children, "portico", &portico, scratch.path(), backend, cpus)?;
-    let token = mint_token(&portico, &scratch.path().join("portico.toml"))?;
-    let before_port = match &options.before {
-        Some(before) => Some(start_portico(&mut children, "portico-before", before, scratch.path(), backend, cpus)?),
+    // One portico process per load, so that each one's peak RSS is that
+    // load's own (the REST target's limit is on memory, too).
+    let mut start = |name, binary: &Path| start_portico(&mut children, name, binary, scratch.path(), backend, cpus);
+    let portico_ports = (start("portico-rest", &portico)?, start("portico-dashboard", &portico)?);
+    let before_ports = match &options.before {
+        Some(before) => Some((start("portico-before-rest", before)?, start("portico-before-dashboard", before)?)),
         None => None,
     };
+    let token = mint_token(&portico, &scratch.path().join("portico-rest.toml"))?;
 
     let nginx_port = free_port()?;
     let proxy = nginx::Instance::write(scratch.path(), "proxy", &nginx::proxy_body(nginx_port, backend))?;
@@ -249,16 +252,17 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         authorization: Some(format!("Bearer {token}")),
         process,
     };
-    let mut targets = vec![rest("portico REST", "portico", portico_port), rest("NGINX REST", "nginx", nginx_port)];
-    if let Some(port) = before_port {
-        targets.push(rest("portico (before) REST", "portico-before", port));
+    let mut targets =
+        vec![rest("portico REST", "portico-rest", portico_ports.0), rest("NGINX REST", "nginx", nginx_port)];
+    if let Some((port, _)) = before_ports {
+        targets.push(rest("portico (before) REST", "portico-before-rest", port));
     }
-    targets.push(dashboard("portico Dashboard", "portico", portico_port, "/graphql"));
+    targets.push(dashboard("portico Dashboard", "portico-dashboard", portico_ports.1, "/graphql"));
     if let Some(port) = node_port {
         targets.push(dashboard("Node Dashboard", "node", port, "/"));
     }
-    if let Some(port) = before_port {
-        targets.push(dashboard("portico (before) Dashboard", "portico-before", port, "/graphql"));
+    if let Some((_, port)) = before_ports {
+        targets.push(dashboard("portico (before) Dashboard", "portico-before-dashboard", port, "/graphql"));
     }
 
     let script = scratch.path().join("report.lua");
