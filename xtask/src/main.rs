@@ -13,7 +13,7 @@
 //!   seed data for `services/`; fast when nothing changed.
 //! - `cargo xtask demo`: setup, then the services and the gateway, until Ctrl-C.
 //! - `cargo xtask test`: setup, Django tests, fmt, clippy and `cargo test`, as CI runs them.
-//! - `cargo xtask bench [--smoke]`: portico against NGINX and a Node GraphQL peer under load.
+//! - `cargo xtask bench [--smoke] [--profile]`: portico against NGINX and a Node GraphQL peer under load.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the cargo-fuzz targets on nightly, each for a bounded time.
 //!
 //! Unix only: the services run under gunicorn, which needs it.
@@ -41,11 +41,16 @@ commands:
                     (--reseed wipes and reseeds them all)
   demo              setup, then start the services and the gateway on :8080 until Ctrl-C
   test              setup, Django tests, cargo fmt --check, clippy and cargo test (what CI runs)
-  bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY]
+  bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY] [--before BINARY] [--profile]
                     portico vs NGINX (REST passthrough) and vs a Node GraphQL peer (Apollo Server 4,
-                    the Dashboard operation) under wrk; results in target/bench/ (JSON, Markdown, PNG).
-                    --smoke: portico only, debug build, seconds-long, no thresholds;
-                    --portico: use this binary instead of building one
+                    the Dashboard operation) under wrk, over NGINX stub backends; each target alone on
+                    CPU 0, stubs and wrk on CPU 1; headline: CPU µs per request side by side, with each
+                    core's busy share and issue 11's targets as pass/fail; results in target/bench/
+                    (JSON, Markdown, PNG).
+                    --smoke: portico and NGINX only, debug build, seconds-long, checks not enforced;
+                    --portico: use this binary instead of building one;
+                    --before: also measure this (previous) portico binary, for before/after;
+                    --profile: one more portico REST run under `perf record -g` (target/bench/profile.txt)
   fuzz [--seconds N] [TARGET]...
                     run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after the other, each
                     for N seconds (default 60); targets: config, path, sdl, graphql_limits, jwt,

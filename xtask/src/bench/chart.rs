@@ -1,8 +1,10 @@
-//! The results as a PNG: four panels (throughput, p99 latency, peak RSS,
-//! CPU per 1000 requests), one bar per target, each target in its own
-//! colour in the order of the Markdown table. Titles, names and values are
-//! written with DejaVu Sans (Debian's fonts-dejavu-core) when it is
-//! installed; without it the bars are drawn alone and the table carries
+//! The results as a PNG: one row per kind of load (REST passthrough, then
+//! the `Dashboard` operation, so that the two scales do not share an axis),
+//! four panels each, led by the headline, CPU µs per request, then
+//! throughput, p99 latency and peak RSS; one bar per target, each target in
+//! its own colour in the order of the Markdown table. Titles, names and
+//! values are written with DejaVu Sans (Debian's fonts-dejavu-core) when it
+//! is installed; without it the bars are drawn alone and the table carries
 //! the numbers.
 
 use std::path::Path;
@@ -34,41 +36,51 @@ fn load_font() -> bool {
 
 pub fn draw(path: &Path, report: &Value) -> Result<()> {
     let labelled = load_font();
-    let targets: Vec<&Value> = report["targets"].as_array().map(|targets| targets.iter().collect()).unwrap_or_default();
-    let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
+    let targets: Vec<(usize, &Value)> =
+        report["targets"].as_array().map(|targets| targets.iter().enumerate().collect()).unwrap_or_default();
+    let root = BitMapBackend::new(path, (1600, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|error| anyhow!("drawing the chart: {error}"))?;
-    let panels = root.split_evenly((2, 2));
     let metrics = [
-        ("throughput_rps", "throughput (req/s)"),
+        ("cpu_us_per_request", "CPU µs / request (lower is better)"),
+        ("throughput_rps", "req/s"),
         ("p99_ms", "p99 latency (ms)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
-        ("cpu_seconds_per_1000", "CPU seconds per 1000 requests"),
     ];
-    for (panel, (key, title)) in panels.iter().zip(metrics) {
-        let values: Vec<f64> = targets.iter().map(|target| target[key].as_f64().unwrap_or(0.0)).collect();
+    let kinds = [("rest", "REST", " REST"), ("graphql", "Dashboard", " Dashboard")];
+    let panels = root.split_evenly((kinds.len(), metrics.len()));
+    let cells = kinds.iter().flat_map(|kind| metrics.iter().map(move |metric| (kind, metric)));
+    for (panel, (&(kind, kind_title, suffix), &(key, title))) in panels.iter().zip(cells) {
+        // Colours follow the table, so a target keeps its colour across rows.
+        let targets: Vec<(usize, &Value)> =
+            targets.iter().filter(|(_, target)| target["kind"] == kind).copied().collect();
+        let title = format!("{kind_title}: {title}");
+        let values: Vec<f64> = targets.iter().map(|(_, target)| target[key].as_f64().unwrap_or(0.0)).collect();
         let top = values.iter().copied().fold(0.0_f64, f64::max).max(f64::MIN_POSITIVE) * 1.1;
-        let area = panel.margin(30, 30, 30, 30);
+        let area = panel.margin(30, 30, 20, 20);
         let (width, height) = area.dim_in_pixel();
         let slot = width as f64 / values.len().max(1) as f64;
         for (index, value) in values.iter().enumerate() {
             let bar_height = (value / top * f64::from(height)).round() as i32;
             let left = (index as f64 * slot + slot * 0.15) as i32;
             let right = ((index + 1) as f64 * slot - slot * 0.15) as i32;
-            let colour = COLOURS[index % COLOURS.len()];
+            let colour = COLOURS[targets[index].0 % COLOURS.len()];
             area.draw(&Rectangle::new([(left, height as i32 - bar_height), (right, height as i32)], colour.filled()))
                 .map_err(|error| anyhow!("drawing the chart: {error}"))?;
             if labelled {
-                let name = targets[index]["target"].as_str().unwrap_or("");
-                let value_text = if *value >= 100.0 { format!("{value:.0}") } else { format!("{value:.3}") };
-                let font = ("sans-serif", 14).into_font();
-                area.draw(&Text::new(value_text, (left, (height as i32 - bar_height - 16).max(20)), font.clone()))
+                let name = targets[index].1["target"].as_str().unwrap_or("");
+                let name = name.strip_suffix(suffix).unwrap_or(name);
+                let value_text = if *value >= 100.0 { format!("{value:.0}") } else { format!("{value:.1}") };
+                let font = ("sans-serif", 13).into_font();
+                area.draw(&Text::new(value_text, (left, (height as i32 - bar_height - 16).max(2)), font.clone()))
                     .map_err(|error| anyhow!("drawing the chart: {error}"))?;
                 area.draw(&Text::new(name.to_owned(), (left, height as i32 + 6), font))
                     .map_err(|error| anyhow!("drawing the chart: {error}"))?;
             }
         }
         if labelled {
-            area.draw(&Text::new(title, (8, 4), ("sans-serif", 18).into_font()))
+            // Above the frame, in the margin, clear of the tallest bar's value.
+            panel
+                .draw(&Text::new(title, (20, 8), ("sans-serif", 15).into_font()))
                 .map_err(|error| anyhow!("drawing the chart: {error}"))?;
         }
         // A frame and a baseline, so empty panels still read as panels.
@@ -86,8 +98,8 @@ mod tests {
     #[test]
     fn a_report_becomes_a_png() {
         let report = serde_json::json!({"targets": [
-            {"target": "portico REST", "throughput_rps": 19000.0, "p99_ms": 3.6, "peak_rss_mib": 27.5, "cpu_seconds_per_1000": 0.037},
-            {"target": "NGINX REST", "throughput_rps": 18000.0, "p99_ms": 3.8, "peak_rss_mib": 13.1, "cpu_seconds_per_1000": 0.025},
+            {"target": "portico REST", "kind": "rest", "cpu_us_per_request": 29.0, "throughput_rps": 34000.0, "p99_ms": 2.5, "peak_rss_mib": 27.5},
+            {"target": "NGINX REST", "kind": "rest", "cpu_us_per_request": 14.0, "throughput_rps": 70000.0, "p99_ms": 1.5, "peak_rss_mib": 13.1},
         ]});
         let dir = std::env::temp_dir().join(format!("portico-chart-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

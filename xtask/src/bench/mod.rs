@@ -1,19 +1,37 @@
-//! `cargo xtask bench [--smoke]`: portico against NGINX (REST passthrough)
-//! and against a Node GraphQL peer (Apollo Server 4, the `Dashboard`
-//! operation), on this machine, in one go.
+//! `cargo xtask bench`: portico against NGINX (REST passthrough) and
+//! against a Node GraphQL peer (Apollo Server 4, the `Dashboard`
+//! operation), on this machine, in one go, built so that the gateway, not
+//! the load side, is the bottleneck.
 //!
-//! Fairness on a two-core machine: every target runs pinned to CPU 0 with
-//! `taskset`; the stub backends (inside this process) and the load
-//! generator (`wrk`, fixed concurrency, one thread) share CPU 1. Targets
-//! take turns, interleaved over several rounds in a rotating order, so
-//! that background noise spreads over all of them; the ratios of one run
-//! are the result, not the absolute numbers.
+//! - The backends are NGINX `return 200` stubs (`stub.rs`), cheaper per
+//!   request than any target; NGINX as the reverse proxy under test proxies
+//!   to the same stub with upstream keep-alive (`nginx.rs`).
+//! - Each target runs alone on one CPU (`taskset`); the stubs, `wrk` (one
+//!   thread, fixed concurrency) and `perf` share the other. Targets take
+//!   turns, interleaved over several rounds in a rotating order, so that
+//!   background noise spreads over all of them.
+//! - The headline is CPU time per request (user + system of every process
+//!   of the target over the run, over the requests it answered): unlike
+//!   req/s it does not depend on who set the pace. Each core's busy share is
+//!   recorded per run and the report warns when the load core was
+//!   saturated, when targets tie at its ceiling, when the target was not the
+//!   limit, or when other processes shared the target's core (`report.rs`).
+//! - `--before BINARY` runs a previous portico build as targets of its own,
+//!   in the same rounds, for issue 11's "Dashboard no slower than before";
+//!   `--profile` records one extra REST run of portico with perf
+//!   (`profile.rs`).
 //!
-//! `--smoke` runs portico alone (debug build, a second per target, no
-//! thresholds) so that a test can keep this command from rotting.
+//! `--smoke` runs portico and NGINX only (debug build, a second per
+//! target, pinned the same way, no Node) so that a test keeps this command
+//! from rotting; its checks are reported, never enforced.
 
 mod chart;
+mod measure;
+mod nginx;
+mod profile;
+mod report;
 mod stub;
+mod tools;
 
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
@@ -27,6 +45,9 @@ use serde_json::{json, Value};
 
 use crate::children::Children;
 use crate::workspace::{run, step, Workspace};
+use measure::CoreTimes;
+use report::{Cores, Run};
+use tools::Cpus;
 
 /// The contract's reference operation.
 const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
@@ -39,7 +60,7 @@ const NODE_PACKAGE: &str = include_str!("../../bench/node/package.json");
 /// How the benchmark runs.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Portico alone, debug build, very short runs.
+    /// Portico and NGINX only, debug build, very short runs.
     pub smoke: bool,
     /// Seconds per target per round.
     pub seconds: u32,
@@ -51,6 +72,10 @@ pub struct Options {
     pub out_dir: PathBuf,
     /// The portico binary to run; built first when `None`.
     pub portico: Option<PathBuf>,
+    /// A previous portico binary, measured alongside.
+    pub before: Option<PathBuf>,
+    /// One extra portico REST run under `perf record`.
+    pub profile: bool,
 }
 
 impl Options {
@@ -59,9 +84,11 @@ impl Options {
             smoke: false,
             seconds: 10,
             rounds: 3,
-            concurrency: 32,
+            concurrency: 50,
             out_dir: workspace.target_dir().join("bench"),
             portico: None,
+            before: None,
+            profile: false,
         }
     }
 
@@ -73,6 +100,8 @@ impl Options {
             concurrency: 4,
             out_dir: workspace.target_dir().join("bench-smoke"),
             portico: None,
+            before: None,
+            profile: false,
         }
     }
 
@@ -86,9 +115,12 @@ impl Options {
                 "--rounds" => options.rounds = value()?.parse().context("--rounds")?,
                 "--concurrency" => options.concurrency = value()?.parse().context("--concurrency")?,
                 "--portico" => options.portico = Some(PathBuf::from(value()?)),
+                "--before" => options.before = Some(PathBuf::from(value()?)),
+                "--profile" => options.profile = true,
                 other => bail!("unknown bench option {other:?}"),
             }
         }
+        ensure!(options.seconds > 0 && options.rounds > 0 && options.concurrency > 0, "bench options must be positive");
         Ok(options)
     }
 }
@@ -100,7 +132,7 @@ struct Target {
     url: String,
     body: Option<String>,
     authorization: Option<String>,
-    /// The process whose (and whose children's) memory and CPU are measured.
+    /// The child whose processes' CPU time and memory are the target's.
     process: &'static str,
 }
 
@@ -110,32 +142,29 @@ enum Kind {
     Graphql,
 }
 
-/// One run of the load generator.
-#[derive(Debug, Clone, Default)]
-struct Run {
-    requests: u64,
-    seconds: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    errors: u64,
-    non_2xx: u64,
-    cpu_seconds: f64,
-}
-
-impl Run {
-    fn throughput(&self) -> f64 {
-        self.requests as f64 / self.seconds.max(1e-9)
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Rest => "rest",
+            Kind::Graphql => "graphql",
+        }
     }
 }
 
 /// Runs the benchmark; see the module doc.
 pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
-    let tools = Tools::find(options.smoke)?;
+    let cpus = Cpus::find()?;
+    tools::ensure_command("wrk", "wrk", &["--version"])?;
+    tools::ensure_command("taskset", "util-linux", &["--version"])?;
+    let nginx = nginx::find()?;
+    if options.profile {
+        profile::ensure_perf()?;
+    }
     if !options.smoke {
-        // Stubs are threads of this process, so the process goes to CPU 1;
-        // children are pinned explicitly.
-        pin_self_to_cpu(1)?;
+        ensure!(
+            Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success()),
+            "the Node peer needs Node.js (`node`) with npm; install Debian's nodejs and npm"
+        );
     }
     std::fs::create_dir_all(&options.out_dir).with_context(|| format!("creating {}", options.out_dir.display()))?;
 
@@ -153,90 +182,90 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         }
     };
     ensure!(portico.is_file(), "{} does not exist; build it first", portico.display());
-
-    step("starting the stub backends");
-    let stubs = stub::Stubs::start()?;
-    let mut children = Children::default();
-    let portico_port = free_port()?;
-    let config_path = options.out_dir.join("portico.toml");
-    std::fs::write(&config_path, portico_config(portico_port, &stubs))?;
-    step(format!("starting portico on :{portico_port}"));
-    children
-        .spawn("portico", pinned(0, &portico).args(["serve", "--config"]).arg(&config_path).stdout(Stdio::null()))?;
-    wait_until_answering(&mut children, "portico", local(portico_port), "/healthz")?;
-    let token = mint_token(&portico, &config_path)?;
-
-    let mut targets = vec![
-        Target {
-            name: "portico REST",
-            kind: Kind::Rest,
-            url: format!("http://{}{REST_PATH}", local(portico_port)),
-            body: None,
-            authorization: None,
-            process: "portico",
-        },
-        Target {
-            name: "portico Dashboard",
-            kind: Kind::Graphql,
-            url: format!("http://{}/graphql", local(portico_port)),
-            body: Some(dashboard_body()),
-            authorization: Some(format!("Bearer {token}")),
-            process: "portico",
-        },
-    ];
-
-    if !options.smoke {
-        let nginx_port = free_port()?;
-        let nginx_dir = options.out_dir.join("nginx");
-        std::fs::create_dir_all(&nginx_dir)?;
-        let nginx_config = nginx_dir.join("nginx.conf");
-        std::fs::write(&nginx_config, nginx_config_text(nginx_port, &stubs, &nginx_dir))?;
-        step(format!("starting nginx on :{nginx_port}"));
-        children.spawn(
-            "nginx",
-            pinned(0, Path::new(&tools.nginx)).arg("-c").arg(&nginx_config).args(["-g", "daemon off;"]),
-        )?;
-        wait_until_answering(&mut children, "nginx", local(nginx_port), REST_PATH)?;
-        targets.insert(
-            1,
-            Target {
-                name: "NGINX REST",
-                kind: Kind::Rest,
-                url: format!("http://{}{REST_PATH}", local(nginx_port)),
-                body: None,
-                authorization: None,
-                process: "nginx",
-            },
-        );
-
-        let node_dir = install_node_peer(workspace)?;
-        let node_port = free_port()?;
-        step(format!("starting the Node peer (Apollo Server 4) on :{node_port}"));
-        children.spawn(
-            "node",
-            pinned(0, Path::new("node"))
-                .arg(node_dir.join("server.js"))
-                .args([
-                    format!("http://{}", stubs.student_api),
-                    format!("http://{}", stubs.live_reading),
-                    format!("http://{}", stubs.payment),
-                    node_port.to_string(),
-                ])
-                .env("NODE_ENV", "production")
-                .current_dir(&node_dir),
-        )?;
-        wait_until_answering(&mut children, "node", local(node_port), "/")?;
-        targets.push(Target {
-            name: "Node Dashboard",
-            kind: Kind::Graphql,
-            url: format!("http://{}/", local(node_port)),
-            body: Some(dashboard_body()),
-            authorization: Some(format!("Bearer {token}")),
-            process: "node",
-        });
+    if let Some(before) = &options.before {
+        ensure!(before.is_file(), "--before {} does not exist", before.display());
     }
 
-    let script = options.out_dir.join("report.lua");
+    // Configurations, pid files and logs of this run; removed at the end,
+    // after `children` (declared later, dropped first) has stopped them.
+    let scratch = tempfile::Builder::new().prefix("portico-bench-").tempdir().context("creating a temp dir")?;
+    let mut children = Children::default();
+
+    let stub_port = free_port()?;
+    let stubs = nginx::Instance::write(scratch.path(), "stubs", &stub::http_body(stub_port))?;
+    stubs.check(&nginx)?;
+    step(format!("starting the NGINX stub backends on :{stub_port} (CPU {})", cpus.load));
+    children.spawn("stubs", Cpus::pinned(cpus.load, &nginx).args(stubs.args()))?;
+    let backend = local(stub_port);
+    wait_until_answering(&mut children, "the stubs", backend, "/health/")?;
+
+    // One portico process per load, so that each one's peak RSS is that
+    // load's own (the REST target's limit is on memory, too).
+    let mut start = |name, binary: &Path| start_portico(&mut children, name, binary, scratch.path(), backend, cpus);
+    let portico_ports = (start("portico-rest", &portico)?, start("portico-dashboard", &portico)?);
+    let before_ports = match &options.before {
+        Some(before) => Some((start("portico-before-rest", before)?, start("portico-before-dashboard", before)?)),
+        None => None,
+    };
+    let token = mint_token(&portico, &scratch.path().join("portico-rest.toml"))?;
+
+    let nginx_port = free_port()?;
+    let proxy = nginx::Instance::write(scratch.path(), "proxy", &nginx::proxy_body(nginx_port, backend))?;
+    proxy.check(&nginx)?;
+    step(format!("starting NGINX as the reverse proxy on :{nginx_port} (CPU {})", cpus.target));
+    children.spawn("nginx", Cpus::pinned(cpus.target, &nginx).args(proxy.args()))?;
+    wait_until_answering(&mut children, "nginx", local(nginx_port), REST_PATH)?;
+
+    let node_port = if options.smoke {
+        None
+    } else {
+        let node_dir = install_node_peer(workspace)?;
+        let node_port = free_port()?;
+        step(format!("starting the Node peer (Apollo Server 4) on :{node_port} (CPU {})", cpus.target));
+        let base = format!("http://{backend}");
+        children.spawn(
+            "node",
+            Cpus::pinned(cpus.target, Path::new("node"))
+                .arg(node_dir.join("server.js"))
+                .args([&base, &base, &base, &node_port.to_string()])
+                .env("NODE_ENV", "production")
+                .current_dir(&node_dir)
+                .stdout(Stdio::null()),
+        )?;
+        wait_until_answering(&mut children, "node", local(node_port), "/")?;
+        Some(node_port)
+    };
+
+    let rest = |name, process, port: u16| Target {
+        name,
+        kind: Kind::Rest,
+        url: format!("http://{}{REST_PATH}", local(port)),
+        body: None,
+        authorization: None,
+        process,
+    };
+    let dashboard = |name, process, port: u16, path: &str| Target {
+        name,
+        kind: Kind::Graphql,
+        url: format!("http://{}{path}", local(port)),
+        body: Some(dashboard_body()),
+        authorization: Some(format!("Bearer {token}")),
+        process,
+    };
+    let mut targets =
+        vec![rest("portico REST", "portico-rest", portico_ports.0), rest("NGINX REST", "nginx", nginx_port)];
+    if let Some((port, _)) = before_ports {
+        targets.push(rest("portico (before) REST", "portico-before-rest", port));
+    }
+    targets.push(dashboard("portico Dashboard", "portico-dashboard", portico_ports.1, "/graphql"));
+    if let Some(port) = node_port {
+        targets.push(dashboard("Node Dashboard", "node", port, "/"));
+    }
+    if let Some((_, port)) = before_ports {
+        targets.push(dashboard("portico (before) Dashboard", "portico-before-dashboard", port, "/graphql"));
+    }
+
+    let script = scratch.path().join("report.lua");
     std::fs::write(&script, WRK_SCRIPT)?;
     for target in &targets {
         check_answer(target)?;
@@ -245,142 +274,181 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     // Warm-up: connection pools, JIT, allocator arenas.
     step("warming up");
     for target in &targets {
-        load(&tools, &script, target, options.concurrency, 1)?;
+        load(&script, target, options.concurrency, 1, cpus)?;
     }
 
+    step(format!(
+        "measuring: {} rounds × {} targets × {} s, {} connections",
+        options.rounds,
+        targets.len(),
+        options.seconds,
+        options.concurrency
+    ));
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..options.rounds {
         let count = targets.len();
         for offset in 0..count {
             let index = (offset + round as usize) % count;
             let target = &targets[index];
-            let pids = process_tree(children.pid(target.process).context("target process")?);
-            let cpu_before = cpu_seconds(&pids);
-            let mut result = load(&tools, &script, target, options.concurrency, options.seconds)?;
-            result.cpu_seconds =
-                cpu_seconds(&process_tree(children.pid(target.process).context("target")?)) - cpu_before;
-            println!(
-                "    round {} {:<18} {:>9.0} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  errors {}",
-                round + 1,
-                target.name,
-                result.throughput(),
-                result.p50_us / 1000.0,
-                result.p99_us / 1000.0,
-                result.p999_us / 1000.0,
-                result.errors + result.non_2xx
-            );
+            let mut result = measured(&children, &script, target, options, cpus)?;
+            result.round = round + 1;
+            print_run(target, &result, cpus);
             runs[index].push(result);
         }
     }
 
+    if options.profile {
+        let target = targets.iter().find(|target| target.name == "portico REST").context("portico REST")?;
+        let pid = children.pid(target.process).context("portico's process")?;
+        step(format!("profiling portico under the REST load: perf record -g and perf stat for {} s", options.seconds));
+        // perf outlasts the load by a second, so that the counts hold the
+        // whole run (an idle portico adds next to nothing).
+        let recording = profile::Recording::start(pid, options.seconds + 1, cpus.load, &options.out_dir)?;
+        let result = load(&script, target, options.concurrency, options.seconds, cpus)?;
+        let path = recording.finish(
+            &format!(
+                "portico ({}) under GET {REST_PATH}, {} connections: {:.0} req/s while recorded",
+                portico.display(),
+                options.concurrency,
+                result.throughput()
+            ),
+            result.requests,
+        )?;
+        println!("    profile: {}", path.display());
+    }
+
+    let cores = Cores { target: cpus.target, load: cpus.load };
     let mut summaries = Vec::new();
     for (target, runs) in targets.iter().zip(&runs) {
-        let pids = process_tree(children.pid(target.process).context("target process")?);
-        let rss = peak_rss_bytes(&pids);
-        summaries.push(summarize(target, runs, rss));
+        let pids = measure::process_tree(children.pid(target.process).context("target process")?);
+        let rss = measure::peak_rss_bytes(&pids);
+        summaries.push(report::summarize(target.name, target.kind.label(), runs, rss, cores));
     }
     children.stop_all();
-    drop(stubs);
 
-    let report = report(options, &summaries);
-    let markdown = markdown(&report);
+    let comparisons = report::comparisons(&summaries);
+    let checks = report::checks(&summaries, &comparisons);
+    let warnings = report::warnings(&summaries, &comparisons, cores);
+    let report = json!({
+        "mode": if options.smoke { "smoke" } else { "full" },
+        "machine": machine(),
+        "command": command_line(options),
+        "load": {
+            "generator": "wrk -t1",
+            "stubs": "NGINX return 200, one worker",
+            "concurrency": options.concurrency,
+            "seconds_per_run": options.seconds,
+            "rounds": options.rounds,
+            "cpus": { "target": cpus.target, "load": cpus.load },
+        },
+        "targets": summaries,
+        "comparisons": comparisons,
+        "checks": checks,
+        "warnings": warnings,
+    });
+    let markdown = report::markdown(&report);
     std::fs::write(options.out_dir.join("results.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(options.out_dir.join("results.md"), &markdown)?;
     chart::draw(&options.out_dir.join("results.png"), &report)?;
     println!("\n{markdown}");
     println!("results: {}/results.{{json,md,png}}", options.out_dir.display());
-    for summary in &summaries {
+    for summary in report["targets"].as_array().into_iter().flatten() {
         let failed = summary["errors"].as_u64().unwrap_or(0);
         ensure!(failed == 0, "{} answered {failed} requests with errors", summary["target"]);
     }
     Ok(report)
 }
 
-struct Tools {
-    wrk: String,
-    nginx: String,
+/// Starts a portico binary on CPU `cpus.target` over the stubs; its port.
+fn start_portico(
+    children: &mut Children,
+    name: &'static str,
+    binary: &Path,
+    dir: &Path,
+    backend: SocketAddr,
+    cpus: Cpus,
+) -> Result<u16> {
+    let port = free_port()?;
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(&config, portico_config(port, backend))?;
+    step(format!("starting {name} ({}) on :{port} (CPU {})", binary.display(), cpus.target));
+    children.spawn(
+        name,
+        Cpus::pinned(cpus.target, binary).args(["serve", "--config"]).arg(&config).stdout(Stdio::null()),
+    )?;
+    wait_until_answering(children, name, local(port), "/healthz")?;
+    Ok(port)
 }
 
-impl Tools {
-    /// Finds the load generator (and, for the full run, NGINX and Node),
-    /// installing Debian packages that are missing when running as root.
-    fn find(smoke: bool) -> Result<Tools> {
-        ensure_command("wrk", "wrk", &["--version"])?;
-        ensure_command("taskset", "util-linux", &["--version"])?;
-        let nginx = if smoke {
-            String::new()
-        } else {
-            ensure_command("nginx", "nginx", &["-v"])?;
-            ensure!(
-                Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success()),
-                "the Node peer needs Node.js (`node`) with npm; install Debian's nodejs and npm"
-            );
-            "nginx".to_owned()
-        };
-        Ok(Tools { wrk: "wrk".to_owned(), nginx })
+/// One measured run: the load, the target's CPU time and each core's busy
+/// share over it.
+fn measured(children: &Children, script: &Path, target: &Target, options: &Options, cpus: Cpus) -> Result<Run> {
+    let pid = children.pid(target.process).context("target process")?;
+    let cpu_before = measure::cpu_seconds(&measure::process_tree(pid));
+    let cores_before = CoreTimes::now();
+    let mut result = load(script, target, options.concurrency, options.seconds, cpus)?;
+    result.cores = CoreTimes::now().busy_since(&cores_before);
+    // The tree again: a process that appeared during the run counts from 0.
+    result.cpu_seconds = measure::cpu_seconds(&measure::process_tree(pid)) - cpu_before;
+    Ok(result)
+}
+
+fn print_run(target: &Target, run: &Run, cpus: Cpus) {
+    let busy = |cpu: usize| run.cores.get(cpu).copied().unwrap_or(0.0) * 100.0;
+    let load_busy = busy(cpus.load);
+    println!(
+        "    round {} {:<26} {:>6.1} µs CPU/req {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  \
+         CPU {} {:.0} % (target {:.0} %)  CPU {} {:.0} %{}",
+        run.round,
+        target.name,
+        run.cpu_us_per_request(),
+        run.throughput(),
+        run.p50_us / 1000.0,
+        run.p99_us / 1000.0,
+        run.errors + run.non_2xx,
+        cpus.target,
+        busy(cpus.target),
+        run.target_share() * 100.0,
+        cpus.load,
+        load_busy,
+        if load_busy >= report::SATURATED * 100.0 { "  WARNING: load core saturated" } else { "" },
+    );
+}
+
+fn command_line(options: &Options) -> String {
+    let mut line = String::from("cargo xtask bench");
+    if options.smoke {
+        line.push_str(" --smoke");
     }
-}
-
-/// Makes sure `command` runs, installing Debian's `package` when it does not.
-fn ensure_command(command: &str, package: &str, probe: &[&str]) -> Result<()> {
-    let present = |name: &str| {
-        Command::new(name).args(probe).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-            || Path::new("/usr/sbin").join(name).is_file()
-    };
-    if present(command) {
-        return Ok(());
+    let _ = write!(
+        line,
+        " --rounds {} --seconds {} --concurrency {}",
+        options.rounds, options.seconds, options.concurrency
+    );
+    if options.before.is_some() {
+        line.push_str(" --before <binary>");
     }
-    println!("==> `{command}` is missing: installing Debian's {package} package (apt-get install {package})");
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends", package])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status();
-    if !matches!(installed, Ok(status) if status.success()) {
-        // The package lists may be missing on a fresh machine.
-        let _ = Command::new("apt-get").args(["update", "-qq"]).status();
-        let retried = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", package])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status();
-        ensure!(
-            matches!(retried, Ok(status) if status.success()),
-            "could not install {package}; install it yourself (`sudo apt-get install {package}`) and run again"
-        );
+    if options.profile {
+        line.push_str(" --profile");
     }
-    ensure!(present(command), "{command} is still missing after installing {package}");
-    Ok(())
+    line
 }
 
-/// `taskset -c <cpu> <program>`: the program, pinned to one CPU.
-fn pinned(cpu: u32, program: &Path) -> Command {
-    let mut command = Command::new("taskset");
-    command.arg("-c").arg(cpu.to_string()).arg(program);
-    command
-}
-
-fn pin_self_to_cpu(cpu: usize) -> Result<()> {
-    let mut set = nix::sched::CpuSet::new();
-    set.set(cpu).context("CPU index")?;
-    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("pinning the stubs and the load generator to CPU {cpu} (a machine with 2 CPUs?)"))
-}
-
-/// Runs `wrk` against `target` and reads the report line the Lua script prints.
-fn load(tools: &Tools, script: &Path, target: &Target, concurrency: u32, seconds: u32) -> Result<Run> {
-    let mut command = Command::new("taskset");
-    command
-        .args(["-c", "1", &tools.wrk, "-t1"])
+/// Runs `wrk` on the load CPU against `target` and reads the report line
+/// the Lua script prints.
+fn load(script: &Path, target: &Target, concurrency: u32, seconds: u32, cpus: Cpus) -> Result<Run> {
+    let output = Cpus::pinned(cpus.load, Path::new("wrk"))
+        .arg("-t1")
         .arg(format!("-c{concurrency}"))
         .arg(format!("-d{seconds}s"))
-        .arg("--timeout")
-        .arg("5s")
-        .arg("-s")
+        .args(["--timeout", "5s", "-s"])
         .arg(script)
         .arg(&target.url)
         .env("BENCH_BODY", target.body.as_deref().unwrap_or(""))
         .env("BENCH_AUTH", target.authorization.as_deref().unwrap_or(""))
-        .stdin(Stdio::null());
-    let output = command.output().context("running wrk")?;
+        .stdin(Stdio::null())
+        .output()
+        .context("running wrk")?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     ensure!(
         output.status.success(),
@@ -402,7 +470,7 @@ fn load(tools: &Tools, script: &Path, target: &Target, concurrency: u32, seconds
         p999_us: number("p999_us"),
         errors: value["errors"].as_u64().unwrap_or(0),
         non_2xx: value["non_2xx"].as_u64().unwrap_or(0),
-        cpu_seconds: 0.0,
+        ..Run::default()
     })
 }
 
@@ -435,15 +503,15 @@ fn check_answer(target: &Target) -> Result<()> {
     let mut answer = String::new();
     std::io::Read::read_to_string(&mut stream, &mut answer)?;
     ensure!(answer.starts_with("HTTP/1.1 200"), "{} answered:\n{answer}", target.name);
-    if target.kind == Kind::Graphql {
-        ensure!(
+    let complete = match target.kind {
+        Kind::Rest => answer.contains(stub::USER),
+        Kind::Graphql => {
             answer.contains("\"fullName\":\"Ada Lovelace\"")
                 && answer.contains("Lesson 7")
-                && !answer.contains("\"errors\""),
-            "{} did not answer Dashboard in full:\n{answer}",
-            target.name
-        );
-    }
+                && !answer.contains("\"errors\"")
+        }
+    };
+    ensure!(complete, "{} did not answer in full:\n{answer}", target.name);
     Ok(())
 }
 
@@ -451,62 +519,28 @@ fn dashboard_body() -> String {
     json!({"query": DASHBOARD, "operationName": "Dashboard", "variables": {"id": "1"}}).to_string()
 }
 
-fn portico_config(port: u16, stubs: &stub::Stubs) -> String {
-    let service = |name: &str, address: SocketAddr| {
+/// portico over the stubs: every service on the one stub, the REST route,
+/// JWT auth for the Dashboard; access logs off (`warn`), as NGINX's
+/// `access_log off`, while metrics, request ids and trace context stay on
+/// (their defaults).
+fn portico_config(port: u16, backend: SocketAddr) -> String {
+    let service = |name: &str| {
         format!(
-            "[services.{name}]\nendpoints = [\"http://{address}\"]\nmax_idle_per_host = 256\n\
+            "[services.{name}]\nendpoints = [\"http://{backend}\"]\nmax_idle_per_host = 256\n\
              health_check = {{ enabled = true, interval = \"5s\" }}\n\n"
         )
     };
     format!(
-        "# Written by `cargo xtask bench`: REST passthrough and GraphQL over the stub backends.\n\
+        "# Written by `cargo xtask bench`: REST passthrough and GraphQL over the NGINX stubs.\n\
          [server]\nlisten = \"127.0.0.1:{port}\"\n\n\
-         # Access logs off, as for NGINX (`access_log off`); metrics stay on.\n\
          [telemetry]\nlog_level = \"warn\"\n\n\
          {}{}{}\
          [[routes]]\nprefix = \"/student-api/\"\nservice = \"student_api\"\n\n\
          [auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"portico-bench-secret-0123456789-0123456789\"\n\n\
          [graphql]\nenabled = true\n",
-        service("student_api", stubs.student_api),
-        service("live_reading", stubs.live_reading),
-        service("payment", stubs.payment),
-    )
-}
-
-fn nginx_config_text(port: u16, stubs: &stub::Stubs, dir: &Path) -> String {
-    let dir = dir.display();
-    format!(
-        "# Written by `cargo xtask bench`: the same REST passthrough as portico's\n\
-         # /student-api/ route, with upstream keep-alive and forwarding headers.\n\
-         worker_processes 1;\n\
-         pid {dir}/nginx.pid;\n\
-         error_log {dir}/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n\
-         \x20   access_log off;\n\
-         \x20   client_body_temp_path {dir}/body;\n\
-         \x20   proxy_temp_path {dir}/proxy;\n\
-         \x20   fastcgi_temp_path {dir}/fastcgi;\n\
-         \x20   uwsgi_temp_path {dir}/uwsgi;\n\
-         \x20   scgi_temp_path {dir}/scgi;\n\
-         \x20   upstream student_api {{ server {}; keepalive 64; }}\n\
-         \x20   server {{\n\
-         \x20       listen 127.0.0.1:{port};\n\
-         \x20       location /student-api/ {{\n\
-         \x20           proxy_pass http://student_api/;\n\
-         \x20           proxy_http_version 1.1;\n\
-         \x20           proxy_set_header Connection \"\";\n\
-         \x20           proxy_set_header Host $host;\n\
-         \x20           proxy_set_header X-Real-IP $remote_addr;\n\
-         \x20           proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
-         \x20           proxy_set_header X-Forwarded-Proto $scheme;\n\
-         \x20           proxy_set_header X-Forwarded-Host $host;\n\
-         \x20           proxy_set_header X-Request-Id $request_id;\n\
-         \x20           add_header X-Request-Id $request_id;\n\
-         \x20       }}\n\
-         \x20   }}\n\
-         }}\n",
-        stubs.student_api
+        service("student_api"),
+        service("live_reading"),
+        service("payment"),
     )
 }
 
@@ -570,120 +604,6 @@ fn wait_until_answering(children: &mut Children, name: &str, address: SocketAddr
     }
 }
 
-/// `pid` and its descendants (NGINX's workers, for instance).
-fn process_tree(pid: u32) -> Vec<u32> {
-    let mut tree = vec![pid];
-    let mut index = 0;
-    let all: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .filter_map(|candidate| Some((candidate, stat_fields(candidate)?.get(1)?.parse().ok()?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    while index < tree.len() {
-        let parent = tree[index];
-        tree.extend(all.iter().filter(|(_, ppid)| *ppid == parent).map(|(child, _)| *child));
-        index += 1;
-    }
-    tree
-}
-
-/// Fields of `/proc/<pid>/stat` after the command name (state is index 0).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = stat.rsplit_once(')')?.1;
-    Some(after_name.split_whitespace().map(str::to_owned).collect())
-}
-
-/// User plus system CPU time of the processes, in seconds.
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    // Clock ticks; Linux has used 100 per second on every common build.
-    const TICKS_PER_SECOND: f64 = 100.0;
-    pids.iter()
-        .filter_map(|pid| {
-            let fields = stat_fields(*pid)?;
-            // utime and stime are fields 14 and 15 of stat, 11 and 12 here.
-            let user: f64 = fields.get(11)?.parse().ok()?;
-            let system: f64 = fields.get(12)?.parse().ok()?;
-            Some((user + system) / TICKS_PER_SECOND)
-        })
-        .sum()
-}
-
-/// Sum of the processes' peak resident set (VmHWM).
-fn peak_rss_bytes(pids: &[u32]) -> u64 {
-    pids.iter()
-        .filter_map(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .sum()
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => 0.0,
-        len if len % 2 == 1 => values[len / 2],
-        len => (values[len / 2 - 1] + values[len / 2]) / 2.0,
-    }
-}
-
-fn summarize(target: &Target, runs: &[Run], rss: u64) -> Value {
-    let requests: u64 = runs.iter().map(|run| run.requests).sum();
-    let cpu: f64 = runs.iter().map(|run| run.cpu_seconds).sum();
-    json!({
-        "target": target.name,
-        "kind": match target.kind { Kind::Rest => "rest", Kind::Graphql => "graphql" },
-        "throughput_rps": median(runs.iter().map(Run::throughput).collect()),
-        "p50_ms": median(runs.iter().map(|run| run.p50_us / 1000.0).collect()),
-        "p99_ms": median(runs.iter().map(|run| run.p99_us / 1000.0).collect()),
-        "p999_ms": median(runs.iter().map(|run| run.p999_us / 1000.0).collect()),
-        "peak_rss_mib": rss as f64 / (1024.0 * 1024.0),
-        "cpu_seconds_per_1000": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1000.0 },
-        "requests": requests,
-        "errors": runs.iter().map(|run| run.errors + run.non_2xx).sum::<u64>(),
-        "rounds": runs.iter().map(|run| json!({
-            "throughput_rps": run.throughput(), "p50_ms": run.p50_us / 1000.0, "p99_ms": run.p99_us / 1000.0,
-            "p999_ms": run.p999_us / 1000.0, "cpu_seconds": run.cpu_seconds, "requests": run.requests,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn report(options: &Options, summaries: &[Value]) -> Value {
-    let find = |name: &str| summaries.iter().find(|summary| summary["target"] == name);
-    let ratio = |a: &str, b: &str, key: &str| -> Value {
-        match (find(a), find(b)) {
-            (Some(a), Some(b)) => {
-                let (a, b) = (a[key].as_f64().unwrap_or(0.0), b[key].as_f64().unwrap_or(0.0));
-                if b > 0.0 {
-                    json!(a / b)
-                } else {
-                    Value::Null
-                }
-            }
-            _ => Value::Null,
-        }
-    };
-    json!({
-        "mode": if options.smoke { "smoke" } else { "full" },
-        "machine": machine(),
-        "command": if options.smoke { "cargo xtask bench --smoke" } else { "cargo xtask bench" },
-        "load": { "generator": "wrk -t1", "concurrency": options.concurrency, "seconds_per_run": options.seconds, "rounds": options.rounds },
-        "targets": summaries,
-        "ratios": {
-            "rest_throughput_portico_over_nginx": ratio("portico REST", "NGINX REST", "throughput_rps"),
-            "rest_p99_portico_over_nginx": ratio("portico REST", "NGINX REST", "p99_ms"),
-            "dashboard_throughput_portico_over_node": ratio("portico Dashboard", "Node Dashboard", "throughput_rps"),
-            "dashboard_p99_portico_over_node": ratio("portico Dashboard", "Node Dashboard", "p99_ms"),
-        },
-    })
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -706,61 +626,16 @@ fn machine() -> String {
     format!("{cores} × {cpu}{memory}{kernel}")
 }
 
-fn markdown(report: &Value) -> String {
-    let mut text = String::new();
-    let _ = writeln!(text, "| target | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU s / 1000 req |");
-    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for target in report["targets"].as_array().into_iter().flatten() {
-        let number = |key: &str| target[key].as_f64().unwrap_or(0.0);
-        let _ = writeln!(
-            text,
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.3} |",
-            target["target"].as_str().unwrap_or(""),
-            number("throughput_rps"),
-            number("p50_ms"),
-            number("p99_ms"),
-            number("p999_ms"),
-            number("peak_rss_mib"),
-            number("cpu_seconds_per_1000"),
-        );
-    }
-    let ratios = &report["ratios"];
-    let mut lines = Vec::new();
-    for (key, label) in [
-        ("rest_throughput_portico_over_nginx", "REST throughput portico / NGINX"),
-        ("rest_p99_portico_over_nginx", "REST p99 portico / NGINX"),
-        ("dashboard_throughput_portico_over_node", "Dashboard throughput portico / Node"),
-        ("dashboard_p99_portico_over_node", "Dashboard p99 portico / Node"),
-    ] {
-        if let Some(value) = ratios[key].as_f64() {
-            lines.push(format!("{label}: **{value:.2}**"));
-        }
-    }
-    if !lines.is_empty() {
-        let _ = writeln!(text, "\n{}", lines.join(" · "));
-    }
-    let load = &report["load"];
-    let _ = writeln!(
-        text,
-        "\n{} · {} at {} connections, {} s per target per round, {} rounds (medians); targets on CPU 0, stubs and load generator on CPU 1.",
-        report["machine"].as_str().unwrap_or(""),
-        load["generator"].as_str().unwrap_or(""),
-        load["concurrency"],
-        load["seconds_per_run"],
-        load["rounds"],
-    );
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The smoke mode, so that the command cannot rot. `cargo test
-    /// --workspace` has built the debug `portico` binary (the integration
-    /// tests need it) before any test runs.
+    /// The smoke mode, so that the command cannot rot: portico and NGINX
+    /// over the NGINX stubs, each measured with its CPU per request and the
+    /// cores' busy shares. `cargo test --workspace` has built the debug
+    /// `portico` binary (the integration tests need it) before any test runs.
     #[test]
-    fn smoke_mode_measures_portico() {
+    fn smoke_mode_measures_portico_and_nginx() {
         let workspace = Workspace::locate();
         let binary = workspace.target_dir().join("debug").join("portico");
         assert!(
@@ -773,22 +648,36 @@ mod tests {
         options.out_dir = workspace.target_dir().join("bench-smoke-test");
         let report = bench(&workspace, &options).expect("the smoke benchmark runs");
         let targets = report["targets"].as_array().expect("targets");
-        assert_eq!(targets.len(), 2, "{report}");
+        let names: Vec<&str> = targets.iter().filter_map(|target| target["target"].as_str()).collect();
+        assert_eq!(names, ["portico REST", "NGINX REST", "portico Dashboard"], "{report}");
         for target in targets {
             assert!(target["requests"].as_u64().unwrap_or(0) > 0, "{target}");
             assert!(target["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{target}");
+            assert!(target["cpu_us_per_request"].as_f64().unwrap_or(0.0) > 0.0, "{target}");
+            let busy = &target["rounds"][0]["core_busy"];
+            assert!(busy.as_array().is_some_and(|cores| cores.len() >= 2), "{target}");
         }
-        for file in ["results.json", "results.md", "results.png"] {
+        let comparison = &report["comparisons"][0];
+        assert_eq!(comparison["label"], "REST passthrough: portico / NGINX", "{report}");
+        assert!(comparison["ratios"]["cpu_us_per_request"].as_f64().is_some(), "{report}");
+        let checks = report["checks"].as_array().expect("checks");
+        assert!(checks.iter().any(|check| check["pass"].is_boolean()), "{report}");
+        let markdown = std::fs::read_to_string(options.out_dir.join("results.md")).expect("results.md");
+        assert!(markdown.starts_with("| CPU µs per request |"), "{markdown}");
+        for file in ["results.json", "results.png"] {
             assert!(options.out_dir.join(file).is_file(), "{file} missing");
         }
     }
 
     #[test]
-    fn medians_and_markdown() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        let report =
-            json!({"targets": [{"target": "x", "throughput_rps": 10.0}], "ratios": {}, "machine": "m", "load": {}});
-        assert!(markdown(&report).contains("| x | 10 |"));
+    fn options_parse() {
+        let workspace = Workspace::locate();
+        let options =
+            Options::parse(&workspace, &["--profile", "--before", "/old/portico", "--rounds", "2"]).expect("parsed");
+        assert!(options.profile && !options.smoke);
+        assert_eq!(options.before.as_deref(), Some(Path::new("/old/portico")));
+        assert_eq!((options.rounds, options.concurrency), (2, 50));
+        assert!(Options::parse(&workspace, &["--rounds", "0"]).is_err());
+        assert!(Options::parse(&workspace, &["--bogus"]).is_err());
     }
 }

@@ -1,142 +1,91 @@
-//! Fast backend stubs serving the contract's shapes
-//! (`../shared/contract/services.md`), so that the benchmark measures the
-//! gateways and not the backends. One hyper server per service, on a tokio
-//! runtime of one thread inside the xtask process.
+//! The stub backends: one NGINX answering every path the benchmark asks
+//! for with `return 200` and a fixed body in the contract's shapes
+//! (`../shared/contract/services.md`), so that the load side costs less per
+//! request than any target and the benchmark measures the gateways.
+//!
+//! The three services share one server: no two of them use the same path.
+//! Answers do not depend on the query string (`location =` ignores it);
+//! the benchmark only asks for student 1, whose sessions name lessons 3, 4
+//! and 7, so `/lesson/` answers exactly the batch the `Dashboard` asks for.
 
-use std::convert::Infallible;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
+/// Student 1, `GET /users/1/` (the REST passthrough's answer, too).
+pub const USER: &str = r#"{"id":1,"username":"ada","email":"ada@example.com","full_name":"Ada Lovelace","grade":5,"created_at":"2026-01-02T03:04:05Z"}"#;
 
-use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+/// `GET /sessions/?student_id=1`: four sessions over lessons 3, 4, 7 and 3.
+const SESSIONS: &str = concat!(
+    r#"{"count":4,"next":null,"previous":null,"results":["#,
+    r#"{"id":10,"student_id":1,"lesson_id":3,"started_at":"2026-02-01T10:00:00Z","words_per_minute":112.5,"accuracy":0.97},"#,
+    r#"{"id":11,"student_id":1,"lesson_id":4,"started_at":"2026-02-01T10:00:00Z","words_per_minute":112.5,"accuracy":0.97},"#,
+    r#"{"id":12,"student_id":1,"lesson_id":7,"started_at":"2026-02-01T10:00:00Z","words_per_minute":112.5,"accuracy":0.97},"#,
+    r#"{"id":13,"student_id":1,"lesson_id":3,"started_at":"2026-02-01T10:00:00Z","words_per_minute":112.5,"accuracy":0.97}"#,
+    r#"]}"#
+);
 
-/// The three services' stubs, running until the runtime is dropped.
-pub struct Stubs {
-    pub student_api: SocketAddr,
-    pub live_reading: SocketAddr,
-    pub payment: SocketAddr,
-    _runtime: tokio::runtime::Runtime,
-}
+/// `GET /lesson/?ids=3,4,7`: the batch of the sessions' lessons.
+const LESSONS: &str = concat!(
+    r#"{"count":3,"next":null,"previous":null,"results":["#,
+    r#"{"id":3,"title":"Lesson 3","level":"A2","word_count":350,"duration_seconds":600},"#,
+    r#"{"id":4,"title":"Lesson 4","level":"A2","word_count":350,"duration_seconds":600},"#,
+    r#"{"id":7,"title":"Lesson 7","level":"A2","word_count":350,"duration_seconds":600}"#,
+    r#"]}"#
+);
 
-impl Stubs {
-    pub fn start() -> Result<Stubs> {
-        // One worker thread drives all three, for as long as the xtask lives.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("bench-stubs")
-            .enable_all()
-            .build()
-            .context("starting the stubs' runtime")?;
-        let mut addresses = Vec::new();
-        for _ in 0..3 {
-            let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).context("binding a stub backend")?;
-            addresses.push(listener.local_addr()?);
-            runtime.spawn(serve(listener));
-        }
-        Ok(Stubs { student_api: addresses[0], live_reading: addresses[1], payment: addresses[2], _runtime: runtime })
+/// `GET /payments/?student_id=1`.
+const PAYMENTS: &str = concat!(
+    r#"{"count":1,"next":null,"previous":null,"results":["#,
+    r#"{"id":5,"student_id":1,"amount":"49.00","currency":"USD","status":"succeeded","created_at":"2026-02-03T12:00:00Z"}"#,
+    r#"]}"#
+);
+
+/// The stub's `http` block content: one server on `port`.
+pub fn http_body(port: u16) -> String {
+    let mut text = format!(
+        "\x20   server {{\n\
+         \x20       listen 127.0.0.1:{port};\n\
+         \x20       default_type application/json;\n"
+    );
+    for (path, body) in [
+        ("/health/", r#"{"status":"ok"}"#),
+        ("/users/1/", USER),
+        ("/sessions/", SESSIONS),
+        ("/lesson/", LESSONS),
+        ("/payments/", PAYMENTS),
+    ] {
+        // Single-quoted NGINX strings: the bodies hold no `'`, `\` or `$`.
+        debug_assert!(!body.contains(['\'', '\\', '$']));
+        text.push_str(&format!("\x20       location = {path} {{ return 200 '{body}'; }}\n"));
     }
-}
-
-async fn serve(listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
-                Ok::<_, Infallible>(answer(request.uri().path(), request.uri().query().unwrap_or("")))
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// The answer for one request; every service shares the path space, as no
-/// two services use the same path.
-pub fn answer(path: &str, query: &str) -> Response<Full<Bytes>> {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let body = match segments.as_slice() {
-        ["health"] => Some(r#"{"status":"ok"}"#.to_owned()),
-        ["users", id] => id.parse().ok().map(user),
-        ["users"] => Some(page(ids(query).into_iter().map(user))),
-        ["lesson", id] => id.parse().ok().map(lesson),
-        ["lesson"] => Some(page(ids(query).into_iter().map(lesson))),
-        ["sessions"] => {
-            let student = param(query, "student_id").and_then(|id| id.parse().ok()).unwrap_or(1);
-            Some(page(
-                [(10, 3), (11, 4), (12, 7), (13, 3)].into_iter().map(|(id, lesson)| session(id, student, lesson)),
-            ))
-        }
-        ["payments"] => {
-            let student = param(query, "student_id").and_then(|id| id.parse().ok()).unwrap_or(1);
-            Some(page([payment(5, student)].into_iter()))
-        }
-        _ => None,
-    };
-    let (status, body) = match body {
-        Some(body) => (StatusCode::OK, body),
-        None => (StatusCode::NOT_FOUND, r#"{"detail":"Not found."}"#.to_owned()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
-    response
-}
-
-fn param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-}
-
-fn ids(query: &str) -> Vec<u64> {
-    let raw = param(query, "ids").unwrap_or("");
-    raw.replace("%2C", ",").replace("%2c", ",").split(',').filter_map(|id| id.parse().ok()).collect()
-}
-
-fn page(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    format!(r#"{{"count":{},"next":null,"previous":null,"results":[{}]}}"#, items.len(), items.join(","))
-}
-
-fn user(id: u64) -> String {
-    format!(
-        r#"{{"id":{id},"username":"user{id}","email":"user{id}@example.com","full_name":"Ada Lovelace","grade":5,"created_at":"2026-01-02T03:04:05Z"}}"#
-    )
-}
-
-fn lesson(id: u64) -> String {
-    let mut title = String::new();
-    let _ = write!(title, "Lesson {id}");
-    format!(r#"{{"id":{id},"title":"{title}","level":"A2","word_count":350,"duration_seconds":600}}"#)
-}
-
-fn session(id: u64, student: u64, lesson: u64) -> String {
-    format!(
-        r#"{{"id":{id},"student_id":{student},"lesson_id":{lesson},"started_at":"2026-02-01T10:00:00Z","words_per_minute":112.5,"accuracy":0.97}}"#
-    )
-}
-
-fn payment(id: u64, student: u64) -> String {
-    format!(
-        r#"{{"id":{id},"student_id":{student},"amount":"49.00","currency":"USD","status":"succeeded","created_at":"2026-02-03T12:00:00Z"}}"#
-    )
+    text.push_str("\x20       location / { return 404 '{\"detail\":\"Not found.\"}'; }\n    }\n");
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every body is JSON in the contract's shape, and the lesson batch
+    /// covers exactly the sessions' lessons.
     #[test]
-    fn answers_the_contracts_shapes() {
-        assert_eq!(answer("/users/1/", "").status(), StatusCode::OK);
-        assert_eq!(answer("/nope/", "").status(), StatusCode::NOT_FOUND);
-        assert_eq!(ids("ids=3%2C4%2C7&page_size=3"), vec![3, 4, 7]);
-        assert_eq!(param("student_id=1&page_size=50", "student_id"), Some("1"));
+    fn bodies_are_the_contracts_shapes() {
+        let user: serde_json::Value = serde_json::from_str(USER).expect("user JSON");
+        assert_eq!(user["full_name"], "Ada Lovelace");
+        let sessions: serde_json::Value = serde_json::from_str(SESSIONS).expect("sessions JSON");
+        let lessons: serde_json::Value = serde_json::from_str(LESSONS).expect("lessons JSON");
+        let payments: serde_json::Value = serde_json::from_str(PAYMENTS).expect("payments JSON");
+        assert_eq!(payments["results"][0]["amount"], "49.00");
+        let mut wanted: Vec<u64> = sessions["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|session| session["lesson_id"].as_u64().expect("lesson_id"))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let served: Vec<u64> =
+            lessons["results"].as_array().expect("results").iter().map(|l| l["id"].as_u64().expect("id")).collect();
+        assert_eq!(served, wanted);
+        for body in [USER, SESSIONS, LESSONS, PAYMENTS] {
+            assert!(!body.contains(['\'', '\\', '$']), "{body}");
+        }
     }
 }

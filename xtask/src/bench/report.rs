@@ -1,0 +1,453 @@
+//! From runs to the report: each target's summary, the side-by-side
+//! comparisons (CPU per request first), issue 11's targets as pass/fail,
+//! and warnings whenever the numbers may describe the load side or a noisy
+//! machine rather than the targets. The report is JSON (`results.json`);
+//! the Markdown and the chart are drawn from it.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+
+/// A load core busier than this set the pace, not the target.
+pub const SATURATED: f64 = 0.9;
+/// Throughputs closer than this count as a tie.
+const TIE: f64 = 0.05;
+/// A target core busier than the target itself by more than this was
+/// shared with other processes.
+const FOREIGN: f64 = 0.10;
+/// "No slower than before" allows this much run-to-run noise.
+const NOISE: f64 = 0.05;
+
+/// Issue 11's REST targets, portico over NGINX.
+const REST_CPU_MAX: f64 = 1.25;
+const REST_THROUGHPUT_MIN: f64 = 0.9;
+const REST_P99_MAX: f64 = 1.2;
+const REST_RSS_MAX_MIB: f64 = 32.0;
+
+/// One run of the load generator against one target.
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub round: u32,
+    pub requests: u64,
+    pub seconds: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub errors: u64,
+    pub non_2xx: u64,
+    /// The target's user + system CPU time during the run.
+    pub cpu_seconds: f64,
+    /// Each core's busy share during the run.
+    pub cores: Vec<f64>,
+}
+
+impl Run {
+    pub fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn cpu_us_per_request(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.cpu_seconds / self.requests as f64 * 1e6
+        }
+    }
+
+    /// The share of one core the target itself used.
+    pub fn target_share(&self) -> f64 {
+        self.cpu_seconds / self.seconds.max(1e-9)
+    }
+}
+
+/// Two targets side by side: `subject` is portico, `peer` what it is
+/// measured against.
+pub struct Comparison {
+    pub label: &'static str,
+    pub subject: &'static str,
+    pub peer: &'static str,
+}
+
+pub const COMPARISONS: [Comparison; 4] = [
+    Comparison { label: "REST passthrough: portico / NGINX", subject: "portico REST", peer: "NGINX REST" },
+    Comparison { label: "Dashboard: portico / Node", subject: "portico Dashboard", peer: "Node Dashboard" },
+    Comparison { label: "REST: portico / portico before", subject: "portico REST", peer: "portico (before) REST" },
+    Comparison {
+        label: "Dashboard: portico / portico before",
+        subject: "portico Dashboard",
+        peer: "portico (before) Dashboard",
+    },
+];
+
+/// Which cores did what, for the report's wording.
+#[derive(Debug, Clone, Copy)]
+pub struct Cores {
+    pub target: usize,
+    pub load: usize,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => values[len / 2],
+        len => (values[len / 2 - 1] + values[len / 2]) / 2.0,
+    }
+}
+
+/// One target's summary: CPU per request over all its runs (total CPU over
+/// total requests), medians of the rest, and every run.
+pub fn summarize(name: &str, kind: &str, runs: &[Run], rss_bytes: u64, cores: Cores) -> Value {
+    let requests: u64 = runs.iter().map(|run| run.requests).sum();
+    let cpu: f64 = runs.iter().map(|run| run.cpu_seconds).sum();
+    json!({
+        "target": name,
+        "kind": kind,
+        "cpu_us_per_request": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1e6 },
+        "throughput_rps": median(runs.iter().map(Run::throughput).collect()),
+        "p50_ms": median(runs.iter().map(|run| run.p50_us / 1000.0).collect()),
+        "p99_ms": median(runs.iter().map(|run| run.p99_us / 1000.0).collect()),
+        "p999_ms": median(runs.iter().map(|run| run.p999_us / 1000.0).collect()),
+        "peak_rss_mib": rss_bytes as f64 / (1024.0 * 1024.0),
+        "requests": requests,
+        "errors": runs.iter().map(|run| run.errors + run.non_2xx).sum::<u64>(),
+        "target_core_busy": median(runs.iter().map(|run| run.cores.get(cores.target).copied().unwrap_or(0.0)).collect()),
+        "load_core_busy": median(runs.iter().map(|run| run.cores.get(cores.load).copied().unwrap_or(0.0)).collect()),
+        "rounds": runs.iter().map(|run| json!({
+            "round": run.round,
+            "cpu_us_per_request": run.cpu_us_per_request(),
+            "throughput_rps": run.throughput(),
+            "p50_ms": run.p50_us / 1000.0,
+            "p99_ms": run.p99_us / 1000.0,
+            "p999_ms": run.p999_us / 1000.0,
+            "cpu_seconds": run.cpu_seconds,
+            "requests": run.requests,
+            "target_share": run.target_share(),
+            "core_busy": run.cores,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn number(value: &Value, key: &str) -> f64 {
+    value[key].as_f64().unwrap_or(0.0)
+}
+
+fn ratio(a: f64, b: f64) -> Value {
+    if b > 0.0 {
+        json!(a / b)
+    } else {
+        Value::Null
+    }
+}
+
+/// The side-by-side comparisons whose two targets both ran.
+pub fn comparisons(targets: &[Value]) -> Vec<Value> {
+    let find = |name: &str| targets.iter().find(|target| target["target"] == name);
+    COMPARISONS
+        .iter()
+        .filter_map(|comparison| {
+            let (subject, peer) = (find(comparison.subject)?, find(comparison.peer)?);
+            let ratios = ["cpu_us_per_request", "throughput_rps", "p99_ms", "peak_rss_mib"]
+                .map(|key| (key, ratio(number(subject, key), number(peer, key))));
+            Some(json!({
+                "label": comparison.label,
+                "subject": comparison.subject,
+                "peer": comparison.peer,
+                "cpu_us_per_request": [number(subject, "cpu_us_per_request"), number(peer, "cpu_us_per_request")],
+                "ratios": ratios.into_iter().map(|(key, value)| (key.to_owned(), value)).collect::<serde_json::Map<_, _>>(),
+            }))
+        })
+        .collect()
+}
+
+/// Issue 11's targets: each as measured, its limit, and pass/fail (`null`
+/// when the run lacks what the check needs).
+pub fn checks(targets: &[Value], comparisons: &[Value]) -> Vec<Value> {
+    let find_ratio = |subject: &str, peer: &str, key: &str| {
+        comparisons
+            .iter()
+            .find(|comparison| comparison["subject"] == subject && comparison["peer"] == peer)
+            .and_then(|comparison| comparison["ratios"][key].as_f64())
+    };
+    let check = |name: &str, value: Option<f64>, limit: &str, pass: fn(f64) -> bool, missing: &str| {
+        json!({
+            "check": name,
+            "value": value,
+            "limit": limit,
+            "pass": value.map(pass),
+            "note": if value.is_none() { missing } else { "" },
+        })
+    };
+    let rest = |key| find_ratio("portico REST", "NGINX REST", key);
+    let dashboard = |key| find_ratio("portico Dashboard", "portico (before) Dashboard", key);
+    let rss =
+        targets.iter().find(|target| target["target"] == "portico REST").map(|target| number(target, "peak_rss_mib"));
+    let no_nginx = "NGINX REST did not run";
+    let no_before = "needs --before <the previous portico binary>";
+    vec![
+        check(
+            "REST CPU per request, portico / NGINX",
+            rest("cpu_us_per_request"),
+            "≤ 1.25",
+            |v| v <= REST_CPU_MAX,
+            no_nginx,
+        ),
+        check("REST req/s, portico / NGINX", rest("throughput_rps"), "≥ 0.9", |v| v >= REST_THROUGHPUT_MIN, no_nginx),
+        check("REST p99, portico / NGINX", rest("p99_ms"), "≤ 1.2", |v| v <= REST_P99_MAX, no_nginx),
+        check("portico peak RSS (MiB)", rss, "< 32", |v| v < REST_RSS_MAX_MIB, "portico REST did not run"),
+        check(
+            "Dashboard req/s, portico / before",
+            dashboard("throughput_rps"),
+            "≥ 0.95",
+            |v| v >= 1.0 - NOISE,
+            no_before,
+        ),
+        check("Dashboard p99, portico / before", dashboard("p99_ms"), "≤ 1.05", |v| v <= 1.0 + NOISE, no_before),
+    ]
+}
+
+/// Everything that makes the numbers describe something other than the
+/// targets: a saturated load core, a tie at the load side's ceiling, a
+/// target that was not the limit, other processes on the target's core.
+pub fn warnings(targets: &[Value], comparisons: &[Value], cores: Cores) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut saturated = Vec::new();
+    let mut idle = Vec::new();
+    let mut shared = Vec::new();
+    let mut runs = 0;
+    for target in targets {
+        let name = target["target"].as_str().unwrap_or("");
+        for run in target["rounds"].as_array().into_iter().flatten() {
+            runs += 1;
+            let busy = |core: usize| run["core_busy"].get(core).and_then(Value::as_f64).unwrap_or(0.0);
+            let (target_core, load_core, own) = (busy(cores.target), busy(cores.load), number(run, "target_share"));
+            let at = format!("{name} round {}", run["round"]);
+            if load_core >= SATURATED {
+                saturated.push(format!("{at} ({:.0} %)", load_core * 100.0));
+            } else if own < SATURATED {
+                idle.push(format!("{at} (target {:.0} % of a core)", own * 100.0));
+            }
+            if target_core - own > FOREIGN {
+                shared.push(format!("{at} ({:.0} % by others)", (target_core - own) * 100.0));
+            }
+        }
+    }
+    if !saturated.is_empty() {
+        warnings.push(format!(
+            "WARNING: the load core (CPU {}) was saturated (≥ {:.0} % busy) in {} of {runs} runs: {}. There \
+             the load side (wrk and the stubs) may have set the pace, so req/s and p99 describe it, not the \
+             target; CPU per request is still the target's own.",
+            cores.load,
+            SATURATED * 100.0,
+            saturated.len(),
+            saturated.join(", ")
+        ));
+    }
+    for comparison in comparisons {
+        let find = |key: &str| targets.iter().find(|target| target["target"] == comparison[key]);
+        let (Some(subject), Some(peer)) = (find("subject"), find("peer")) else { continue };
+        let tie = comparison["ratios"]["throughput_rps"].as_f64().is_some_and(|ratio| (ratio - 1.0).abs() <= TIE);
+        if tie && number(subject, "load_core_busy") >= SATURATED && number(peer, "load_core_busy") >= SATURATED {
+            warnings.push(format!(
+                "WARNING: {} and {} tie at about {:.0} req/s while the load core is saturated: this run \
+                 measured the load generator, not the targets.",
+                comparison["subject"].as_str().unwrap_or(""),
+                comparison["peer"].as_str().unwrap_or(""),
+                number(subject, "throughput_rps"),
+            ));
+        }
+    }
+    if !idle.is_empty() {
+        warnings.push(format!(
+            "WARNING: in {} runs neither core was saturated, so the target was not the bottleneck (raise \
+             --concurrency): {}.",
+            idle.len(),
+            idle.join(", ")
+        ));
+    }
+    if !shared.is_empty() {
+        warnings.push(format!(
+            "WARNING: other processes used the target's core (CPU {}) in {} runs: {}. The machine was not \
+             idle; expect noise.",
+            cores.target,
+            shared.len(),
+            shared.join(", ")
+        ));
+    }
+    warnings
+}
+
+pub fn markdown(report: &Value) -> String {
+    let mut text = String::new();
+    let comparisons: Vec<&Value> = report["comparisons"].as_array().into_iter().flatten().collect();
+    if !comparisons.is_empty() {
+        let _ = writeln!(text, "| CPU µs per request | portico | peer | portico / peer |");
+        let _ = writeln!(text, "| --- | ---: | ---: | ---: |");
+        for comparison in &comparisons {
+            let cpu = |index: usize| comparison["cpu_us_per_request"][index].as_f64().unwrap_or(0.0);
+            let _ = writeln!(
+                text,
+                "| {} | {:.1} | {:.1} | **{}** |",
+                comparison["label"].as_str().unwrap_or(""),
+                cpu(0),
+                cpu(1),
+                format_ratio(&comparison["ratios"]["cpu_us_per_request"]),
+            );
+        }
+        text.push('\n');
+    }
+
+    let _ = writeln!(
+        text,
+        "| target | CPU µs / req | req/s | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | CPU {} busy | CPU {} busy | errors |",
+        report["load"]["cpus"]["target"], report["load"]["cpus"]["load"]
+    );
+    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for target in report["targets"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            text,
+            "| {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} % | {:.0} % | {} |",
+            target["target"].as_str().unwrap_or(""),
+            number(target, "cpu_us_per_request"),
+            number(target, "throughput_rps"),
+            number(target, "p50_ms"),
+            number(target, "p99_ms"),
+            number(target, "p999_ms"),
+            number(target, "peak_rss_mib"),
+            number(target, "target_core_busy") * 100.0,
+            number(target, "load_core_busy") * 100.0,
+            target["errors"].as_u64().unwrap_or(0),
+        );
+    }
+
+    let mut lines = Vec::new();
+    for comparison in &comparisons {
+        let ratios = &comparison["ratios"];
+        lines.push(format!(
+            "{}: CPU/req **{}**, req/s **{}**, p99 **{}**, peak RSS **{}**",
+            comparison["label"].as_str().unwrap_or(""),
+            format_ratio(&ratios["cpu_us_per_request"]),
+            format_ratio(&ratios["throughput_rps"]),
+            format_ratio(&ratios["p99_ms"]),
+            format_ratio(&ratios["peak_rss_mib"]),
+        ));
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(text, "\n{}", lines.join("  \n"));
+    }
+
+    let checks: Vec<&Value> = report["checks"].as_array().into_iter().flatten().collect();
+    if !checks.is_empty() {
+        let _ = writeln!(text, "\n| issue 11 target | measured | limit | result |");
+        let _ = writeln!(text, "| --- | ---: | ---: | --- |");
+        for check in checks {
+            let result = match check["pass"].as_bool() {
+                Some(true) => "pass".to_owned(),
+                Some(false) => "**FAIL**".to_owned(),
+                None => format!("not checked: {}", check["note"].as_str().unwrap_or("")),
+            };
+            let _ = writeln!(
+                text,
+                "| {} | {} | {} | {result} |",
+                check["check"].as_str().unwrap_or(""),
+                format_ratio(&check["value"]),
+                check["limit"].as_str().unwrap_or(""),
+            );
+        }
+    }
+
+    for warning in report["warnings"].as_array().into_iter().flatten() {
+        let _ = writeln!(text, "\n{}", warning.as_str().unwrap_or(""));
+    }
+
+    let load = &report["load"];
+    let _ = writeln!(
+        text,
+        "\n{} · {} at {} connections, {} s per target per round, {} rounds, interleaved (req/s and latencies are \
+         medians of the rounds, CPU per request is total CPU over total requests); each target alone on CPU {}, \
+         the NGINX stubs and the load generator on CPU {}; access logs off, portico's metrics, request ids and \
+         trace context on.",
+        report["machine"].as_str().unwrap_or(""),
+        load["generator"].as_str().unwrap_or(""),
+        load["concurrency"],
+        load["seconds_per_run"],
+        load["rounds"],
+        load["cpus"]["target"],
+        load["cpus"]["load"],
+    );
+    text
+}
+
+fn format_ratio(value: &Value) -> String {
+    value.as_f64().map_or_else(|| "–".to_owned(), |value| format!("{value:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: u32, requests: u64, cpu_seconds: f64, cores: Vec<f64>) -> Run {
+        Run { round, requests, seconds: 1.0, p99_us: 1000.0, cpu_seconds, cores, ..Run::default() }
+    }
+
+    const CORES: Cores = Cores { target: 0, load: 1 };
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    /// CPU per request leads, ratios are portico over the peer, the checks
+    /// follow the issue's limits, and the report says which it could not
+    /// check.
+    #[test]
+    fn cpu_per_request_comparison_and_checks() {
+        let portico = summarize("portico REST", "rest", &[run(1, 30_000, 0.9, vec![1.0, 0.5])], 20 << 20, CORES);
+        let nginx = summarize("NGINX REST", "rest", &[run(1, 60_000, 0.9, vec![1.0, 0.8])], 10 << 20, CORES);
+        assert_eq!(number(&portico, "cpu_us_per_request"), 30.0);
+        let targets = vec![portico, nginx];
+        let comparisons = comparisons(&targets);
+        assert_eq!(comparisons.len(), 1);
+        assert_eq!(comparisons[0]["ratios"]["cpu_us_per_request"], 2.0);
+        let checks = checks(&targets, &comparisons);
+        let pass = |name: &str| checks.iter().find(|check| check["check"] == name).expect(name)["pass"].clone();
+        assert_eq!(pass("REST CPU per request, portico / NGINX"), false);
+        assert_eq!(pass("REST req/s, portico / NGINX"), false);
+        assert_eq!(pass("REST p99, portico / NGINX"), true);
+        assert_eq!(pass("portico peak RSS (MiB)"), true);
+        assert_eq!(pass("Dashboard req/s, portico / before"), Value::Null);
+        assert!(warnings(&targets, &comparisons, CORES).is_empty());
+
+        let report = json!({"targets": targets, "comparisons": comparisons, "checks": checks, "warnings": [],
+            "machine": "m", "load": {"cpus": {"target": 0, "load": 1}}});
+        let text = markdown(&report);
+        assert!(text.starts_with("| CPU µs per request |"), "{text}");
+        assert!(text.contains("| REST passthrough: portico / NGINX | 30.0 | 15.0 | **2.00** |"), "{text}");
+        assert!(text.contains("| REST CPU per request, portico / NGINX | 2.00 | ≤ 1.25 | **FAIL** |"), "{text}");
+    }
+
+    /// A tie at a saturated load core is called what it is.
+    #[test]
+    fn a_tie_at_the_load_sides_ceiling_is_a_warning() {
+        let saturated = vec![0.7, 0.97];
+        let targets = vec![
+            summarize("portico REST", "rest", &[run(1, 19_000, 0.6, saturated.clone())], 0, CORES),
+            summarize("NGINX REST", "rest", &[run(1, 18_500, 0.4, saturated)], 0, CORES),
+        ];
+        let comparisons = comparisons(&targets);
+        let warnings = warnings(&targets, &comparisons, CORES);
+        assert!(warnings.iter().any(|w| w.contains("load core (CPU 1) was saturated")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("measured the load generator")), "{warnings:?}");
+    }
+
+    /// Other processes on the target's core and an unsaturated target are
+    /// reported.
+    #[test]
+    fn noise_and_an_idle_target_are_warnings() {
+        let targets = vec![summarize("portico REST", "rest", &[run(1, 1000, 0.5, vec![0.9, 0.3])], 0, CORES)];
+        let warnings = warnings(&targets, &[], CORES);
+        assert!(warnings.iter().any(|w| w.contains("not the bottleneck")), "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("other processes used the target's core")), "{warnings:?}");
+    }
+}
