@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::rules::Lifetimes;
+use crate::client::Caller;
 use crate::identity::Identity;
 
 /// Separates the fields of a key; no path, host or header value holds it.
@@ -38,11 +39,7 @@ impl Partition {
     /// them apart.
     pub fn of(identity: Option<&Identity>) -> Self {
         let Some(identity) = identity else { return Self::Caller("anonymous".to_owned()) };
-        let mut name = match (&identity.subject, &identity.client) {
-            (Some(subject), _) => format!("sub:{subject}"),
-            (None, Some(client)) => format!("client:{client}"),
-            (None, None) => "unnamed".to_owned(),
-        };
+        let mut name = Caller::verified(identity).map_or_else(|| "unnamed".to_owned(), |caller| caller.to_string());
         for (header, value) in &identity.forwarded_headers {
             name.push('\u{1e}');
             name.push_str(header.as_str());

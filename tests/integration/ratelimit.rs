@@ -297,3 +297,37 @@ async fn a_dead_redis_is_not_asked_per_request_and_is_shared_again_once_back() {
     assert_eq!(admitted(&first, 4, &caller).await, 4);
     assert_eq!(get(&second, &caller).await.status(), StatusCode::TOO_MANY_REQUESTS, "one budget for both again");
 }
+
+#[tokio::test]
+async fn operational_endpoints_are_outside_the_client_layers() {
+    let backend = Stub::echo("api").await;
+    // Every client route needs a token and the gateway-wide budget is one
+    // request; probes and scrapes must still answer, uncharged.
+    let policies = "[rate_limits.default]\nper_second = 0.1\nburst = 1\n";
+    let gateway = limited_gateway(policies, "auth = \"required\"", &backend).await;
+    for _ in 0..3 {
+        for path in ["/healthz", "/readyz", "/metrics"] {
+            let response = client().get(gateway.url(path)).send().await.expect("response");
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert!(response.headers().get("ratelimit").is_none(), "{path} is not charged");
+        }
+    }
+    let bearer = format!("Bearer {}", token("1", ""));
+    let first = get(&gateway, &[("authorization", bearer.clone())]).await;
+    assert_eq!(first.status(), StatusCode::OK, "the probes did not spend the caller's budget");
+    assert!(first.headers().get("ratelimit").is_some());
+    assert_eq!(get(&gateway, &[("authorization", bearer)]).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    let refused = client().post(gateway.url("/healthz")).send().await.expect("response");
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(refused.headers()["allow"], "GET, HEAD");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_backends_see_the_client_as_x_real_ip() {
+    let backend = Stub::echo("api").await;
+    let trusting = "[rate_limiting]\ntrusted_proxies = [\"127.0.0.0/8\"]\n";
+    let gateway = limited_gateway(trusting, "", &backend).await;
+    let seen = json_of(get(&gateway, &[("x-forwarded-for", "198.51.100.7".to_owned())]).await).await;
+    assert_eq!(seen["headers"]["x-real-ip"], "198.51.100.7", "the same client the rate limit keys on");
+    assert_eq!(seen["headers"]["x-forwarded-for"], "198.51.100.7, 127.0.0.1", "the chain gains the peer");
+}
