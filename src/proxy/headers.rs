@@ -59,18 +59,21 @@ pub fn prepare_request_headers(
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
 
-    let peer = address.peer.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
-        Some(earlier) if !earlier.trim().is_empty() => format!("{earlier}, {peer}"),
-        _ => peer.clone(),
-    };
-    // Both values are built from printable text, so they are valid header values.
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
-        headers.insert(X_FORWARDED_FOR, value);
-    }
-    let client = if address.client == address.peer { peer } else { address.client.to_string() };
-    if let Ok(value) = HeaderValue::try_from(client) {
-        headers.insert(X_REAL_IP, value);
+    // An address prints as plain ASCII, so these conversions cannot fail.
+    if let Ok(peer) = HeaderValue::try_from(address.peer.to_string()) {
+        let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
+            Some(earlier) if !earlier.trim().is_empty() => {
+                HeaderValue::try_from(format!("{earlier}, {}", address.peer)).unwrap_or_else(|_| peer.clone())
+            }
+            _ => peer.clone(),
+        };
+        headers.insert(X_FORWARDED_FOR, forwarded_for);
+        let real_ip = if address.client == address.peer {
+            peer
+        } else {
+            HeaderValue::try_from(address.client.to_string()).unwrap_or(peer)
+        };
+        headers.insert(X_REAL_IP, real_ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme));
     match original_host {
