@@ -24,7 +24,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
 pub use api_key::{ApiClient, ApiKeys, KeyDigest};
-pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig};
+pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig, KeysFileError};
 pub use error::AuthError;
 pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
 
@@ -54,7 +54,7 @@ pub enum AuthSetupError {
     Jwt(#[from] JwtSetupError),
     /// The API keys file is unusable.
     #[error("auth.api_keys_file: {0}")]
-    KeysFile(String),
+    KeysFile(#[source] config::KeysFileError),
 }
 
 /// The verifier built from `[auth]`, plus the per-path policies.
@@ -88,10 +88,9 @@ impl Authenticator {
         // Read during validation; a configuration built without it is read now.
         match (&config.loaded_api_keys, &config.api_keys_file) {
             (Some(loaded), _) => keys.extend(loaded.iter().cloned()),
-            (None, Some(path)) => keys.extend(
-                config::load_api_keys_file(&base.join(path))
-                    .map_err(|problems| AuthSetupError::KeysFile(problems.join("; ")))?,
-            ),
+            (None, Some(path)) => {
+                keys.extend(config::load_api_keys_file(&base.join(path)).map_err(AuthSetupError::KeysFile)?)
+            }
             (None, None) => {}
         }
         let api_key_header =
