@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::jwt::{load_key_file, LoadedKeys};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// Authentication settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -255,7 +255,7 @@ pub(crate) fn load_api_keys_file(path: &Path) -> Result<Vec<ApiKeyConfig>, KeysF
     let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Read { path: path.to_owned(), source })?;
     let file: KeysFile = toml::from_str(&text).map_err(|source| KeysFileError::Syntax {
         path: path.to_owned(),
-        position: source.span().map(|span| crate::config::line_and_column(&text, span.start)),
+        position: source.span().map(|span| crate::problems::line_and_column(&text, span.start)),
         source: Box::new(source),
     })?;
     let mut problems = Problems::default();

@@ -30,8 +30,8 @@ pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
 
 use crate::error::GatewayError;
 use crate::identity::Identity;
+use crate::request::REQUEST_ID;
 use crate::routing::{PrefixMatch, PrefixTable};
-use crate::telemetry::REQUEST_ID;
 
 /// Longest `Authorization` header looked at; longer ones are refused
 /// before any parsing.

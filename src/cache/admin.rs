@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{Cache, CacheError, Purge};
 use crate::error::GatewayError;
-use crate::telemetry::REQUEST_ID;
+use crate::request::REQUEST_ID;
 
 /// The header carrying the admin key.
 pub const ADMIN_KEY: HeaderName = HeaderName::from_static("x-admin-key");

@@ -23,7 +23,8 @@ use super::flight::{Filled, Role};
 use super::rules::{self, Allowance, RequestMode};
 use super::{admin, Cache, CachePolicy, CacheScope, Counters};
 use crate::identity::Identity;
-use crate::telemetry::{RequestLog, REQUEST_ID};
+use crate::request::REQUEST_ID;
+use crate::telemetry::RequestLog;
 
 /// `HIT`, `MISS`, `BYPASS` or `STALE` on every answer of a caching route.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -36,7 +36,8 @@ use super::resolve::{AbortCallsOnDrop, OperationState, Runtime};
 use crate::cache::Cache;
 use crate::identity::Identity;
 use crate::ratelimit::CostBudget;
-use crate::telemetry::{RequestLog, REQUEST_ID};
+use crate::request::REQUEST_ID;
+use crate::telemetry::RequestLog;
 
 /// The assets the playground page loads, served from memory.
 const PLAYGROUND_ASSETS: [(&str, &str); 4] = [

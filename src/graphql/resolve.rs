@@ -551,7 +551,7 @@ impl BackendCall {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(request_id) = &self.state.request_id {
-            headers.insert(crate::telemetry::REQUEST_ID, request_id.clone());
+            headers.insert(crate::request::REQUEST_ID, request_id.clone());
         }
         if let Some(log) = &self.state.request_log {
             log.inject_trace(headers, span);

@@ -23,8 +23,8 @@ use tower::{Layer, Service};
 
 use super::{ProxyError, RouteConfig};
 use crate::error::GatewayError;
+use crate::request::REQUEST_ID;
 use crate::routing::{PrefixMatch, PrefixTable};
-use crate::telemetry::REQUEST_ID;
 
 /// Each route's deadline, by prefix.
 #[derive(Debug)]

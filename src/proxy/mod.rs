@@ -86,7 +86,7 @@ impl Proxy {
 /// Forwards one request; the axum fallback handler for every path that is
 /// not an operational endpoint.
 pub async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
-    let request_id = request.headers().get(crate::telemetry::REQUEST_ID).cloned();
+    let request_id = request.headers().get(crate::request::REQUEST_ID).cloned();
     match forward(&proxy, request).await {
         Ok(response) => response,
         Err(error) => GatewayError::from(error).into_response_with_id(request_id.as_ref()),
@@ -144,7 +144,7 @@ async fn forward(proxy: &Proxy, request: Request) -> Result<Response, ProxyError
         .get(header::HOST)
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()));
-    let client_scheme = parts.extensions.get::<crate::server::ConnectionInfo>().map_or("http", |info| info.scheme());
+    let client_scheme = parts.extensions.get::<crate::request::ConnectionInfo>().map_or("http", |info| info.scheme());
     headers::prepare_request_headers(&mut parts.headers, client_ip, original_host.as_ref(), client_scheme);
     // The backend call joins the request's trace, with its own span as parent.
     let span = match &log {

@@ -35,9 +35,9 @@ pub use store::{Decision, LocalLimiter, Rate, RedisStore};
 use crate::error::GatewayError;
 use crate::identity::Identity;
 use crate::redis_health::RedisCircuit;
+use crate::request::REQUEST_ID;
 use crate::routing::{PrefixMatch, PrefixTable};
 use crate::telemetry::metrics::{Metrics, RateLimitDecision};
-use crate::telemetry::REQUEST_ID;
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");

@@ -20,7 +20,7 @@ pub use prefix::{PrefixMatch, PrefixTable};
 pub use rewrite::PathRewrite;
 
 use crate::error::GatewayError;
-use crate::telemetry::REQUEST_ID;
+use crate::request::REQUEST_ID;
 
 /// Rewrites the request path to its canonical form; refuses paths that
 /// cannot be made safe.

@@ -13,7 +13,7 @@ use http::uri::Authority;
 use http::{header, Version};
 
 use crate::error::GatewayError;
-use crate::telemetry::REQUEST_ID;
+use crate::request::REQUEST_ID;
 
 /// A request refused at the protocol level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -33,29 +33,11 @@ pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
 use crate::app::{app, AppState, StateError};
 use crate::config::Config;
+use crate::request::ConnectionInfo;
 use crate::telemetry::Telemetry;
 use crate::upstream::{UpstreamBuildError, Upstreams};
 use first_byte::FirstByteDeadline;
 use tls::TlsTermination;
-
-/// How the client reached the gateway; the accept loop puts it into every
-/// request's extensions, next to the peer address (`ConnectInfo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Whether the connection is TLS (HTTPS).
-    pub tls: bool,
-}
-
-impl ConnectionInfo {
-    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
-    pub fn scheme(self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
-    }
-}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
