@@ -8,7 +8,7 @@
 //! itself a trusted proxy. [`ClientAddressLayer`] applies it once per
 //! request and leaves a [`ClientAddress`] in request extensions; a
 //! [`Caller`] is the verified subject, else the API key's name, else that
-//! address. [`ConnectionInfo`] says how the client reached the gateway.
+//! address.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -148,25 +148,6 @@ where
             request.extensions_mut().insert(ClientAddress { peer, client });
         }
         self.inner.call(request)
-    }
-}
-
-/// How the client reached the gateway; the accept loop puts it into every
-/// request's extensions, next to the peer address (`ConnectInfo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionInfo {
-    /// Whether the connection is TLS (HTTPS).
-    pub tls: bool,
-}
-
-impl ConnectionInfo {
-    /// The scheme the client used, as `X-Forwarded-Proto` reports it.
-    pub fn scheme(self) -> &'static str {
-        if self.tls {
-            "https"
-        } else {
-            "http"
-        }
     }
 }
 

@@ -25,9 +25,10 @@ use crate::auth::AuthError;
 use crate::cache::CacheError;
 use crate::proxy::ProxyError;
 use crate::ratelimit::{retry_after_seconds, RateLimitError, Refused};
+use crate::request::REQUEST_ID;
 use crate::routing::{PathError, RouteError};
 use crate::server::ProtocolError;
-use crate::telemetry::{ErrorChain, REQUEST_ID};
+use crate::telemetry::ErrorChain;
 use crate::upstream::UpstreamError;
 
 /// Any failure that ends a request with a gateway-made answer.

@@ -16,9 +16,13 @@
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
 //! - [`auth`]: JWT and API-key authentication, per-route policies.
 //! - [`identity`]: the verified caller, as layers hand it to the doors.
+//! - [`problems`]: configuration problem lists (a leaf every concern's
+//!   config check reports into).
 //! - [`cache`]: response caching for REST routes and GraphQL `@rest` calls,
 //!   scoped per caller, bounded in bytes, optionally shared through Redis.
 //! - [`ratelimit`]: per-client GCRA limits, in memory or shared in Redis.
+//! - [`request`]: the request-id header and `ConnectionInfo`, a leaf read
+//!   by layers, doors, telemetry and the server alike.
 //! - [`redis_health`]: the circuit breaker that keeps a Redis that is down
 //!   off the hot path (used by `ratelimit` and `cache`).
 //! - [`upstream`]: the client library for backends (pools, balancing,
@@ -41,9 +45,11 @@ pub mod error;
 pub mod fuzzing;
 pub mod graphql;
 pub mod identity;
+pub mod problems;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redis_health;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod telemetry;

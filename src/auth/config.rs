@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::jwt::{load_key_file, LoadedKeys};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// Authentication settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -182,8 +182,8 @@ impl AuthConfig {
         if let Some(path) = &self.api_keys_file {
             match load_api_keys_file(&base_dir.join(path)) {
                 Ok(keys) => self.loaded_api_keys = Some(keys),
-                Err(messages) => {
-                    for message in messages {
+                Err(error) => {
+                    for message in error.messages() {
                         problems.push("auth.api_keys_file", message);
                     }
                 }
@@ -200,17 +200,63 @@ struct KeysFile {
     api_keys: Vec<ApiKeyConfig>,
 }
 
-/// The entries of an API keys file, or every problem found in it (each
-/// naming the file).
-pub(crate) fn load_api_keys_file(path: &Path) -> Result<Vec<ApiKeyConfig>, Vec<String>> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|error| vec![format!("cannot read {shown}: {error}")])?;
-    let file: KeysFile = toml::from_str(&text).map_err(|error| {
-        let at = error.span().map(|span| {
-            let (line, column) = crate::config::line_and_column(&text, span.start);
-            format!(":{line}:{column}")
-        });
-        vec![format!("{shown}{}: {}", at.unwrap_or_default(), error.message().trim())]
+/// Why an API keys file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum KeysFileError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML of the expected shape.
+    #[error(
+        "{}{}: {}",
+        path.display(),
+        position.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default(),
+        source.message().trim()
+    )]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line and column, when the parser knows them.
+        position: Option<(usize, usize)>,
+        /// The TOML error (boxed: it is large, and setup errors travel in
+        /// `Result`s).
+        source: Box<toml::de::Error>,
+    },
+    /// Entries are invalid; every problem is kept.
+    #[error("{}", self.messages().join("; "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The problems, keyed within the file (`api_keys[0].sha256`).
+        problems: Problems,
+    },
+}
+
+impl KeysFileError {
+    /// One message per problem, each naming the file.
+    pub fn messages(&self) -> Vec<String> {
+        match self {
+            Self::Invalid { path, problems } => problems
+                .iter()
+                .map(|problem| format!("{}: {}: {}", path.display(), problem.key, problem.message))
+                .collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// The entries of an API keys file, or every problem found in it.
+pub(crate) fn load_api_keys_file(path: &Path) -> Result<Vec<ApiKeyConfig>, KeysFileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeysFileError::Read { path: path.to_owned(), source })?;
+    let file: KeysFile = toml::from_str(&text).map_err(|source| KeysFileError::Syntax {
+        path: path.to_owned(),
+        position: source.span().map(|span| crate::problems::line_and_column(&text, span.start)),
+        source: Box::new(source),
     })?;
     let mut problems = Problems::default();
     for (index, key) in file.api_keys.iter().enumerate() {
@@ -219,7 +265,7 @@ pub(crate) fn load_api_keys_file(path: &Path) -> Result<Vec<ApiKeyConfig>, Vec<S
     if problems.is_empty() {
         Ok(file.api_keys)
     } else {
-        Err(problems.iter().map(|problem| format!("{shown}: {}: {}", problem.key, problem.message)).collect())
+        Err(KeysFileError::Invalid { path: path.to_owned(), problems })
     }
 }
 
@@ -282,5 +328,29 @@ impl JwtConfig {
                 problems.push("auth.jwt.forward_claims", format!("{header:?} is not a header name"));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn an_unusable_keys_file_keeps_its_cause_and_every_problem() {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let missing = folder.path().join("missing.toml");
+        let error = load_api_keys_file(&missing).expect_err("no such file");
+        let cause = error.source().and_then(|cause| cause.downcast_ref::<std::io::Error>()).expect("the I/O error");
+        assert_eq!(cause.kind(), std::io::ErrorKind::NotFound);
+
+        let invalid = folder.path().join("keys.toml");
+        std::fs::write(&invalid, "[[api_keys]]\nname = \"\"\nsha256 = \"nope\"\n").expect("write");
+        let error = load_api_keys_file(&invalid).expect_err("two problems");
+        let messages = error.messages();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(messages[0].contains("keys.toml: api_keys[0].name: "), "{messages:?}");
+        assert!(messages[1].contains("keys.toml: api_keys[0].sha256: "), "{messages:?}");
     }
 }

@@ -48,6 +48,17 @@ pub enum JwtSetupError {
     /// The key source is unusable.
     #[error("auth.jwt: {0}")]
     Key(String),
+    /// `jwks_url` is not a URL.
+    #[error("auth.jwt: jwks_url {url:?} is not a URL")]
+    JwksUrl {
+        /// The value given.
+        url: String,
+        /// Why it does not parse.
+        source: http::uri::InvalidUri,
+    },
+    /// The TLS client for `jwks_url` could not be built.
+    #[error("auth.jwt: TLS setup for jwks_url failed: {0}")]
+    JwksTls(#[source] tokio_rustls::rustls::Error),
 }
 
 impl JwtSetupError {
@@ -55,14 +66,16 @@ impl JwtSetupError {
     pub fn config_key(&self) -> &'static str {
         match self {
             Self::File { key, .. } => key,
-            Self::Key(_) => "auth.jwt",
+            Self::Key(_) | Self::JwksUrl { .. } | Self::JwksTls(_) => "auth.jwt",
         }
     }
 
     /// The problem without its key.
-    pub fn message(&self) -> &str {
+    pub fn message(&self) -> String {
         match self {
-            Self::File { message, .. } | Self::Key(message) => message,
+            Self::File { message, .. } | Self::Key(message) => message.clone(),
+            Self::JwksUrl { url, .. } => format!("jwks_url {url:?} is not a URL"),
+            Self::JwksTls(source) => format!("TLS setup for jwks_url failed: {source}"),
         }
     }
 }
@@ -463,9 +476,8 @@ struct RemoteKeys {
 
 impl RemoteKeys {
     fn new(url: &str, min_interval: Duration, interval: Duration) -> Result<Self, JwtSetupError> {
-        let url: http::Uri = url.parse().map_err(|_| JwtSetupError::Key(format!("jwks_url {url:?} is not a URL")))?;
-        let connector = crate::upstream::public_connector(Duration::from_secs(5))
-            .map_err(|error| JwtSetupError::Key(format!("TLS setup for jwks_url failed: {error}")))?;
+        let url: http::Uri = url.parse().map_err(|source| JwtSetupError::JwksUrl { url: url.to_owned(), source })?;
+        let connector = crate::upstream::public_connector(Duration::from_secs(5)).map_err(JwtSetupError::JwksTls)?;
         Ok(Self {
             url,
             client: Client::builder(TokioExecutor::new()).build(connector),

@@ -28,7 +28,7 @@ use serde_json::json;
 use tower::{Layer, Service};
 
 pub use api_key::{ApiClient, ApiKeys, KeyDigest};
-pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig};
+pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig, KeysFileError};
 pub use error::AuthError;
 pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
 
@@ -55,7 +55,7 @@ pub enum AuthSetupError {
     Jwt(#[from] JwtSetupError),
     /// The API keys file is unusable.
     #[error("auth.api_keys_file: {0}")]
-    KeysFile(String),
+    KeysFile(#[source] config::KeysFileError),
 }
 
 /// The verifier built from `[auth]`.
@@ -83,10 +83,9 @@ impl Authenticator {
         // Read during validation; a configuration built without it is read now.
         match (&config.loaded_api_keys, &config.api_keys_file) {
             (Some(loaded), _) => keys.extend(loaded.iter().cloned()),
-            (None, Some(path)) => keys.extend(
-                config::load_api_keys_file(&base.join(path))
-                    .map_err(|problems| AuthSetupError::KeysFile(problems.join("; ")))?,
-            ),
+            (None, Some(path)) => {
+                keys.extend(config::load_api_keys_file(&base.join(path)).map_err(AuthSetupError::KeysFile)?)
+            }
             (None, None) => {}
         }
         let api_key_header =

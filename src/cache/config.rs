@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::routing::PathRewrite;
 
 /// Largest `max_entry_size`: an entry's weight must fit moka's `u32`.

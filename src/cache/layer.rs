@@ -25,7 +25,7 @@ use super::flight::{Filled, Role};
 use super::rules::{self, Allowance, RequestMode};
 use super::{Cache, CachePolicy, CacheScope, Counters};
 use crate::identity::Identity;
-use crate::telemetry::REQUEST_ID;
+use crate::request::REQUEST_ID;
 
 /// `HIT`, `MISS`, `BYPASS` or `STALE` on every answer of a caching route.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");

@@ -7,7 +7,7 @@
 //! `${NAME:-default}` uses `default` when `NAME` is unset or empty, and
 //! `$${` stands for a literal `${`.
 
-use super::ConfigProblem;
+use crate::problems::ConfigProblem;
 
 /// Replaces every `${NAME}` in `text` using `lookup`; reports every unset or
 /// malformed reference at once.

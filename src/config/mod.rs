@@ -9,7 +9,6 @@
 mod env;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use crate::auth::AuthConfig;
 use crate::cache::CacheConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
+use crate::problems::{line_and_column, ConfigProblem, Problems};
 use crate::proxy::RouteConfig;
 use crate::ratelimit::{PolicyConfig, RateLimitingConfig};
 use crate::server::ServerConfig;
@@ -74,66 +74,6 @@ pub enum ConfigError {
     /// One or more problems were found; each is reported.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigProblem>),
-}
-
-/// One problem in a configuration file, located by key path and, when
-/// known, by line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// The file the problem is in (`<default>` for the embedded config).
-    pub source: String,
-    /// 1-based line and column, when the parser knows them.
-    pub position: Option<(usize, usize)>,
-    /// The key path, such as `routes[2].service`; empty for syntax errors.
-    pub key: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl ConfigProblem {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { source: String::new(), position: None, key: key.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)?;
-        if let Some((line, column)) = self.position {
-            write!(f, ":{line}:{column}")?;
-        }
-        f.write_str(": ")?;
-        if !self.key.is_empty() {
-            write!(f, "{}: ", self.key)?;
-        }
-        f.write_str(&self.message)
-    }
-}
-
-/// Collects problems during validation so that every one is reported at once.
-#[derive(Debug, Default)]
-pub struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    /// Records a problem at `key`.
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(key, message));
-    }
-
-    /// The first problem recorded, if any.
-    pub fn first(&self) -> Option<&ConfigProblem> {
-        self.0.first()
-    }
-
-    /// Whether no problem was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Every problem recorded.
-    pub fn iter(&self) -> impl Iterator<Item = &ConfigProblem> {
-        self.0.iter()
-    }
 }
 
 impl Config {
@@ -198,20 +138,20 @@ impl Config {
             match config.graphql.load_schema(base_dir, &services) {
                 Ok(model) => config.schema = Some(Arc::new(model)),
                 Err(GraphqlSetupError::Schema(schema_problems)) => {
-                    problems.0.extend(schema_problems.into_iter().map(|problem| ConfigProblem {
+                    problems.extend(schema_problems.into_iter().map(|problem| ConfigProblem {
                         source: problem.file,
                         position: Some((problem.position.line, problem.position.column)),
                         key: String::new(),
                         message: problem.message,
                     }));
                 }
-                Err(other) => problems.0.push(ConfigProblem::new("", other.to_string())),
+                Err(other) => problems.push("", other.to_string()),
             }
         }
-        if problems.0.is_empty() {
+        if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid(problems.0.into_iter().map(located).collect()))
+            Err(ConfigError::Invalid(problems.into_iter().map(located).collect()))
         }
     }
 
@@ -281,14 +221,6 @@ impl Config {
         }
         problems
     }
-}
-
-/// Converts a byte offset into a 1-based line and column.
-pub(crate) fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |newline| before.len() - newline - 1) + 1;
-    (line, column)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// GraphQL endpoint settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -141,28 +141,69 @@ impl GraphqlConfig {
         let Some(path) = &self.trusted_documents else { return };
         match read_trusted_documents(&base_dir.join(path)) {
             Ok(documents) => self.trusted = Some(Arc::new(documents)),
-            Err(message) => problems.push("graphql.trusted_documents", message),
+            Err(error) => problems.push("graphql.trusted_documents", error.to_string()),
         }
     }
+}
+
+/// Why a trusted-documents manifest is unusable; each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustedDocumentsError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The manifest.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not JSON.
+    #[error("{} is not JSON: {source}", path.display())]
+    NotJson {
+        /// The manifest.
+        path: PathBuf,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// A document in it is not GraphQL.
+    #[error("{}: the document for {hash:?} is not valid GraphQL: {source}", path.display())]
+    NotGraphql {
+        /// The manifest.
+        path: PathBuf,
+        /// The entry's hash.
+        hash: String,
+        /// The parse error.
+        source: async_graphql_parser::Error,
+    },
+    /// The JSON does not have a manifest's shape (nothing failed beneath:
+    /// the message says what to write).
+    #[error("{}{problem}", path.display())]
+    Shape {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong, starting with its separator from the path.
+        problem: String,
+    },
 }
 
 /// Reads a manifest: a JSON object of `sha256 -> document`, or Apollo's
 /// persisted-query manifest (`{"operations": [{"id", "body"}]}`). Every
 /// entry must be a document that parses; an empty manifest is refused, as
 /// it would refuse every request.
-pub(crate) fn read_trusted_documents(path: &Path) -> Result<TrustedDocuments, String> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {shown}: {error}"))?;
-    let manifest: serde_json::Value =
-        serde_json::from_str(&text).map_err(|error| format!("{shown} is not JSON: {error}"))?;
+pub(crate) fn read_trusted_documents(path: &Path) -> Result<TrustedDocuments, TrustedDocumentsError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| TrustedDocumentsError::Read { path: path.to_owned(), source })?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|source| TrustedDocumentsError::NotJson { path: path.to_owned(), source })?;
+    let shape = |problem: String| TrustedDocumentsError::Shape { path: path.to_owned(), problem };
     let mut entries: Vec<(String, &serde_json::Value)> = Vec::new();
     if let Some(operations) = manifest.get("operations") {
         let operations = operations
             .as_array()
-            .ok_or_else(|| format!("{shown}: \"operations\" must be a list of {{\"id\", \"body\"}} objects"))?;
+            .ok_or_else(|| shape(": \"operations\" must be a list of {\"id\", \"body\"} objects".to_owned()))?;
         for (index, operation) in operations.iter().enumerate() {
             let id = operation.get("id").and_then(|id| id.as_str()).ok_or_else(|| {
-                format!("{shown}: operations[{index}] has no string \"id\"; write {{\"id\": \"<sha256>\", \"body\": \"query ...\"}}")
+                shape(format!(": operations[{index}] has no string \"id\"; write {{\"id\": \"<sha256>\", \"body\": \"query ...\"}}"))
             })?;
             entries.push((id.to_ascii_lowercase(), operation.get("body").unwrap_or(&serde_json::Value::Null)));
         }
@@ -171,20 +212,20 @@ pub(crate) fn read_trusted_documents(path: &Path) -> Result<TrustedDocuments, St
             entries.push((hash.trim_start_matches("sha256:").to_ascii_lowercase(), body));
         }
     } else {
-        return Err(format!("{shown} must be a JSON object; write {{\"<sha256>\": \"query ...\"}}"));
+        return Err(shape(" must be a JSON object; write {\"<sha256>\": \"query ...\"}".to_owned()));
     }
     let mut documents = HashMap::with_capacity(entries.len());
     for (hash, body) in entries {
         let Some(body) = body.as_str() else {
-            return Err(format!("{shown}: the document for {hash:?} is not a string"));
+            return Err(shape(format!(": the document for {hash:?} is not a string")));
         };
-        if let Err(error) = async_graphql_parser::parse_query(body) {
-            return Err(format!("{shown}: the document for {hash:?} is not valid GraphQL: {error}"));
+        if let Err(source) = async_graphql_parser::parse_query(body) {
+            return Err(TrustedDocumentsError::NotGraphql { path: path.to_owned(), hash, source });
         }
         documents.insert(hash, Arc::from(body));
     }
     if documents.is_empty() {
-        return Err(format!("{shown} lists no documents; write {{\"<sha256>\": \"query ...\"}}"));
+        return Err(shape(" lists no documents; write {\"<sha256>\": \"query ...\"}".to_owned()));
     }
     Ok(documents)
 }
@@ -236,5 +277,16 @@ mod tests {
         let config = Config::parse_in(toml, "portico.toml", folder.path()).expect("a good manifest passes");
         let trusted = config.graphql.trusted.expect("loaded during validation, for serve to use");
         assert_eq!(trusted.get("abc").map(|body| &**body), Some("{ lessons { id } }"));
+    }
+
+    #[test]
+    fn an_unusable_manifest_keeps_its_cause() {
+        let folder = tempfile::tempdir().expect("temporary folder");
+        let path = folder.path().join("trusted.json");
+        std::fs::write(&path, "{ not json").expect("write");
+        let error = super::read_trusted_documents(&path).expect_err("not JSON");
+        let cause = std::error::Error::source(&error).expect("the JSON error");
+        assert!(cause.downcast_ref::<serde_json::Error>().is_some(), "{cause:?}");
+        assert!(error.to_string().ends_with(&format!("trusted.json is not JSON: {cause}")), "{error}");
     }
 }

@@ -30,15 +30,14 @@ use sha2::{Digest, Sha256};
 
 use super::cache_control;
 use super::config::TrustedDocuments;
-use super::error::RequestCode;
-use super::limits::{self, check_operation, check_text, Limits};
+use super::error::{error_json, json_response, GraphqlCode, RequestError, GRAPHQL_RESPONSE};
+use super::limits::{self, check_operation, check_text, DocumentError, Limits};
 use super::resolve::{AbortCallsOnDrop, OperationState, Runtime};
 use crate::cache::Cache;
 use crate::identity::Identity;
-use crate::ratelimit::{retry_after_seconds, CostBudget, RateLimitError};
-use crate::telemetry::{RequestLog, REQUEST_ID};
-
-const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
+use crate::ratelimit::CostBudget;
+use crate::request::REQUEST_ID;
+use crate::telemetry::RequestLog;
 
 /// The assets the playground page loads, served from memory.
 const PLAYGROUND_ASSETS: [(&str, &str); 4] = [
@@ -142,36 +141,6 @@ struct Caller {
     cache: Option<Arc<Cache>>,
 }
 
-/// A request refused before execution.
-struct RequestError {
-    /// The status under `application/graphql-response+json`.
-    status: StatusCode,
-    /// Whether the HTTP request itself was fine (only the GraphQL document
-    /// was refused): `application/json` answers those with 200.
-    well_formed: bool,
-    code: &'static str,
-    message: String,
-    /// Seconds for `Retry-After`, when the caller is over a budget.
-    retry_after: Option<u64>,
-}
-
-impl RequestError {
-    /// The HTTP request is unusable (no query, wrong method, bad hash).
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, well_formed: false, code, message: message.into(), retry_after: None }
-    }
-
-    /// The document was refused (parse, validation, limits, allow list).
-    fn document(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, well_formed: true, code, message: message.into(), retry_after: None }
-    }
-
-    /// A persisted-query protocol answer (Apollo clients expect 200).
-    fn protocol(code: &'static str, message: impl Into<String>) -> Self {
-        Self { status: StatusCode::OK, well_formed: true, code, message: message.into(), retry_after: None }
-    }
-}
-
 /// Parse failures of the HTTP request itself.
 pub struct Rejection(ParseRequestError);
 
@@ -181,25 +150,17 @@ impl From<ParseRequestError> for Rejection {
     }
 }
 
+/// Only for the extractor's bound: [`handle`] answers the error itself,
+/// in the client's media type.
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        let message = match self.0 {
-            ParseRequestError::InvalidRequest(_) => "the body is not a valid GraphQL request".to_owned(),
-            ParseRequestError::InvalidFilesMap(_) | ParseRequestError::InvalidMultipart(_) => {
-                "the multipart body is not valid".to_owned()
-            }
-            ParseRequestError::PayloadTooLarge => "the request body is too large".to_owned(),
-            ParseRequestError::UnsupportedBatch => "batched operations are not supported".to_owned(),
-            other => format!("the request could not be read: {}", other.to_string().split(':').next().unwrap_or("")),
-        };
-        errors_response(StatusCode::BAD_REQUEST, "application/json", &[error_json(&message, "BAD_REQUEST")])
+        RequestError::Unreadable(self.0).to_response(false)
     }
 }
 
 /// `GET` and `POST` on the endpoint.
 pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Request) -> Response {
-    let accepts_response_type = accepts(request.headers(), GRAPHQL_RESPONSE);
-    let content_type = if accepts_response_type { GRAPHQL_RESPONSE } else { "application/json" };
+    let graphql_response_type = accepts(request.headers(), GRAPHQL_RESPONSE);
     let method = request.method().clone();
 
     if method == Method::GET
@@ -207,91 +168,63 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
     {
         return match (&endpoint.playground, accepts(request.headers(), "text/html")) {
             (Some(_), true) => playground_page(&endpoint.path),
-            _ => errors_response(
-                StatusCode::BAD_REQUEST,
-                content_type,
-                &[error_json("a GET needs a `query` parameter", "BAD_REQUEST")],
-            ),
+            _ => RequestError::QueryParameterMissing.to_response(graphql_response_type),
         };
     }
-    let request_id = request.headers().get(REQUEST_ID).cloned();
     let request_log = request.extensions().get::<Arc<RequestLog>>().cloned();
-    let count_error = |code: &str| {
-        if let Some(log) = &request_log {
-            log.graphql_error(code);
-        }
-    };
-    if method != Method::GET && !declares_json(request.headers()) {
-        let code = RequestCode::UnsupportedMediaType.as_str();
-        count_error(code);
-        return errors_response(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            content_type,
-            &[error_json("a POST must be sent with Content-Type: application/json", code)],
-        );
-    }
-    let caller = Caller {
-        identity: request.extensions().get::<Arc<Identity>>().cloned(),
-        cost_budget: request.extensions().get::<CostBudget>().cloned(),
-        request_id,
-        request_log: request_log.clone(),
-        cache: request.extensions().get::<Arc<Cache>>().cloned(),
-    };
-
-    let request = match limit_body(request, endpoint.max_body_size).await {
-        Ok(request) => request,
-        Err(response) => {
-            count_error("PAYLOAD_TOO_LARGE");
-            return response;
-        }
-    };
-    let graphql_request = match async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &()).await {
-        Ok(parsed) => parsed.into_inner(),
-        Err(rejection) => {
-            count_error("BAD_REQUEST");
-            return rejection.into_response();
-        }
-    };
-    let timeout = endpoint.operation_timeout;
-    let outcome =
-        tokio::time::timeout(timeout, execute(&endpoint, graphql_request, &method, caller, accepts_response_type))
-            .await
-            .unwrap_or_else(|_| {
-                // The operation's future, and with it every backend call it
-                // started, has been dropped.
-                tracing::warn!(timeout = ?timeout, "GraphQL operation ran past graphql.operation_timeout");
-                Err(RequestError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    RequestCode::OperationTimeout.as_str(),
-                    format!("the operation did not finish within {}", humantime::format_duration(timeout)),
-                ))
-            });
-    match outcome {
+    match answer(&endpoint, request, method, request_log.clone(), graphql_response_type).await {
         Ok(response) => response,
         Err(error) => {
-            count_error(error.code);
-            let status = if accepts_response_type || !error.well_formed { error.status } else { StatusCode::OK };
-            let mut response = errors_response(status, content_type, &[error_json(&error.message, error.code)]);
-            if let Some(seconds) = error.retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            if let Some(log) = &request_log {
+                log.graphql_error(error.refusal().code.as_str());
             }
-            response
+            error.to_response(graphql_response_type)
         }
     }
 }
 
-async fn limit_body(request: Request, limit: usize) -> Result<Request, Response> {
+/// Reads the request and runs its operation within `operation_timeout`.
+async fn answer(
+    endpoint: &GraphqlEndpoint,
+    request: Request,
+    method: Method,
+    request_log: Option<Arc<RequestLog>>,
+    graphql_response_type: bool,
+) -> Result<Response, RequestError> {
+    if method != Method::GET && !declares_json(request.headers()) {
+        return Err(RequestError::UnsupportedMediaType);
+    }
+    let caller = Caller {
+        identity: request.extensions().get::<Arc<Identity>>().cloned(),
+        cost_budget: request.extensions().get::<CostBudget>().cloned(),
+        request_id: request.headers().get(REQUEST_ID).cloned(),
+        request_log,
+        cache: request.extensions().get::<Arc<Cache>>().cloned(),
+    };
+    let request = limit_body(request, endpoint.max_body_size).await?;
+    let graphql_request = async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &())
+        .await
+        .map_err(|Rejection(error)| RequestError::Unreadable(error))?
+        .into_inner();
+    let timeout = endpoint.operation_timeout;
+    tokio::time::timeout(timeout, execute(endpoint, graphql_request, &method, caller, graphql_response_type))
+        .await
+        .unwrap_or_else(|_| {
+            // The operation's future, and with it every backend call it
+            // started, has been dropped.
+            tracing::warn!(timeout = ?timeout, "GraphQL operation ran past graphql.operation_timeout");
+            Err(RequestError::OperationTimeout { timeout })
+        })
+}
+
+async fn limit_body(request: Request, limit: usize) -> Result<Request, RequestError> {
     if request.method() == Method::GET {
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(_) => Err(errors_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "application/json",
-            &[error_json(&format!("the request body is larger than {limit} bytes"), "PAYLOAD_TOO_LARGE")],
-        )),
+        Err(_) => Err(RequestError::BodyTooLarge { limit }),
     }
 }
 
@@ -303,40 +236,29 @@ async fn execute(
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
     let query = resolve_document(endpoint, &request)?;
-    check_text(&query, &endpoint.limits).map_err(|error| RequestError::document(error.code(), error.to_string()))?;
+    check_text(&query, &endpoint.limits)?;
     let document = parsed_document(endpoint, &query)?;
 
-    let operation = limits::select_operation(&document, request.operation_name.as_deref())
-        .map_err(|message| RequestError::document("GRAPHQL_VALIDATION_FAILED", message))?;
+    let operation =
+        limits::select_operation(&document, request.operation_name.as_deref()).map_err(DocumentError::Operation)?;
     if let Some(log) = &caller.request_log {
         log.set_graphql_operation(operation_name(&document, request.operation_name.as_deref()));
     }
     if *method == Method::GET && operation.ty != OperationType::Query {
-        return Err(RequestError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "BAD_REQUEST",
-            "only queries may be sent with GET; use POST",
-        ));
+        return Err(RequestError::OperationNeedsPost);
     }
-    let root_type = limits::root_type(&endpoint.runtime.model, operation.ty).ok_or_else(|| {
-        RequestError::document("GRAPHQL_VALIDATION_FAILED", "this schema has no root type for the operation")
-    })?;
-    let shape =
-        check_operation(&endpoint.runtime.model, &document, operation, root_type, &request.variables, &endpoint.limits)
-            .map_err(|error| RequestError::document(error.code(), error.to_string()))?;
+    let root_type = limits::root_type(&endpoint.runtime.model, operation.ty)
+        .ok_or_else(|| DocumentError::Operation("this schema has no root type for the operation".to_owned()))?;
+    let shape = check_operation(
+        &endpoint.runtime.model,
+        &document,
+        operation,
+        root_type,
+        &request.variables,
+        &endpoint.limits,
+    )?;
     if let Some(budget) = &caller.cost_budget {
-        budget.charge(shape.cost).await.map_err(|error| {
-            let retry_after = match &error {
-                RateLimitError::Exceeded { retry_after } => Some(retry_after_seconds(*retry_after)),
-                RateLimitError::Unavailable => None,
-            };
-            let status =
-                if retry_after.is_some() { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::SERVICE_UNAVAILABLE };
-            RequestError {
-                retry_after,
-                ..RequestError::new(status, "RATE_LIMITED", format!("operation cost {}: {error}", shape.cost))
-            }
-        })?;
+        budget.charge(shape.cost).await.map_err(|source| RequestError::OverBudget { cost: shape.cost, source })?;
     }
 
     request.query = String::new();
@@ -366,12 +288,11 @@ async fn execute(
         json!({ "errors": errors })
     } else {
         serde_json::to_value(&response).unwrap_or_else(
-            |_| json!({ "errors": [error_json("the response could not be encoded", "INTERNAL_SERVER_ERROR")] }),
+            |_| json!({ "errors": [error_json("the response could not be encoded", GraphqlCode::InternalServerError)] }),
         )
     };
-    let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
     let has_errors = !response.errors.is_empty();
-    let mut response = json_response(status, content_type, &body);
+    let mut response = json_response(status, graphql_response_type, &body);
     let cache_control = if response_errors_or_not_query(operation, has_errors) {
         HeaderValue::from_static("no-store")
     } else {
@@ -400,39 +321,27 @@ fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request
     if let Some(trusted) = &endpoint.trusted {
         let hash_given = hash.is_some();
         let key = hash.unwrap_or_else(|| sha256_hex(&request.query));
-        let listed = trusted.get(&key).cloned().ok_or_else(|| {
-            RequestError::document("QUERY_NOT_IN_SAFELIST", "this document is not on the list of trusted documents")
-        })?;
+        let listed = trusted.get(&key).cloned().ok_or(RequestError::NotInSafelist)?;
         // A hash with another text must not run the listed document in
         // the text's place: the client meant something else.
         if hash_given && !request.query.is_empty() && request.query.as_str() != &*listed {
-            return Err(RequestError::new(
-                StatusCode::BAD_REQUEST,
-                RequestCode::TrustedDocumentMismatch.as_str(),
-                "the query text is not the trusted document of the hash sent with it",
-            ));
+            return Err(RequestError::TrustedDocumentMismatch);
         }
         return Ok(listed);
     }
 
     match (hash, request.query.is_empty()) {
-        (None, true) => Err(RequestError::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", "the request has no query")),
+        (None, true) => Err(RequestError::NoQuery),
         (None, false) => Ok(Arc::from(request.query.as_str())),
         (Some(hash), query_missing) => {
             let Some(persisted) = &endpoint.persisted else {
-                return Err(RequestError::protocol("PERSISTED_QUERY_NOT_SUPPORTED", "PersistedQueryNotSupported"));
+                return Err(RequestError::PersistedQueryNotSupported);
             };
             if query_missing {
-                return persisted
-                    .get(&hash)
-                    .ok_or_else(|| RequestError::protocol("PERSISTED_QUERY_NOT_FOUND", "PersistedQueryNotFound"));
+                return persisted.get(&hash).ok_or(RequestError::PersistedQueryNotFound);
             }
             if sha256_hex(&request.query) != hash {
-                return Err(RequestError::new(
-                    StatusCode::BAD_REQUEST,
-                    "BAD_REQUEST",
-                    "provided sha does not match query",
-                ));
+                return Err(RequestError::PersistedQueryHashMismatch);
             }
             let query: Arc<str> = Arc::from(request.query.as_str());
             persisted.insert(hash, Arc::clone(&query));
@@ -446,7 +355,7 @@ fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<E
     if let Some(document) = endpoint.documents.get(query) {
         return Ok(document);
     }
-    let document = limits::parse(query).map_err(|error| RequestError::document(error.code(), error.to_string()))?;
+    let document = limits::parse(query)?;
     let document = Arc::new(document);
     endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
     Ok(document)
@@ -465,8 +374,8 @@ fn operation_name<'a>(document: &'a ExecutableDocument, requested: Option<&'a st
 fn error_code(error: &ServerError) -> &str {
     match error.extensions.as_ref().and_then(|extensions| extensions.get("code")) {
         Some(async_graphql::Value::String(code)) => code,
-        _ if error.path.is_empty() => "GRAPHQL_VALIDATION_FAILED",
-        _ => "INTERNAL_SERVER_ERROR",
+        _ if error.path.is_empty() => GraphqlCode::GraphqlValidationFailed.as_str(),
+        _ => GraphqlCode::InternalServerError.as_str(),
     }
 }
 
@@ -502,28 +411,15 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         .any(|item| item.split(';').next().is_some_and(|item| item.trim().eq_ignore_ascii_case(media_type)))
 }
 
-fn error_json(message: &str, code: &str) -> Json {
-    json!({ "message": message, "extensions": { "code": code } })
-}
-
 fn server_error_json(error: &ServerError) -> Json {
     let mut value = serde_json::to_value(error).unwrap_or_else(|_| json!({ "message": error.message }));
     if let Some(object) = value.as_object_mut() {
         let extensions = object.entry("extensions").or_insert_with(|| json!({}));
         if let Some(extensions) = extensions.as_object_mut() {
-            extensions.entry("code").or_insert_with(|| json!("GRAPHQL_VALIDATION_FAILED"));
+            extensions.entry("code").or_insert_with(|| json!(GraphqlCode::GraphqlValidationFailed.as_str()));
         }
     }
     value
-}
-
-fn errors_response(status: StatusCode, content_type: &'static str, errors: &[Json]) -> Response {
-    json_response(status, content_type, &json!({ "errors": errors }))
-}
-
-fn json_response(status: StatusCode, content_type: &'static str, body: &Json) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], bytes).into_response()
 }
 
 /// Serves one of the playground's assets.

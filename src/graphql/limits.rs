@@ -36,6 +36,7 @@ use async_graphql_parser::types::{
     SelectionSet, Type,
 };
 
+use super::error::GraphqlCode;
 use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
 
 /// List size assumed when nothing in the schema says otherwise.
@@ -146,11 +147,11 @@ pub enum LimitError {
 
 impl LimitError {
     /// The `extensions.code` for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> GraphqlCode {
         match self {
-            Self::TooExpensive { .. } => "COST_LIMIT_EXCEEDED",
-            Self::FragmentCycle { .. } => "GRAPHQL_VALIDATION_FAILED",
-            _ => "QUERY_LIMIT_EXCEEDED",
+            Self::TooExpensive { .. } => GraphqlCode::CostLimitExceeded,
+            Self::FragmentCycle { .. } => GraphqlCode::GraphqlValidationFailed,
+            _ => GraphqlCode::QueryLimitExceeded,
         }
     }
 }
@@ -172,11 +173,11 @@ pub enum DocumentError {
 
 impl DocumentError {
     /// The `extensions.code` for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> GraphqlCode {
         match self {
             Self::Limit(error) => error.code(),
-            Self::Parse(_) => "GRAPHQL_PARSE_FAILED",
-            Self::Operation(_) => "GRAPHQL_VALIDATION_FAILED",
+            Self::Parse(_) => GraphqlCode::GraphqlParseFailed,
+            Self::Operation(_) => GraphqlCode::GraphqlValidationFailed,
         }
     }
 }

@@ -29,7 +29,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use config::{GraphqlConfig, TrustedDocuments};
+pub use config::{GraphqlConfig, TrustedDocuments, TrustedDocumentsError};
 pub use http::GraphqlEndpoint;
 
 use crate::upstream::Upstreams;
@@ -59,10 +59,10 @@ pub enum GraphqlSetupError {
     Schema(Vec<SchemaProblem>),
     /// The trusted-documents manifest is unusable.
     #[error("graphql.trusted_documents: {0}")]
-    TrustedDocuments(String),
+    TrustedDocuments(#[source] TrustedDocumentsError),
     /// async-graphql refused the schema (a gap in our own checks).
     #[error("the schema could not be built: {0}")]
-    Build(String),
+    Build(#[source] async_graphql::dynamic::SchemaError),
 }
 
 impl GraphqlConfig {
@@ -112,8 +112,8 @@ impl GraphqlConfig {
             max_batch_size: self.max_batch_size,
             max_response_size: usize::try_from(self.max_upstream_response_size.as_u64()).unwrap_or(usize::MAX),
         });
-        let schema = resolve::build_schema(Arc::clone(&runtime), self.introspection)
-            .map_err(|error| GraphqlSetupError::Build(error.to_string()))?;
+        let schema =
+            resolve::build_schema(Arc::clone(&runtime), self.introspection).map_err(GraphqlSetupError::Build)?;
         // Validation read the manifest; a config built by hand is read here.
         let trusted = match (&self.trusted, &self.trusted_documents) {
             (Some(trusted), _) => Some(Arc::clone(trusted)),

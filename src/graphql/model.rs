@@ -9,6 +9,7 @@ use async_graphql_parser::types::Type;
 use indexmap::IndexMap;
 
 use super::connector::RestConnector;
+use super::error::{gateway_error, GraphqlCode};
 
 /// The whole schema.
 #[derive(Debug, Clone, Default)]
@@ -149,16 +150,13 @@ impl Access {
     /// Refuses a caller who does not meet the requirements.
     pub fn check(&self, identity: Option<&crate::identity::Identity>) -> async_graphql::Result<()> {
         let Some(identity) = identity else {
-            return Err(super::error::gateway_error("UNAUTHENTICATED", "this field requires an authenticated caller"));
+            return Err(gateway_error(GraphqlCode::Unauthenticated, "this field requires an authenticated caller"));
         };
         if self.scopes.is_empty() || self.scopes.iter().any(|group| identity.has_scopes(group)) {
             return Ok(());
         }
         let wanted: Vec<String> = self.scopes.iter().map(|group| group.join(" ")).collect();
-        Err(super::error::gateway_error(
-            "FORBIDDEN",
-            format!("this field requires the scopes: {}", wanted.join(" or ")),
-        ))
+        Err(gateway_error(GraphqlCode::Forbidden, format!("this field requires the scopes: {}", wanted.join(" or "))))
     }
 }
 

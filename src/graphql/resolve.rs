@@ -28,7 +28,7 @@ use serde_json::Value as Json;
 use tracing::Instrument as _;
 
 use super::connector::{RestConnector, Scope};
-use super::error::{gateway_error, FetchError};
+use super::error::{gateway_error, FetchError, GraphqlCode};
 use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
 use crate::cache::{Cache, FieldCall};
 use crate::identity::Identity;
@@ -193,12 +193,9 @@ fn field_resolver(runtime: &Arc<Runtime>, object: &ObjectModel, field: &FieldMod
         let field_name = field_name.clone();
         let type_name = type_name.clone();
         FieldFuture::new(async move {
-            let field = runtime
-                .model
-                .objects
-                .get(&type_name)
-                .and_then(|object| object.field(&field_name))
-                .ok_or_else(|| gateway_error("INTERNAL_SERVER_ERROR", "field missing from the schema model"))?;
+            let field = runtime.model.objects.get(&type_name).and_then(|object| object.field(&field_name)).ok_or_else(
+                || gateway_error(GraphqlCode::InternalServerError, "field missing from the schema model"),
+            )?;
             match resolve_field(&runtime, &ctx, field).await {
                 Ok(value) => Ok(value),
                 // The dynamic executor drops a failed field from the answer
@@ -300,7 +297,7 @@ fn output_value<'a>(
             Ok(None)
         } else {
             Err(gateway_error(
-                "UPSTREAM_ERROR",
+                GraphqlCode::UpstreamError,
                 format!("the backend returned no value for non-null field {}", field.name),
             ))
         };
@@ -309,7 +306,7 @@ fn output_value<'a>(
         BaseType::List(inner) => {
             let Json::Array(items) = json else {
                 return Err(gateway_error(
-                    "UPSTREAM_ERROR",
+                    GraphqlCode::UpstreamError,
                     format!("the backend returned a non-list for list field {}", field.name),
                 ));
             };
@@ -323,7 +320,7 @@ fn output_value<'a>(
             if let Some(object) = runtime.model.objects.get(name.as_str()) {
                 if !json.is_object() {
                     return Err(gateway_error(
-                        "UPSTREAM_ERROR",
+                        GraphqlCode::UpstreamError,
                         format!("the backend returned a non-object for {}", field.name),
                     ));
                 }
@@ -335,11 +332,17 @@ fn output_value<'a>(
                 let item = enumeration.values.iter().find(|value| value.eq_ignore_ascii_case(text));
                 return match item {
                     Some(item) => Ok(Some(FieldValue::value(Value::Enum(Name::new(item))))),
-                    None => Err(gateway_error("UPSTREAM_ERROR", format!("{text:?} is not a value of enum {name}"))),
+                    None => Err(gateway_error(
+                        GraphqlCode::UpstreamError,
+                        format!("{text:?} is not a value of enum {name}"),
+                    )),
                 };
             }
             scalar_value(name.as_str(), json).map(|value| Some(FieldValue::value(value))).ok_or_else(|| {
-                gateway_error("UPSTREAM_ERROR", format!("the backend value for {} is not a valid {name}", field.name))
+                gateway_error(
+                    GraphqlCode::UpstreamError,
+                    format!("the backend value for {} is not a valid {name}", field.name),
+                )
             })
         }
     }
@@ -548,7 +551,7 @@ impl BackendCall {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
         if let Some(request_id) = &self.state.request_id {
-            headers.insert(crate::telemetry::REQUEST_ID, request_id.clone());
+            headers.insert(crate::request::REQUEST_ID, request_id.clone());
         }
         if let Some(log) = &self.state.request_log {
             log.inject_trace(headers, span);

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthMode;
 use crate::cache::RouteCacheConfig;
-use crate::config::Problems;
+use crate::problems::Problems;
 use crate::routing::PathRewrite;
 
 /// One REST passthrough route.

@@ -25,7 +25,8 @@ pub use config::RouteConfig;
 pub use headers::remove_hop_by_hop;
 pub use routing::Route;
 
-use crate::client::{ClientAddress, ConnectionInfo};
+use crate::client::ClientAddress;
+use crate::request::ConnectionInfo;
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamError, UpstreamRequestBody};
 

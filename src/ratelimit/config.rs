@@ -7,7 +7,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// Where limits are kept and whom to believe about client addresses.
 #[derive(Debug, Clone, Deserialize)]

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::tls::{CertificateFiles, LoadedCertificate};
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// Listener settings and the limits applied to every client connection.
 #[derive(Debug, Clone, Deserialize)]

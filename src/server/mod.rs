@@ -33,7 +33,7 @@ pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
 pub use guard::{HostGuard, HostGuardLayer, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
-use crate::client::ConnectionInfo;
+use crate::request::ConnectionInfo;
 use crate::telemetry::{MetricsConfig, Telemetry};
 use first_byte::FirstByteDeadline;
 use tls::TlsTermination;

@@ -23,7 +23,8 @@ use tower::{Layer, Service};
 
 use super::metrics::{InFlight, Metrics};
 use super::trace::{RemoteParent, TraceContext};
-use super::{Telemetry, REQUEST_ID};
+use super::Telemetry;
+use crate::request::REQUEST_ID;
 
 /// What the front doors learned about a request, for its access-log line
 /// and metrics; also the request's trace context and span, which backend

@@ -38,10 +38,7 @@ pub use otlp::OtlpConfig;
 pub use request_id::{drop_unfit_request_id, RandomRequestId};
 pub use trace::PeerNetwork;
 
-use crate::config::Problems;
-
-/// The request id header, kept from the client or generated.
-pub const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+use crate::problems::Problems;
 
 /// The `[telemetry]` section.
 #[derive(Debug, Clone, Deserialize)]

@@ -10,7 +10,7 @@
 use http::{HeaderValue, Request};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use super::REQUEST_ID;
+use crate::request::REQUEST_ID;
 
 /// The longest client-sent request id kept.
 pub const MAX_LEN: usize = 128;

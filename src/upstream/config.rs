@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tokio_rustls::rustls::RootCertStore;
 
 use super::tls::load_ca_file;
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// One backend service: its endpoints and the client policy used for them.
 #[derive(Debug, Clone, Deserialize)]

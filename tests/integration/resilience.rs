@@ -45,7 +45,7 @@ async fn a_failing_replica_is_ejected_then_taken_back_after_the_back_off() {
     let (flaky, failing) = switchable(StatusCode::INTERNAL_SERVER_ERROR).await;
     let steady = Stub::echo("steady").await;
     let extra = "health_check = { enabled = false }\nretry = { attempts = 0 }\n\
-                 passive_health = { consecutive_failures = 3, base_ejection = \"500ms\" }";
+                 passive_health = { consecutive_failures = 3, base_ejection = \"3s\" }";
     let gateway = Gateway::start(&config(&service("api", &[flaky.url(), steady.url()], extra))).await;
 
     // Round robin alternates, so six requests give the flaky replica three failures.
@@ -59,7 +59,9 @@ async fn a_failing_replica_is_ejected_then_taken_back_after_the_back_off() {
     assert_eq!(flaky.hits(), 3, "the ejected replica gets no traffic");
 
     failing.store(false, Ordering::SeqCst);
-    eventually(Duration::from_secs(5), || async {
+    // The ejection is long enough that the ten requests above never outlast
+    // it, even on a loaded machine.
+    eventually(Duration::from_secs(15), || async {
         get(&gateway, "/api/x/").await;
         flaky.hits() > 3
     })

@@ -346,8 +346,10 @@ async fn an_unreachable_collector_never_slows_or_fails_requests() {
             assert_eq!(response.status(), 200);
             slowest = slowest.max(one.elapsed());
         }
-        assert!(slowest < Duration::from_millis(500), "slowest request took {slowest:?} with collector {endpoint}");
-        assert!(started.elapsed() < Duration::from_secs(10), "300 requests took {:?}", started.elapsed());
+        // A request that waited for the collector would take its 10 s
+        // timeout; the bounds leave room for a loaded machine, not for that.
+        assert!(slowest < Duration::from_secs(3), "slowest request took {slowest:?} with collector {endpoint}");
+        assert!(started.elapsed() < Duration::from_secs(30), "300 requests took {:?}", started.elapsed());
     }
 }
 

@@ -23,6 +23,9 @@ pub fn test(workspace: &Workspace) -> Result<()> {
     step("cargo clippy --workspace --all-targets -- -D warnings");
     run(workspace.cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]), "cargo clippy")?;
 
+    step("no import cycle between the top-level modules of src/ (cargo modules dependencies)");
+    crate::cycles::check(workspace)?;
+
     // The end-to-end tests start their own Django instances on free ports with
     // throwaway databases; these tell them where the services and their Python are.
     step("cargo test --workspace");

@@ -21,6 +21,7 @@
 mod bench;
 mod check;
 mod children;
+mod cycles;
 mod demo;
 mod fuzz;
 mod setup;
