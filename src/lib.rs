@@ -10,6 +10,8 @@
 //!   every layer, and [`serve`] is the library's entry point.
 //! - [`routing`]: canonical paths and prefix matching, shared by layers
 //!   and doors.
+//! - [`check`]: the layer for synchronous request checks (host guard,
+//!   canonical path) with typed errors.
 //! - [`client`]: the client's address through trusted proxies, and the one
 //!   caller key.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
@@ -38,6 +40,7 @@
 pub mod app;
 pub mod auth;
 pub mod cache;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod error;

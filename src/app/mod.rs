@@ -21,14 +21,15 @@ use tower_http::timeout::TimeoutBody;
 
 use crate::auth::{self, AuthLayer, AuthSetupError, Authenticator};
 use crate::cache::{Cache, CacheLayer, CachePolicy, CacheSetupError};
+use crate::check::CheckLayer;
 use crate::client::{ClientAddressLayer, TrustedProxies};
 use crate::config::Config;
 use crate::error::{ErrorEdgeLayer, GatewayError};
 use crate::graphql::{GraphqlEndpoint, GraphqlSetupError};
 use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
-use crate::routing::CanonicalPathLayer;
-use crate::server::{self, HostGuardLayer, ServerError};
+use crate::routing::CanonicalPath;
+use crate::server::{self, HostGuard, ServerError};
 use crate::telemetry::metrics::CacheSnapshot;
 use crate::telemetry::{self, AccessLogLayer, Telemetry};
 use crate::upstream::{UpstreamBuildError, Upstreams};
@@ -235,8 +236,8 @@ pub fn app(
             )
         })
         .layer(ErrorEdgeLayer)
-        .layer(HostGuardLayer::new())
-        .layer(CanonicalPathLayer::new())
+        .layer(CheckLayer::new(HostGuard))
+        .layer(CheckLayer::new(CanonicalPath))
         .layer(RouteLayer::new(table, operations))
         .layer(AuthLayer::<Route, GatewayError>::new(Arc::clone(&state.auth)))
         .layer(RateLimitLayer::<Route, GatewayError>::new(

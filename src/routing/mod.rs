@@ -1,6 +1,6 @@
 //! Canonical request paths, and prefix matching over them.
 //!
-//! The [`CanonicalPathLayer`] rewrites every request's path to its safe,
+//! The [`CanonicalPath`] check rewrites every request's path to its safe,
 //! normalised form (or refuses it) before any layer or door looks at it, so
 //! that the one route lookup and everything after it decide on the same
 //! path. Nothing downstream re-normalises. [`PrefixTable`] is the
@@ -15,14 +15,12 @@ mod prefix;
 mod rewrite;
 
 use std::borrow::Cow;
-use std::marker::PhantomData;
-use std::task::{Context, Poll};
 
 use axum::body::Body;
-use futures_util::future::{self, Either, Ready};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request};
-use tower::{Layer, Service};
+
+use crate::check::Check;
 
 pub use path::{normalize, PathError};
 pub use prefix::{PrefixMatch, PrefixTable};
@@ -43,72 +41,20 @@ pub enum RouteError {
 }
 
 /// Makes every request's path canonical; a path that cannot be made safe
-/// ends the request with a [`PathError`], which the error edge renders.
-#[derive(Debug)]
-pub struct CanonicalPathLayer<E> {
-    _error: PhantomData<fn() -> E>,
-}
+/// ends the request with a [`PathError`], which the error edge renders (a
+/// [`Check`] for the [`crate::check::CheckLayer`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CanonicalPath;
 
-impl<E> CanonicalPathLayer<E> {
-    /// The layer; `E` is the stack's error type.
-    pub fn new() -> Self {
-        Self { _error: PhantomData }
-    }
-}
+impl Check<Body> for CanonicalPath {
+    type Error = PathError;
 
-impl<E> Default for CanonicalPathLayer<E> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<E> Clone for CanonicalPathLayer<E> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<S, E> Layer<S> for CanonicalPathLayer<E> {
-    type Service = CanonicalPath<S, E>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CanonicalPath { inner, _error: PhantomData }
-    }
-}
-
-/// The service of [`CanonicalPathLayer`].
-#[derive(Debug)]
-pub struct CanonicalPath<S, E> {
-    inner: S,
-    _error: PhantomData<fn() -> E>,
-}
-
-impl<S: Clone, E> Clone for CanonicalPath<S, E> {
-    fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), _error: PhantomData }
-    }
-}
-
-impl<S, E> Service<Request<Body>> for CanonicalPath<S, E>
-where
-    S: Service<Request<Body>, Error = E>,
-    E: From<PathError>,
-{
-    type Response = S::Response;
-    type Error = E;
-    type Future = Either<S::Future, Ready<Result<S::Response, E>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        match normalize(request.uri().path()) {
-            Ok(Cow::Borrowed(_)) => {}
-            Ok(Cow::Owned(path)) => replace_path(&mut request, path),
-            Err(error) => return Either::Right(future::ready(Err(error.into()))),
+    fn check(&self, request: &mut Request<Body>) -> Result<(), PathError> {
+        match normalize(request.uri().path())? {
+            Cow::Borrowed(_) => {}
+            Cow::Owned(path) => replace_path(request, path),
         }
-        Either::Left(self.inner.call(request))
+        Ok(())
     }
 }
 

@@ -6,13 +6,10 @@
 //! the chunked body and closes the connection after answering (RFC 9112
 //! 6.3), so a smuggled second request is never read.
 
-use std::marker::PhantomData;
-use std::task::{Context, Poll};
-
-use futures_util::future::{self, Either, Ready};
 use http::uri::Authority;
 use http::{header, Request, Version};
-use tower::{Layer, Service};
+
+use crate::check::Check;
 
 /// A request refused at the protocol level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,70 +24,15 @@ pub enum ProtocolError {
 }
 
 /// Refuses requests without exactly one valid host, before any route or
-/// door sees them.
-#[derive(Debug)]
-pub struct HostGuardLayer<E> {
-    _error: PhantomData<fn() -> E>,
-}
+/// door sees them (a [`Check`] for the [`crate::check::CheckLayer`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostGuard;
 
-impl<E> HostGuardLayer<E> {
-    /// The layer; `E` is the stack's error type.
-    pub fn new() -> Self {
-        Self { _error: PhantomData }
-    }
-}
+impl<B> Check<B> for HostGuard {
+    type Error = ProtocolError;
 
-impl<E> Default for HostGuardLayer<E> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<E> Clone for HostGuardLayer<E> {
-    fn clone(&self) -> Self {
-        Self::new()
-    }
-}
-
-impl<S, E> Layer<S> for HostGuardLayer<E> {
-    type Service = HostGuard<S, E>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HostGuard { inner, _error: PhantomData }
-    }
-}
-
-/// The service of [`HostGuardLayer`].
-#[derive(Debug)]
-pub struct HostGuard<S, E> {
-    inner: S,
-    _error: PhantomData<fn() -> E>,
-}
-
-impl<S: Clone, E> Clone for HostGuard<S, E> {
-    fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), _error: PhantomData }
-    }
-}
-
-impl<S, B, E> Service<Request<B>> for HostGuard<S, E>
-where
-    S: Service<Request<B>, Error = E>,
-    E: From<ProtocolError>,
-{
-    type Response = S::Response;
-    type Error = E;
-    type Future = Either<S::Future, Ready<Result<S::Response, E>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), E>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match check(&request) {
-            Ok(()) => Either::Left(self.inner.call(request)),
-            Err(error) => Either::Right(future::ready(Err(error.into()))),
-        }
+    fn check(&self, request: &mut Request<B>) -> Result<(), ProtocolError> {
+        check(request)
     }
 }
 

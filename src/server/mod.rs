@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
-pub use guard::{HostGuard, HostGuardLayer, ProtocolError};
+pub use guard::{HostGuard, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
 use crate::request::ConnectionInfo;
