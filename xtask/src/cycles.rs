@@ -12,6 +12,16 @@
 //! an edge of the folded graph, and a strongly connected component of more
 //! than one module is a cycle. The crate root (`lib.rs`, which re-exports)
 //! is not a module of its own and is left out.
+//!
+//! cargo-modules 0.27 sees `use` declarations and the types in signatures
+//! and fields, but not constants, paths inside function bodies or macro
+//! arguments (`crate::error::ErrorChain(&error)` in a `tracing::warn!`), and
+//! it names an `impl` block's methods after the type, wherever the block is
+//! written (`impl FromRef<AppState> for Telemetry` in `app.rs` would read
+//! as `telemetry` using `app`). So methods' edges are left out, and every
+//! `crate::<module>` path written in a file of `src/` (outside comments and
+//! the `#[cfg(test)] mod tests` at its end) is added as an edge of that
+//! file's top-level module: what a reader of the file sees it use.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -42,7 +52,8 @@ pub fn check(workspace: &Workspace) -> Result<()> {
         bail!("cargo modules dependencies failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr));
     }
     let dot = String::from_utf8(output.stdout).context("cargo modules printed something that is not UTF-8")?;
-    let graph = ModuleGraph::from_dot(&dot, CRATE);
+    let mut graph = ModuleGraph::from_dot(&dot, CRATE);
+    graph.add_sources(&workspace.root().join("src"))?;
     if graph.edges.is_empty() {
         bail!("cargo modules printed no `uses` edge between top-level modules; its output format may have changed");
     }
@@ -70,12 +81,68 @@ impl ModuleGraph {
         for line in dot.lines() {
             let Some((from, to)) = uses_edge(line) else { continue };
             let (Some(from), Some(to)) = (item_path(from, krate), item_path(to, krate)) else { continue };
+            if is_method(&from) {
+                continue;
+            }
             let (from_module, to_module) = (top_level(&from), top_level(&to));
             if from_module != to_module {
                 graph.edges.entry((from_module.to_owned(), to_module.to_owned())).or_default().insert((from, to));
             }
         }
         graph
+    }
+
+    /// Adds the `crate::<module>` paths written in each file under `src`.
+    pub fn add_sources(&mut self, src: &std::path::Path) -> Result<()> {
+        let mut files = vec![src.to_path_buf()];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(&path).with_context(|| format!("reading {}", path.display()))? {
+                    files.push(entry?.path());
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|extension| extension != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(src).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            self.add_source(&relative, &text);
+        }
+        Ok(())
+    }
+
+    /// Adds the `crate::<module>` paths of one file (`relative` to `src/`).
+    pub fn add_source(&mut self, relative: &str, text: &str) {
+        let module = relative.split('/').next().unwrap_or(relative).trim_end_matches(".rs");
+        if matches!(module, "lib" | "main") {
+            return;
+        }
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+        for (number, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for (at, _) in line.match_indices("crate::") {
+                let preceded_by_ident =
+                    line[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if preceded_by_ident {
+                    continue;
+                }
+                let rest = &line[at + "crate::".len()..];
+                let target: String =
+                    rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+                if target.is_empty() || target == module {
+                    continue;
+                }
+                let written: String =
+                    rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+                self.edges
+                    .entry((module.to_owned(), target))
+                    .or_default()
+                    .insert((format!("src/{relative}:{}", number + 1), written.trim_end_matches(':').to_owned()));
+            }
+        }
     }
 
     /// Every module that has an edge.
@@ -115,7 +182,7 @@ impl ModuleGraph {
             if let Some(path) = self.closed_path(&members) {
                 text.push_str(&format!("  for example: {}\n", path.join(" -> ")));
             }
-            text.push_str("  edges inside it (module -> module: item -> item):\n");
+            text.push_str("  edges inside it (module -> module, then item -> item or file:line -> path written):\n");
             for ((from, to), items) in &self.edges {
                 if !members.contains(from.as_str()) || !members.contains(to.as_str()) {
                     continue;
@@ -180,6 +247,14 @@ fn uses_edge(line: &str) -> Option<(&str, &str)> {
 fn item_path(node: &str, krate: &str) -> Option<String> {
     let inside = node.strip_prefix(krate)?.strip_prefix("::")?;
     Some(inside.to_owned())
+}
+
+/// Whether the node is a method, named after its type (`a::Type::method`):
+/// its `impl` block may live in another module.
+fn is_method(path: &str) -> bool {
+    let segments: Vec<&str> = path.split("::").collect();
+    segments.len() >= 2
+        && segments[..segments.len() - 1].iter().any(|segment| segment.starts_with(|c: char| c.is_ascii_uppercase()))
 }
 
 /// The first segment of a path inside the crate: its top-level module
@@ -302,6 +377,30 @@ mod tests {
             "{}",
             graph.report(&cycles)
         );
+    }
+
+    #[test]
+    fn methods_are_left_to_the_source_scan_which_sees_paths_in_bodies_and_macros() {
+        // As cargo-modules names `impl FromRef<AppState> for Telemetry` written in app.rs.
+        let dot = edge("portico::telemetry::Telemetry::from_ref", "portico::app::AppState", "uses");
+        let mut graph = ModuleGraph::from_dot(&dot, "portico");
+        assert!(graph.edges.is_empty(), "{:?}", graph.edges);
+
+        let file = "//! Uses crate::app in a comment only.\n\
+            use super::Thing;\n\
+            fn f() { tracing::warn!(error = %crate::error::ErrorChain(&e), \"x\"); }\n\
+            const H: u8 = my_crate::app::X; // not this crate\n\
+            fn g() -> crate::upstream::Upstreams { todo!() }\n\
+            fn h() { crate::upstream::go() }\n\
+            #[cfg(test)]\nmod tests {\n    use crate::config::Config;\n}\n";
+        graph.add_source("upstream/mod.rs", file);
+        graph.add_source("error.rs", "use crate::upstream::UpstreamError;\n");
+        graph.add_source("lib.rs", "pub use error::ErrorChain; fn x() { crate::app::app() }\n");
+        let folded: Vec<(&str, &str)> = graph.edges.keys().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(folded, [("error", "upstream"), ("upstream", "error")], "itself, comments, tests, lib.rs: no edge");
+        let items = &graph.edges[&("upstream".to_owned(), "error".to_owned())];
+        assert!(items.contains(&("src/upstream/mod.rs:3".to_owned(), "error::ErrorChain".to_owned())), "{items:?}");
+        assert_eq!(graph.cycles(), [vec!["error".to_owned(), "upstream".to_owned()]]);
     }
 
     #[test]

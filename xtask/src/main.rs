@@ -12,7 +12,9 @@
 //! - `cargo xtask setup [--reseed]`: virtualenv, Python requirements, migrations and
 //!   seed data for `services/`; fast when nothing changed.
 //! - `cargo xtask demo`: setup, then the services and the gateway, until Ctrl-C.
-//! - `cargo xtask test`: setup, Django tests, fmt, clippy and `cargo test`, as CI runs them.
+//! - `cargo xtask test`: setup, Django tests, fmt, clippy, the import-cycle check and
+//!   `cargo test`, as CI runs them.
+//! - `cargo xtask cycles`: only the import-cycle check.
 //! - `cargo xtask bench [--smoke] [--profile]`: portico against NGINX and a Node GraphQL peer under load.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the cargo-fuzz targets on nightly, each for a bounded time.
 //!
@@ -41,8 +43,11 @@ commands:
                     migrate every service and seed the databases that did not exist yet
                     (--reseed wipes and reseeds them all)
   demo              setup, then start the services and the gateway on :8080 until Ctrl-C
-  test              setup, Django tests, cargo fmt --check, clippy and cargo test (what CI runs)
-  bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY] [--before BINARY] [--profile]
+  test              setup, Django tests, cargo fmt --check, clippy, the import-cycle check and
+                    cargo test (what CI runs)
+  cycles            only the import-cycle check: no cycle between the top-level modules of src/
+                    (needs cargo-modules 0.27.0, which .ci/run installs)
+  bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY]
                     portico vs NGINX (REST passthrough) and vs a Node GraphQL peer (Apollo Server 4,
                     the Dashboard operation) under wrk, over NGINX stub backends; each target alone on
                     CPU 0, stubs and wrk on CPU 1; headline: CPU µs per request side by side, with each
@@ -76,6 +81,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         ["setup", "--reseed"] => setup::setup(&workspace, setup::Seeding::Reseed),
         ["demo"] => demo::demo(&workspace),
         ["test"] => check::test(&workspace),
+        ["cycles"] => cycles::check(&workspace),
         ["fuzz", options @ ..] => fuzz::fuzz(&workspace, &fuzz::Options::parse(options)?),
         ["bench", options @ ..] => bench::bench(&workspace, &bench::Options::parse(&workspace, options)?).map(drop),
         [] | ["help" | "-h" | "--help"] => {
