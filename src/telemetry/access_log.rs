@@ -140,10 +140,13 @@ pub struct AccessLog<S> {
 struct Entry {
     started: Instant,
     method: Method,
+    /// The path and request id as the log line quotes them; left empty when
+    /// no subscriber wants the line, so a request with access logs off
+    /// copies neither.
     path: String,
-    request_id: Option<String>,
+    request_id: String,
     /// The router's path for named routes (`/graphql`, `/healthz`).
-    matched: Option<Arc<str>>,
+    matched: Option<MatchedPath>,
     log: Arc<RequestLog>,
     _in_flight: InFlight,
 }
@@ -163,14 +166,14 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let metrics = self.telemetry.metrics();
         let in_flight = metrics.request_started();
-        let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let request_id = request.headers().get(REQUEST_ID).and_then(|value| value.to_str().ok()).unwrap_or("");
         let span = tracing::info_span!(
             target: "portico::request",
             parent: None,
             "request",
             otel.kind = "server",
             trace_id = tracing::field::Empty,
-            request_id = request_id.as_deref().unwrap_or(""),
+            request_id,
             http.request.method = %request.method(),
             url.path = request.uri().path(),
             graphql.operation.name = tracing::field::Empty,
@@ -182,6 +185,11 @@ where
         let remote = if trusted { RemoteParent::from_headers(request.headers()) } else { None };
         let trace = TraceContext::start(&span, remote);
         span.record("trace_id", tracing::field::display(trace.trace_id()));
+        // Asked inside the request span, where the line is written, so that
+        // span-scoped filters decide as they will for the line itself.
+        let access_logged = span.in_scope(|| tracing::enabled!(target: "portico::access", tracing::Level::INFO));
+        let (path, request_id) =
+            if access_logged { (request.uri().path().to_owned(), request_id.to_owned()) } else { Default::default() };
         let log = Arc::new(RequestLog {
             route: OnceLock::new(),
             upstream: OnceLock::new(),
@@ -194,9 +202,9 @@ where
         let entry = Entry {
             started: Instant::now(),
             method: request.method().clone(),
-            path: request.uri().path().to_owned(),
+            path,
             request_id,
-            matched: request.extensions().get::<MatchedPath>().map(|matched| Arc::from(matched.as_str())),
+            matched: request.extensions().get::<MatchedPath>().cloned(),
             log: Arc::clone(&log),
             _in_flight: in_flight,
         };
@@ -250,7 +258,7 @@ where
                     // An empty body may never be polled; it is complete already.
                     let complete = body.is_end_stream();
                     let finished = Finished { entry, status, bytes_out: 0, declared_length, complete };
-                    Body::new(CountingBody { inner: body, counter: CounterTarget::Out(Box::new(finished)) })
+                    Body::new(CountingBody { inner: body, counter: CounterTarget::Out(finished) })
                 })
             }
             None => response,
@@ -258,11 +266,14 @@ where
     }
 }
 
-/// Where a counting body adds its bytes.
+/// Where a counting body adds its bytes. `Out` is held inline: the
+/// counting body is boxed into an axum `Body` anyway, and a second box
+/// would be one more allocation per request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 enum CounterTarget {
     In(Arc<RequestLog>),
-    Out(Box<Finished>),
+    Out(Finished),
 }
 
 /// The access-log line in waiting: written when dropped.
@@ -282,7 +293,8 @@ impl Drop for Finished {
         let entry = &self.entry;
         let duration = entry.started.elapsed();
         let log = &entry.log;
-        let route_label = log.route.get().map(|(route, _)| route).or(entry.matched.as_ref());
+        let route_label =
+            log.route.get().map(|(route, _)| &**route).or(entry.matched.as_ref().map(MatchedPath::as_str));
         log.metrics.request_finished(route_label, &entry.method, log.operation.get(), self.status, duration);
 
         let _entered = log.span.enter();
@@ -290,7 +302,7 @@ impl Drop for Finished {
         let (endpoint, retries) = log.upstream.get().map_or(("", 0), |(endpoint, retries)| (&**endpoint, *retries));
         tracing::info!(
             target: "portico::access",
-            request_id = entry.request_id.as_deref().unwrap_or(""),
+            request_id = entry.request_id.as_str(),
             trace_id = %log.trace.trace_id(),
             method = %entry.method,
             path = %entry.path,

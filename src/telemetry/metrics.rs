@@ -7,20 +7,22 @@
 //!
 //! Hot-path rules: label values are `&'static str` or shared `Arc<str>`, so
 //! a lookup never allocates; upstream handles are resolved once per endpoint
-//! when the service is built; histograms are lock-free (atomic buckets,
-//! summed at scrape time) instead of the crate's mutex-guarded one.
+//! when the service is built; a finished request finds its counter and
+//! histogram in one foldhash lookup by borrowed labels ([`RequestSeries`]),
+//! not in the families' SipHash maps; histograms are lock-free (atomic
+//! buckets, summed at scrape time) instead of the crate's mutex-guarded one.
 //!
 //! Cardinality is bounded by construction: routes are configured prefixes
 //! (never raw paths), endpoints are configured replicas, GraphQL operation
 //! names and error codes go through a [`BoundedLabels`] set that turns
 //! anything past its cap into `"other"`, and no label ever carries a user id.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use hashbrown::{Equivalent, HashMap, HashSet};
 use http::{Method, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
@@ -110,7 +112,7 @@ pub struct BoundedLabels {
 impl BoundedLabels {
     /// A set that keeps at most `cap` distinct values.
     pub fn new(cap: usize) -> Self {
-        Self { cap, seen: RwLock::new(HashSet::new()), other: Arc::from(OTHER) }
+        Self { cap, seen: RwLock::new(HashSet::default()), other: Arc::from(OTHER) }
     }
 
     /// The label for `value`: the value itself while the cap allows, else `other`.
@@ -144,6 +146,35 @@ struct RequestLabels {
     method: &'static str,
     operation: Arc<str>,
     status: u16,
+}
+
+/// [`RequestLabels`] borrowed, to look a finished request's series up
+/// without cloning its labels. The derived `Hash` feeds the same values in
+/// the same order as `RequestLabels`' (a `str` hashes alike behind `&` and
+/// `Arc`), which `Equivalent` requires.
+#[derive(Debug, Hash)]
+struct RequestKey<'a> {
+    route: &'a str,
+    method: &'static str,
+    operation: &'a str,
+    status: u16,
+}
+
+impl Equivalent<RequestLabels> for RequestKey<'_> {
+    fn equivalent(&self, labels: &RequestLabels) -> bool {
+        *self.route == *labels.route
+            && self.method == labels.method
+            && *self.operation == *labels.operation
+            && self.status == labels.status
+    }
+}
+
+/// The request counter and latency histogram of each label set seen, so a
+/// finished request costs one lookup under a read lock; the families stay
+/// the registry's source of truth (the handles share their series).
+#[derive(Debug, Default)]
+struct RequestSeries {
+    handles: RwLock<HashMap<RequestLabels, (Counter, Histogram)>>,
 }
 
 /// Labels of the request latency histogram: the status class keeps the
@@ -383,6 +414,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<LatencyLabels, Histogram>,
+    request_series: RequestSeries,
     in_flight: Gauge,
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_duration: Family<EndpointLabels, Histogram>,
@@ -396,6 +428,7 @@ pub struct Metrics {
     /// Shared empty label value (REST requests have no operation).
     empty: Arc<str>,
     unmatched: Arc<str>,
+    anonymous: Arc<str>,
 }
 
 impl Default for Metrics {
@@ -463,6 +496,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            request_series: RequestSeries::default(),
             in_flight,
             upstream_requests,
             upstream_duration,
@@ -475,6 +509,7 @@ impl Metrics {
             sources,
             empty: Arc::from(""),
             unmatched: Arc::from("unmatched"),
+            anonymous: Arc::from("anonymous"),
         }
     }
 
@@ -490,7 +525,7 @@ impl Metrics {
     pub fn operation_label(&self, name: Option<&str>) -> Arc<str> {
         match name {
             Some(name) => self.operations.label(name),
-            None => Arc::from("anonymous"),
+            None => Arc::clone(&self.anonymous),
         }
     }
 
@@ -558,26 +593,61 @@ impl Metrics {
     /// router path that matched, never the request's own path.
     pub(crate) fn request_finished(
         &self,
-        route: Option<&Arc<str>>,
+        route: Option<&str>,
         method: &Method,
         operation: Option<&Arc<str>>,
         status: StatusCode,
         duration: Duration,
     ) {
-        let route = Arc::clone(route.unwrap_or(&self.unmatched));
-        let operation = Arc::clone(operation.unwrap_or(&self.empty));
-        let method = method_label(method);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: Arc::clone(&route),
-                method,
-                operation: Arc::clone(&operation),
-                status: status.as_u16(),
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&LatencyLabels { route, method, operation, status_class: status_class(status) })
-            .observe(duration);
+        let key = RequestKey {
+            route: route.unwrap_or(&self.unmatched),
+            method: method_label(method),
+            operation: operation.unwrap_or(&self.empty),
+            status: status.as_u16(),
+        };
+        let series = self.request_series.handles.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((count, latency)) = series.get(&key) {
+            count.inc();
+            latency.observe(duration);
+            return;
+        }
+        drop(series);
+        let (count, latency) = self.request_handles(&key);
+        count.inc();
+        latency.observe(duration);
+    }
+
+    /// Resolves (once per label set) the series of [`Metrics::request_finished`].
+    fn request_handles(&self, key: &RequestKey<'_>) -> (Counter, Histogram) {
+        let mut series = self.request_series.handles.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handles) = series.get(key) {
+            return handles.clone();
+        }
+        // Labels are the shared values where there are some, so a series
+        // costs its strings once, not once per route seen with it.
+        let route = if key.route == &*self.unmatched { Arc::clone(&self.unmatched) } else { Arc::from(key.route) };
+        let operation = match key.operation {
+            "" => Arc::clone(&self.empty),
+            operation => Arc::from(operation),
+        };
+        let labels = RequestLabels {
+            route: Arc::clone(&route),
+            method: key.method,
+            operation: Arc::clone(&operation),
+            status: key.status,
+        };
+        let status_class = status_class(key.status);
+        let handles = (
+            self.requests.get_or_create_owned(&labels),
+            self.request_duration.get_or_create_owned(&LatencyLabels {
+                route,
+                method: key.method,
+                operation,
+                status_class,
+            }),
+        );
+        series.insert(labels, handles.clone());
+        handles
     }
 }
 
@@ -644,8 +714,8 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
+fn status_class(status: u16) -> &'static str {
+    match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
         300..=399 => "3xx",
@@ -672,9 +742,14 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_in_the_text_format() {
         let metrics = Arc::new(Metrics::new(10));
-        let route: Arc<str> = Arc::from("/users/");
         for millis in [1, 3, 3000] {
-            metrics.request_finished(Some(&route), &Method::GET, None, StatusCode::OK, Duration::from_millis(millis));
+            metrics.request_finished(
+                Some("/users/"),
+                &Method::GET,
+                None,
+                StatusCode::OK,
+                Duration::from_millis(millis),
+            );
         }
         let text = metrics.encode();
         assert!(
@@ -691,6 +766,39 @@ mod tests {
         assert!(text.contains(&format!("{} 3\n", bucket("+Inf"))), "{text}");
     }
 
+    #[test]
+    fn a_borrowed_request_key_finds_its_series() {
+        use std::hash::BuildHasher as _;
+        let hasher = hashbrown::DefaultHashBuilder::default();
+        let labels = RequestLabels {
+            route: Arc::from("/users/"),
+            method: "GET",
+            operation: Arc::from("Dashboard"),
+            status: 200,
+        };
+        let key = RequestKey { route: "/users/", method: "GET", operation: "Dashboard", status: 200 };
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&labels), "Equivalent needs equal hashes");
+        assert!(key.equivalent(&labels));
+        assert!(!RequestKey { status: 404, ..key }.equivalent(&labels));
+
+        let metrics = Metrics::new(10);
+        let dashboard: Arc<str> = Arc::from("Dashboard");
+        for (route, status) in [(Some("/users/"), 200), (Some("/users/"), 404), (Some("/users/"), 200), (None, 200)] {
+            let status = StatusCode::from_u16(status).expect("status");
+            metrics.request_finished(route, &Method::POST, Some(&dashboard), status, Duration::from_millis(1));
+        }
+        let text = metrics.encode();
+        for expected in [
+            r#"portico_http_requests_total{route="/users/",method="POST",operation="Dashboard",status="200"} 2"#,
+            r#"portico_http_requests_total{route="/users/",method="POST",operation="Dashboard",status="404"} 1"#,
+            r#"portico_http_requests_total{route="unmatched",method="POST",operation="Dashboard",status="200"} 1"#,
+            r#"portico_http_request_duration_seconds_count{route="/users/",method="POST",operation="Dashboard",status_class="2xx"} 2"#,
+            r#"portico_http_request_duration_seconds_count{route="/users/",method="POST",operation="Dashboard",status_class="4xx"} 1"#,
+        ] {
+            assert!(text.contains(expected), "{expected} missing from\n{text}");
+        }
+    }
+
     /// Every series the shipped Grafana dashboard queries exists.
     #[test]
     fn the_grafana_dashboard_queries_only_exported_series() {
@@ -702,8 +810,7 @@ mod tests {
             }
         }
         let metrics = Arc::new(Metrics::new(10));
-        let route: Arc<str> = Arc::from("/users/");
-        metrics.request_finished(Some(&route), &Method::GET, None, StatusCode::OK, Duration::from_millis(1));
+        metrics.request_finished(Some("/users/"), &Method::GET, None, StatusCode::OK, Duration::from_millis(1));
         let service = metrics.service("users", &[Arc::from("10.0.0.1:80")]);
         service.retried();
         metrics.graphql_error("UPSTREAM_ERROR");

@@ -151,9 +151,8 @@ impl TraceContext {
             } else {
                 (self.trace_id, random_nonzero_u64(), self.flags)
             };
-        let value = format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}");
         // Lowercase hex and dashes are always a valid header value.
-        if let Ok(value) = HeaderValue::try_from(value) {
+        if let Ok(value) = HeaderValue::from_bytes(&traceparent(trace_id, span_id, flags)) {
             headers.insert(TRACEPARENT, value);
         }
         match &self.tracestate {
@@ -175,6 +174,25 @@ impl fmt::Display for TraceIdHex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)
     }
+}
+
+/// Writes a version-00 `traceparent` (`00-<trace id>-<parent id>-<flags>`),
+/// without the formatting machinery, once per backend call.
+fn traceparent(trace_id: u128, span_id: u64, flags: u8) -> [u8; 55] {
+    fn hex(out: &mut [u8], value: u128) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut value = value;
+        for digit in out.iter_mut().rev() {
+            *digit = DIGITS[(value & 0xf) as usize];
+            value >>= 4;
+        }
+    }
+    let mut value = [b'-'; 55];
+    value[..2].copy_from_slice(b"00");
+    hex(&mut value[3..35], trace_id);
+    hex(&mut value[36..52], u128::from(span_id));
+    hex(&mut value[53..55], u128::from(flags));
+    value
 }
 
 /// Parses a W3C `traceparent`: `version-traceid-parentid-flags`. Version
@@ -255,6 +273,16 @@ mod tests {
             assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad:?}");
         }
         assert!(parse_traceparent(format!("01{}-future", &VALID[2..]).as_bytes()).is_some());
+    }
+
+    #[test]
+    fn written_traceparents_are_the_formatted_ones_and_parse_back() {
+        for (trace_id, span_id, flags) in [(1, 1, 0), (u128::MAX, u64::MAX, 0xff), (0x4bf9_2f35 << 64, 0x00f0_67aa, 1)]
+        {
+            let value = traceparent(trace_id, span_id, flags);
+            assert_eq!(value.as_slice(), format!("00-{trace_id:032x}-{span_id:016x}-{flags:02x}").as_bytes());
+            assert_eq!(parse_traceparent(&value), Some((trace_id, span_id, flags)));
+        }
     }
 
     #[test]

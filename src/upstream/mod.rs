@@ -13,13 +13,15 @@ mod error;
 mod health;
 mod tls;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashbrown::HashMap;
+use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_rustls::rustls::RootCertStore;
@@ -130,6 +132,9 @@ pub struct UpstreamBuildError {
 pub struct Endpoint {
     scheme: Scheme,
     authority: Authority,
+    /// The `Host` a request gets when its caller set none, written once:
+    /// the value hyper-util's client would otherwise format per request.
+    host: Option<HeaderValue>,
     label: Arc<str>,
     weight: u32,
     in_flight: Arc<AtomicUsize>,
@@ -141,6 +146,7 @@ impl Endpoint {
     pub fn new(config: &EndpointConfig) -> Result<Self, String> {
         let (scheme, authority) = config.target()?;
         Ok(Self {
+            host: host_header(&scheme, &authority),
             label: Arc::from(authority.as_str()),
             scheme,
             authority,
@@ -178,6 +184,17 @@ impl Endpoint {
             .path_and_query(path_and_query)
             .build()
     }
+}
+
+/// `host[:port]`, without the scheme's default port, as hyper-util's client
+/// writes `Host` for an absolute URI.
+fn host_header(scheme: &Scheme, authority: &Authority) -> Option<HeaderValue> {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    let value = match authority.port_u16() {
+        Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+        _ => authority.host().to_owned(),
+    };
+    HeaderValue::try_from(value).ok()
 }
 
 /// Decrements a replica's in-flight count when dropped.
@@ -334,7 +351,7 @@ impl UpstreamService {
     /// Sends `request` (its URI a path and query) to a replica, failing over
     /// to others where that is safe and the retry budget allows.
     pub async fn send(&self, request: Request<UpstreamRequestBody>) -> Result<UpstreamResponse, UpstreamError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let idempotent = is_idempotent(&parts.method);
         self.retry_budget.deposit();
@@ -358,7 +375,13 @@ impl UpstreamService {
             *attempt.method_mut() = parts.method.clone();
             *attempt.uri_mut() = uri;
             *attempt.version_mut() = http::Version::HTTP_11;
-            *attempt.headers_mut() = parts.headers.clone();
+            // Only an attempt that may be followed by another needs the
+            // headers kept; the last one takes them.
+            let mut headers = if may_retry_later { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+            if let Some(host) = &endpoint.host {
+                headers.entry(HOST).or_insert_with(|| host.clone());
+            }
+            *attempt.headers_mut() = headers;
 
             let in_flight = endpoint.start_request();
             let started = tokio::time::Instant::now();
@@ -549,6 +572,20 @@ mod tests {
             ..ServiceConfig::default()
         };
         UpstreamService::new("api", &config, &Arc::new(RootCertStore::empty()), &Metrics::default()).expect("service")
+    }
+
+    #[test]
+    fn the_host_header_omits_only_the_default_port() {
+        let host = |url: &str| {
+            let endpoint = Endpoint::new(&EndpointConfig::Url(url.to_owned())).expect("endpoint");
+            endpoint.host.expect("a host").to_str().expect("ascii").to_owned()
+        };
+        assert_eq!(host("http://10.0.0.1:8001"), "10.0.0.1:8001");
+        assert_eq!(host("http://users.internal:80"), "users.internal");
+        assert_eq!(host("http://users.internal"), "users.internal");
+        assert_eq!(host("https://users.internal:443"), "users.internal");
+        assert_eq!(host("https://users.internal:80"), "users.internal:80");
+        assert_eq!(host("http://[::1]:8080"), "[::1]:8080");
     }
 
     #[test]
