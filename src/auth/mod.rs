@@ -32,7 +32,9 @@ pub use config::{ApiKeyConfig, AuthConfig, AuthMode, JwtConfig, KeysFileError};
 pub use error::AuthError;
 pub use jwt::{JwtSetupError, JwtVerifier, RefreshTask};
 
+use crate::client::{Caller, ClientAddress};
 use crate::identity::Identity;
+use crate::telemetry::RequestLog;
 
 /// Longest `Authorization` header looked at; longer ones are refused
 /// before any parsing.
@@ -236,6 +238,7 @@ where
         let policy = route.as_deref().map_or(&default_policy, ProtectedRoute::auth_policy);
         if policy.mode == AuthMode::None {
             strip_credentials(auth, request.headers_mut());
+            record_caller(&mut request, None);
             return Either::Left(self.inner.call(request));
         }
         // Only a bearer token needs to wait (for a key set being fetched);
@@ -280,6 +283,7 @@ fn admit(
             if !auth.forward_credentials {
                 strip_credentials(auth, request.headers_mut());
             }
+            record_caller(request, identity.as_ref());
             if let Some(identity) = identity {
                 for (name, value) in &identity.forwarded_headers {
                     request.headers_mut().insert(name.clone(), value.clone());
@@ -293,6 +297,16 @@ fn admit(
             Err(error)
         }
     }
+}
+
+/// Names the admitted caller, once, for the rate limit (request
+/// extensions) and the access log.
+fn record_caller(request: &mut Request<Body>, identity: Option<&Identity>) {
+    let caller = Caller::of(identity, ClientAddress::of(request.extensions()).client);
+    if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
+        log.set_caller(caller.clone());
+    }
+    request.extensions_mut().insert(caller);
 }
 
 fn strip_credentials(auth: &Authenticator, headers: &mut HeaderMap) {

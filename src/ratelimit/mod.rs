@@ -217,11 +217,13 @@ fn client_of(policy: &Policy, request: &Request<Body>) -> (String, Option<Tier>)
         let value = identity?.claims.get(claim)?.as_str()?;
         tiers.contains_key(value).then(|| Tier::Named(value.to_owned()))
     });
-    let identity = match policy.key {
-        ClientKey::Client => identity,
-        ClientKey::Ip => None,
+    let address = ClientAddress::of(request.extensions()).client;
+    let caller = match (policy.key, request.extensions().get::<Caller>()) {
+        (ClientKey::Client, Some(caller)) => caller.to_string(),
+        (ClientKey::Client, None) => Caller::of(identity, address).to_string(),
+        (ClientKey::Ip, _) => Caller::Address(address).to_string(),
     };
-    (Caller::of(identity, ClientAddress::of(request.extensions()).client).to_string(), tier)
+    (caller, tier)
 }
 
 /// A GraphQL operation's cost budget for the calling client, left in

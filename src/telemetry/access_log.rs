@@ -11,10 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath};
+
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -24,6 +22,7 @@ use tower::{Layer, Service};
 use super::metrics::{InFlight, Metrics};
 use super::trace::{RemoteParent, TraceContext};
 use super::Telemetry;
+use crate::client::{Caller, ClientAddress};
 use crate::request::REQUEST_ID;
 
 /// What the front doors learned about a request, for its access-log line
@@ -34,6 +33,7 @@ pub struct RequestLog {
     route: OnceLock<(Arc<str>, Arc<str>)>,
     upstream: OnceLock<(Arc<str>, u32)>,
     operation: OnceLock<Arc<str>>,
+    caller: OnceLock<Caller>,
     bytes_in: AtomicU64,
     trace: TraceContext,
     span: tracing::Span,
@@ -44,6 +44,11 @@ impl RequestLog {
     /// Records the matched route and its service.
     pub fn set_route(&self, route: &Arc<str>, service: &Arc<str>) {
         let _ = self.route.set((Arc::clone(route), Arc::clone(service)));
+    }
+
+    /// Records who called (set once authentication has decided).
+    pub fn set_caller(&self, caller: Caller) {
+        let _ = self.caller.set(caller);
     }
 
     /// Records the endpoint that answered and the retries it took.
@@ -146,7 +151,6 @@ struct Entry {
     path: String,
     request_id: String,
     /// The router's path for named routes (`/graphql`, `/healthz`).
-    matched: Option<MatchedPath>,
     log: Arc<RequestLog>,
     _in_flight: InFlight,
 }
@@ -178,10 +182,12 @@ where
             url.path = request.uri().path(),
             graphql.operation.name = tracing::field::Empty,
         );
+        // Trace context is believed from the socket peer, by the same
+        // address record the rate limit and the proxy use.
         let trusted = request
             .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .is_some_and(|ConnectInfo(peer)| self.telemetry.trusts_trace_context_from(peer.ip()));
+            .get::<ClientAddress>()
+            .is_some_and(|address| self.telemetry.trusts_trace_context_from(address.peer));
         let remote = if trusted { RemoteParent::from_headers(request.headers()) } else { None };
         let trace = TraceContext::start(&span, remote);
         span.record("trace_id", tracing::field::display(trace.trace_id()));
@@ -194,6 +200,7 @@ where
             route: OnceLock::new(),
             upstream: OnceLock::new(),
             operation: OnceLock::new(),
+            caller: OnceLock::new(),
             bytes_in: AtomicU64::new(0),
             trace,
             span,
@@ -204,7 +211,6 @@ where
             method: request.method().clone(),
             path,
             request_id,
-            matched: request.extensions().get::<MatchedPath>().cloned(),
             log: Arc::clone(&log),
             _in_flight: in_flight,
         };
@@ -293,19 +299,20 @@ impl Drop for Finished {
         let entry = &self.entry;
         let duration = entry.started.elapsed();
         let log = &entry.log;
-        let route_label =
-            log.route.get().map(|(route, _)| &**route).or(entry.matched.as_ref().map(MatchedPath::as_str));
+        let route_label = log.route.get().map(|(route, _)| &**route);
         log.metrics.request_finished(route_label, &entry.method, log.operation.get(), self.status, duration);
 
         let _entered = log.span.enter();
         let (route, service) = log.route.get().map_or(("", ""), |(route, service)| (&**route, &**service));
         let (endpoint, retries) = log.upstream.get().map_or(("", 0), |(endpoint, retries)| (&**endpoint, *retries));
+        let client = log.caller.get().map(tracing::field::display);
         tracing::info!(
             target: "portico::access",
             request_id = entry.request_id.as_str(),
             trace_id = %log.trace.trace_id(),
             method = %entry.method,
             path = %entry.path,
+            client,
             route,
             service,
             endpoint,

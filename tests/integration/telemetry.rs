@@ -524,3 +524,27 @@ async fn a_failed_backend_call_is_logged_with_the_endpoint_and_the_connection_er
     let error = field(&failure, "error").unwrap_or_default();
     assert!(error.contains("onnection refused"), "the log names the connection error: {failure:?}");
 }
+
+#[tokio::test]
+async fn the_access_log_names_the_caller_by_the_rate_limit_key() {
+    let stub = Stub::echo("users").await;
+    let key_hash = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"machine-key").iter().map(|byte| format!("{byte:02x}")).collect::<String>()
+    };
+    let process = Process::start(&format!(
+        "[[auth.api_keys]]\nname = \"reporting\"\nsha256 = \"{key_hash}\"\n\n{}",
+        service("users", &[stub.url()], "")
+    ))
+    .await;
+    let anonymous = client().get(process.url("/users/anonymous")).send().await.expect("response");
+    assert_eq!(anonymous.status(), 200);
+    let machine =
+        client().get(process.url("/users/machine")).header("x-api-key", "machine-key").send().await.expect("response");
+    assert_eq!(machine.status(), 200);
+
+    let anonymous = access_lines(&process, "/users/anonymous", 1).await;
+    assert_eq!(anonymous.first().map(|line| &line["client"]), Some(&json!("ip:127.0.0.1")), "{anonymous:?}");
+    let machine = access_lines(&process, "/users/machine", 1).await;
+    assert_eq!(machine.first().map(|line| &line["client"]), Some(&json!("key:reporting")), "{machine:?}");
+}
