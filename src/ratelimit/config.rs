@@ -25,6 +25,8 @@ pub struct RateLimitingConfig {
     pub fail_closed: bool,
     /// Peers (load balancers, CDNs) whose `X-Forwarded-For` / `Forwarded`
     /// headers are believed; everyone else is keyed by the socket address.
+    /// The gateway-wide client-address rule: the address found this way is
+    /// also what backends get as `X-Real-IP` and what the access log names.
     pub trusted_proxies: Vec<IpNet>,
     /// Clients tracked per policy in memory; beyond it, idle clients are
     /// dropped first (each tracked client costs about 100 bytes).
