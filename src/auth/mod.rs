@@ -238,7 +238,7 @@ where
         let policy = route.as_deref().map_or(&default_policy, ProtectedRoute::auth_policy);
         if policy.mode == AuthMode::None {
             strip_credentials(auth, request.headers_mut());
-            record_caller(&mut request, None);
+            record_caller(&request, None);
             return Either::Left(self.inner.call(request));
         }
         // Only a bearer token needs to wait (for a key set being fetched);
@@ -299,14 +299,12 @@ fn admit(
     }
 }
 
-/// Names the admitted caller, once, for the rate limit (request
-/// extensions) and the access log.
-fn record_caller(request: &mut Request<Body>, identity: Option<&Identity>) {
-    let caller = Caller::of(identity, ClientAddress::of(request.extensions()).client);
+/// Names the admitted caller in the access log, by the rule the rate limit
+/// keys on ([`Caller::of`]).
+fn record_caller(request: &Request<Body>, identity: Option<&Identity>) {
     if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
-        log.set_caller(caller.clone());
+        log.set_caller(Caller::of(identity, ClientAddress::of(request.extensions()).client));
     }
-    request.extensions_mut().insert(caller);
 }
 
 fn strip_credentials(auth: &Authenticator, headers: &mut HeaderMap) {

@@ -218,12 +218,11 @@ fn client_of(policy: &Policy, request: &Request<Body>) -> (String, Option<Tier>)
         tiers.contains_key(value).then(|| Tier::Named(value.to_owned()))
     });
     let address = ClientAddress::of(request.extensions()).client;
-    let caller = match (policy.key, request.extensions().get::<Caller>()) {
-        (ClientKey::Client, Some(caller)) => caller.to_string(),
-        (ClientKey::Client, None) => Caller::of(identity, address).to_string(),
-        (ClientKey::Ip, _) => Caller::Address(address).to_string(),
+    let caller = match policy.key {
+        ClientKey::Client => Caller::of(identity, address),
+        ClientKey::Ip => Caller::Address(address),
     };
-    (caller, tier)
+    (caller.to_string(), tier)
 }
 
 /// A GraphQL operation's cost budget for the calling client, left in
