@@ -5,7 +5,7 @@
 //!
 //! Every measure is taken in one pass that is linear in the document's
 //! size: each fragment definition is measured once (in dependency order,
-//! without recursion through spreads) into a [`Summary`], and a spread adds
+//! without recursion through spreads) into a `Summary`, and a spread adds
 //! its fragment's summary instead of walking it again. A document whose 30
 //! fragments each spread the next one twice (2^30 fields once expanded) is
 //! therefore measured in microseconds and refused, and every later walk
@@ -46,7 +46,7 @@ const DEFAULT_LIST_SIZE: u64 = 10;
 /// `MaxIntrospectionDepthRule`.
 const INTROSPECTION_LISTS: [&str; 4] = ["fields", "interfaces", "possibleTypes", "inputFields"];
 
-/// Deepest nesting of [`INTROSPECTION_LISTS`] allowed (graphql-js refuses
+/// Deepest nesting of `INTROSPECTION_LISTS` allowed (graphql-js refuses
 /// the third level); the standard introspection query needs one.
 pub const MAX_INTROSPECTION_LIST_DEPTH: usize = 2;
 

@@ -226,7 +226,7 @@ fn client_of(policy: &Policy, request: &Request<Body>) -> (String, Option<Tier>)
 }
 
 /// A GraphQL operation's cost budget for the calling client, left in
-/// request extensions by the [`limit`] layer.
+/// request extensions by the [`RateLimitLayer`].
 #[derive(Clone)]
 pub struct CostBudget {
     limiter: Arc<RateLimiter>,

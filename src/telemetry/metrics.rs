@@ -8,7 +8,7 @@
 //! Hot-path rules: label values are `&'static str` or shared `Arc<str>`, so
 //! a lookup never allocates; upstream handles are resolved once per endpoint
 //! when the service is built; a finished request finds its counter and
-//! histogram in one foldhash lookup by borrowed labels ([`RequestSeries`]),
+//! histogram in one foldhash lookup by borrowed labels (`RequestSeries`),
 //! not in the families' SipHash maps; histograms are lock-free (atomic
 //! buckets, summed at scrape time) instead of the crate's mutex-guarded one.
 //!
