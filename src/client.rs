@@ -12,12 +12,14 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use http::{HeaderMap, HeaderName, Request};
 use ipnet::IpNet;
+use serde::Deserialize;
 use tower::{Layer, Service};
 
 use crate::identity::Identity;
@@ -25,20 +27,57 @@ use crate::identity::Identity;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
+/// A network written as a CIDR (`10.0.0.0/8`) or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerNetwork(IpNet);
+
+impl PeerNetwork {
+    /// Whether `address` is inside the network.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        self.0.contains(&address.to_canonical())
+    }
+}
+
+impl FromStr for PeerNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(network) = text.parse::<IpNet>() {
+            return Ok(Self(network.trunc()));
+        }
+        text.parse::<IpAddr>()
+            .map(|address| Self(IpNet::from(address)))
+            .map_err(|_| format!("{text:?} is not a network; write e.g. \"10.0.0.0/8\" or \"127.0.0.1\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerNetwork {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether `peer` is in any of `networks` (the one membership rule: trusted
+/// proxies, trusted trace peers and scrape peers alike).
+pub fn peer_in(networks: &[PeerNetwork], peer: IpAddr) -> bool {
+    networks.iter().any(|network| network.contains(peer))
+}
+
 /// The proxies whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
-    networks: Arc<[IpNet]>,
+    networks: Arc<[PeerNetwork]>,
 }
 
 impl TrustedProxies {
     /// Trusts peers in `networks`.
-    pub fn new(networks: &[IpNet]) -> Self {
+    pub fn new(networks: &[PeerNetwork]) -> Self {
         Self { networks: Arc::from(networks) }
     }
 
     fn trusts(&self, address: IpAddr) -> bool {
-        self.networks.iter().any(|network| network.contains(&address))
+        peer_in(&self.networks, address)
     }
 
     /// The client's address for a request from `peer` (see the module docs).
@@ -166,11 +205,17 @@ pub enum Caller {
 impl Caller {
     /// The caller of a request with this identity from this address.
     pub fn of(identity: Option<&Identity>, address: IpAddr) -> Self {
-        match identity {
-            Some(Identity { subject: Some(subject), .. }) => Self::Subject(Arc::from(subject.as_str())),
-            Some(Identity { client: Some(client), .. }) => Self::ApiClient(Arc::from(client.as_str())),
-            _ => Self::Address(address),
+        match Name::of(identity, address) {
+            Name::Subject(subject) => Self::Subject(Arc::from(subject)),
+            Name::ApiClient(client) => Self::ApiClient(Arc::from(client)),
+            Name::Address(address) => Self::Address(address),
         }
+    }
+
+    /// The caller's key text (see [`Display`](fmt::Display)) without building
+    /// a `Caller`: what store keys need on the hot path.
+    pub fn key(identity: Option<&Identity>, address: IpAddr) -> String {
+        Name::of(identity, address).to_string()
     }
 
     /// The verified caller only, never an address.
@@ -180,11 +225,42 @@ impl Caller {
             caller => Some(caller),
         }
     }
+
+    fn name(&self) -> Name<'_> {
+        match self {
+            Self::Subject(subject) => Name::Subject(subject),
+            Self::ApiClient(client) => Name::ApiClient(client),
+            Self::Address(address) => Name::Address(*address),
+        }
+    }
 }
 
 /// `sub:<subject>`, `key:<name>` or `ip:<address>`: the form used in store
 /// keys and logs.
 impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.name().fmt(f)
+    }
+}
+
+/// A caller, borrowed from the identity: the one rule, and its text.
+enum Name<'a> {
+    Subject(&'a str),
+    ApiClient(&'a str),
+    Address(IpAddr),
+}
+
+impl<'a> Name<'a> {
+    fn of(identity: Option<&'a Identity>, address: IpAddr) -> Self {
+        match identity {
+            Some(Identity { subject: Some(subject), .. }) => Self::Subject(subject),
+            Some(Identity { client: Some(client), .. }) => Self::ApiClient(client),
+            _ => Self::Address(address),
+        }
+    }
+}
+
+impl fmt::Display for Name<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Subject(subject) => write!(f, "sub:{subject}"),
@@ -207,6 +283,13 @@ mod tests {
     #[test]
     fn forwarded_addresses_count_only_behind_trusted_proxies() {
         let trusted = TrustedProxies::new(&["10.0.0.0/8".parse().expect("cidr")]);
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().expect("ip");
+        let chain = headers(&[("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(
+            trusted.client_address(mapped, &chain),
+            "198.51.100.7".parse::<IpAddr>().expect("ip"),
+            "a trusted proxy on a dual-stack socket is still trusted"
+        );
         let spoofed = headers(&[("x-forwarded-for", "1.1.1.1")]);
         let untrusted_peer: IpAddr = "203.0.113.5".parse().expect("ip");
         assert_eq!(trusted.client_address(untrusted_peer, &spoofed), untrusted_peer, "a direct client cannot pick");
@@ -224,6 +307,17 @@ mod tests {
     }
 
     #[test]
+    fn networks_accept_cidrs_and_single_addresses() {
+        let networks: Vec<PeerNetwork> =
+            ["10.0.0.0/8", "127.0.0.1", "::1"].iter().map(|text| text.parse().expect("valid")).collect();
+        assert!(peer_in(&networks, "10.1.2.3".parse().expect("ip")));
+        assert!(peer_in(&networks, "127.0.0.1".parse().expect("ip")));
+        assert!(peer_in(&networks, "::ffff:127.0.0.1".parse().expect("ip")), "IPv4-mapped addresses match");
+        assert!(!peer_in(&networks, "192.168.0.1".parse().expect("ip")));
+        assert!("not-a-network".parse::<PeerNetwork>().is_err());
+    }
+
+    #[test]
     fn the_caller_is_the_subject_else_the_key_else_the_address() {
         let identity = |subject: Option<&str>, client: Option<&str>| Identity {
             subject: subject.map(str::to_owned),
@@ -236,6 +330,7 @@ mod tests {
         assert_eq!(Caller::of(Some(&identity(Some("7"), Some("ci"))), address).to_string(), "sub:7");
         assert_eq!(Caller::of(Some(&identity(None, Some("ci"))), address).to_string(), "key:ci");
         assert_eq!(Caller::of(None, address).to_string(), "ip:192.0.2.1");
+        assert_eq!(Caller::key(Some(&identity(None, Some("ci"))), address), "key:ci", "the same text, borrowed");
         assert_eq!(Caller::verified(&identity(None, None)), None);
     }
 }

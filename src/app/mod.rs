@@ -124,7 +124,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
         let cache = route.cache.clone().map(|settings| {
             Arc::new(CachePolicy {
                 route: Arc::clone(&rest.prefix),
-                service: Arc::from(route.service.as_str()),
+                service: Arc::clone(rest.service.name()),
                 rewrite: route.path_rewrite(),
                 settings,
             })

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::client::PeerNetwork;
 use crate::problems::Problems;
 
 /// Where limits are kept and whom to believe about client addresses.
@@ -27,7 +27,7 @@ pub struct RateLimitingConfig {
     /// headers are believed; everyone else is keyed by the socket address.
     /// The gateway-wide client-address rule: the address found this way is
     /// also what backends get as `X-Real-IP` and what the access log names.
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<PeerNetwork>,
     /// Clients tracked per policy in memory; beyond it, idle clients are
     /// dropped first (each tracked client costs about 100 bytes).
     pub max_tracked_clients: usize,

@@ -219,10 +219,10 @@ fn client_of(policy: &Policy, request: &Request<Body>) -> (String, Option<Tier>)
     });
     let address = ClientAddress::of(request.extensions()).client;
     let caller = match policy.key {
-        ClientKey::Client => Caller::of(identity, address),
-        ClientKey::Ip => Caller::Address(address),
+        ClientKey::Client => Caller::key(identity, address),
+        ClientKey::Ip => Caller::key(None, address),
     };
-    (caller.to_string(), tier)
+    (caller, tier)
 }
 
 /// A GraphQL operation's cost budget for the calling client, left in

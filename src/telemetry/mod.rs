@@ -36,8 +36,8 @@ pub use error_chain::ErrorChain;
 pub use metrics::Metrics;
 pub use otlp::OtlpConfig;
 pub use request_id::{drop_unfit_request_id, RandomRequestId};
-pub use trace::PeerNetwork;
 
+use crate::client::{peer_in, PeerNetwork};
 use crate::problems::Problems;
 
 /// The `[telemetry]` section.
@@ -243,7 +243,7 @@ impl Telemetry {
 
     /// Whether a caller at `peer` may set the trace context.
     pub fn trusts_trace_context_from(&self, peer: IpAddr) -> bool {
-        trace::peer_in(&self.trusted_trace_peers, peer)
+        peer_in(&self.trusted_trace_peers, peer)
     }
 }
 
@@ -253,7 +253,7 @@ pub async fn scrape(State(telemetry): State<Telemetry>, request: axum::extract::
     let allowed = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(peer)| trace::peer_in(&telemetry.scrape_peers, peer.ip()));
+        .is_some_and(|ConnectInfo(peer)| peer_in(&telemetry.scrape_peers, peer.ip()));
     if !allowed {
         return http::StatusCode::NOT_FOUND.into_response();
     }

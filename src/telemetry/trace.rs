@@ -9,55 +9,16 @@
 //! so propagation works the same with or without export.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::str::FromStr;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use ipnet::IpNet;
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
-use serde::Deserialize;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The W3C `traceparent` header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The W3C `tracestate` header.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
-
-/// A network written as a CIDR (`10.0.0.0/8`) or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerNetwork(IpNet);
-
-impl PeerNetwork {
-    /// Whether `address` is inside the network.
-    pub fn contains(&self, address: IpAddr) -> bool {
-        self.0.contains(&address.to_canonical())
-    }
-}
-
-impl FromStr for PeerNetwork {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        if let Ok(network) = text.parse::<IpNet>() {
-            return Ok(Self(network.trunc()));
-        }
-        text.parse::<IpAddr>()
-            .map(|address| Self(IpNet::from(address)))
-            .map_err(|_| format!("{text:?} is not a network; write e.g. \"10.0.0.0/8\" or \"127.0.0.1\""))
-    }
-}
-
-impl<'de> Deserialize<'de> for PeerNetwork {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Whether `peer` is in any of `networks`.
-pub fn peer_in(networks: &[PeerNetwork], peer: IpAddr) -> bool {
-    networks.iter().any(|network| network.contains(peer))
-}
 
 /// One request's place in a distributed trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -302,16 +263,5 @@ mod tests {
         assert_ne!(parent_id, 0x00f0_67aa_0ba9_02b7);
         assert_eq!(flags, 1);
         assert_eq!(outgoing[TRACESTATE], "vendor=1");
-    }
-
-    #[test]
-    fn networks_accept_cidrs_and_single_addresses() {
-        let networks: Vec<PeerNetwork> =
-            ["10.0.0.0/8", "127.0.0.1", "::1"].iter().map(|text| text.parse().expect("valid")).collect();
-        assert!(peer_in(&networks, "10.1.2.3".parse().expect("ip")));
-        assert!(peer_in(&networks, "127.0.0.1".parse().expect("ip")));
-        assert!(peer_in(&networks, "::ffff:127.0.0.1".parse().expect("ip")), "IPv4-mapped addresses match");
-        assert!(!peer_in(&networks, "192.168.0.1".parse().expect("ip")));
-        assert!("not-a-network".parse::<PeerNetwork>().is_err());
     }
 }
