@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{ErrorExtensions, ParseRequestError, Value};
+use async_graphql::{ErrorExtensions, ParseRequestError};
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use serde_json::{json, Value as Json};
@@ -194,7 +194,8 @@ impl FetchError {
         }
     }
 
-    fn code(&self) -> GraphqlCode {
+    /// The error's `extensions.code`.
+    pub fn code(&self) -> GraphqlCode {
         match self {
             Self::Unavailable { .. } => GraphqlCode::UpstreamUnavailable,
             Self::Timeout { .. } => GraphqlCode::UpstreamTimeout,
@@ -220,33 +221,39 @@ impl FetchError {
         }
     }
 
-    /// The GraphQL error for this failure.
-    pub fn to_graphql(&self) -> async_graphql::Error {
-        if let Self::Shape { .. } = self {
-            tracing::warn!(error = %self, "backend answer did not match the schema");
-        }
-        let message = match self {
-            // The shape detail is for operators, not for clients.
-            Self::Shape { service, .. } => format!("service {service} answered with an unexpected shape"),
+    /// What the client reads: the shape detail is for operators only.
+    pub fn client_message(&self) -> String {
+        match self {
+            Self::Shape { service, .. } => {
+                tracing::warn!(error = %self, "backend answer did not match the schema");
+                format!("service {service} answered with an unexpected shape")
+            }
             other => other.to_string(),
-        };
-        async_graphql::Error::new(message).extend_with(|_, extensions| {
-            extensions.set("code", self.code().as_str());
-            if let Some(service) = self.service() {
-                extensions.set("service", service);
+        }
+    }
+
+    /// The error's `extensions`: its code, the service and the backend's
+    /// status (and a 400's field errors).
+    pub fn extensions(&self) -> Json {
+        let mut extensions = serde_json::Map::new();
+        extensions.insert("code".to_owned(), Json::from(self.code().as_str()));
+        if let Some(service) = self.service() {
+            extensions.insert("service".to_owned(), Json::from(service));
+        }
+        match self {
+            Self::Status { status, .. } => {
+                extensions.insert("status".to_owned(), Json::from(status.as_u16()));
             }
-            match self {
-                Self::Status { status, .. } => extensions.set("status", status.as_u16()),
-                Self::NotFound { .. } => extensions.set("status", 404),
-                Self::BadInput { details, .. } => {
-                    extensions.set("status", 400);
-                    if let Ok(value) = Value::from_json((**details).clone()) {
-                        extensions.set("fieldErrors", value);
-                    }
-                }
-                _ => {}
+            Self::NotFound { .. } => {
+                extensions.insert("status".to_owned(), Json::from(404));
             }
-        })
+            Self::BadInput { details, .. } => {
+                extensions.insert("status".to_owned(), Json::from(400));
+                extensions.insert("fieldErrors".to_owned(), (**details).clone());
+            }
+            _ => {}
+        }
+        Json::Object(extensions)
     }
 }
 
@@ -297,6 +304,9 @@ pub enum RequestError {
     /// choice, limits).
     #[error(transparent)]
     Document(#[from] DocumentError),
+    /// The variables do not fit the operation's declarations.
+    #[error("{0}")]
+    InvalidVariables(String),
     /// A mutation or subscription sent with `GET`.
     #[error("only queries may be sent with GET; use POST")]
     OperationNeedsPost,
@@ -353,6 +363,7 @@ impl RequestError {
             Self::PersistedQueryNotFound => (StatusCode::OK, GraphqlCode::PersistedQueryNotFound, true),
             Self::NotInSafelist => (StatusCode::BAD_REQUEST, GraphqlCode::QueryNotInSafelist, true),
             Self::Document(error) => (StatusCode::BAD_REQUEST, error.code(), true),
+            Self::InvalidVariables(_) => (StatusCode::BAD_REQUEST, GraphqlCode::BadUserInput, true),
             Self::OverBudget { source: RateLimitError::Exceeded { .. }, .. } => {
                 (StatusCode::TOO_MANY_REQUESTS, GraphqlCode::RateLimited, false)
             }

@@ -17,9 +17,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use async_graphql::dynamic::Schema;
 use async_graphql::{ParseRequestError, ServerError};
-use async_graphql_parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition, OperationType};
+use async_graphql_parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use axum::body::Body;
 use axum::extract::{FromRequest, Path as AxumPath, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -30,9 +32,11 @@ use sha2::{Digest, Sha256};
 
 use super::cache_control;
 use super::config::TrustedDocuments;
-use super::error::{error_json, json_response, GraphqlCode, RequestError, GRAPHQL_RESPONSE};
+use super::error::{json_response, GraphqlCode, RequestError, GRAPHQL_RESPONSE};
+use super::execute::{Execution, OperationContext, Runtime};
 use super::limits::{self, check_operation, check_text, DocumentError, Limits};
-use super::resolve::{AbortCallsOnDrop, OperationState, Runtime};
+use super::plan::{self, Plan};
+use super::{schema, variables, write};
 use crate::cache::Cache;
 use crate::identity::Identity;
 use crate::ratelimit::CostBudget;
@@ -54,7 +58,7 @@ pub struct GraphqlEndpoint {
     limits: Limits,
     path: String,
     max_body_size: usize,
-    documents: moka::sync::Cache<Arc<str>, Arc<ExecutableDocument>>,
+    documents: moka::sync::Cache<Arc<str>, Arc<CompiledDocument>>,
     persisted: Option<moka::sync::Cache<String, Arc<str>>>,
     trusted: Option<Arc<TrustedDocuments>>,
     operation_timeout: Duration,
@@ -112,7 +116,9 @@ impl GraphqlEndpoint {
             max_body_size: settings.max_body_size,
             documents: moka::sync::Cache::builder()
                 .max_capacity(16 * 1024 * 1024)
-                .weigher(|query: &Arc<str>, _| u32::try_from(query.len() * 4).unwrap_or(u32::MAX))
+                // A plan is a few times its text: fields with their types,
+                // shapes and calls.
+                .weigher(|query: &Arc<str>, _| u32::try_from(query.len() * 8).unwrap_or(u32::MAX))
                 .build(),
             persisted: settings.persisted_queries.then(|| {
                 moka::sync::Cache::builder()
@@ -228,83 +234,167 @@ async fn limit_body(request: Request, limit: usize) -> Result<Request, RequestEr
     }
 }
 
+/// A parsed document and the plans of its operations, compiled on first
+/// use: the document is parsed, measured and validated once, however often
+/// it runs.
+struct CompiledDocument {
+    document: ExecutableDocument,
+    /// By operation name; a document has few operations, each compiled
+    /// once, so a short list under a lock never held across `.await`.
+    plans: Mutex<Vec<(Option<Box<str>>, Compiled)>>,
+}
+
+/// An operation's compiled form: its plan, or why it does not validate.
+#[derive(Clone)]
+enum Compiled {
+    Plan(Arc<Plan>),
+    Invalid(Arc<[ServerError]>),
+}
+
+impl CompiledDocument {
+    fn get(&self, operation_name: Option<&str>) -> Option<Compiled> {
+        let plans = self.plans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        plans.iter().find(|(name, _)| name.as_deref() == operation_name).map(|(_, compiled)| compiled.clone())
+    }
+}
+
 async fn execute(
     endpoint: &GraphqlEndpoint,
-    mut request: async_graphql::Request,
+    request: async_graphql::Request,
     method: &Method,
     caller: Caller,
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
     let query = resolve_document(endpoint, &request)?;
     check_text(&query, &endpoint.limits)?;
-    let document = parsed_document(endpoint, &query)?;
-
-    let operation =
-        limits::select_operation(&document, request.operation_name.as_deref()).map_err(DocumentError::Operation)?;
+    let compiled = compiled_document(endpoint, &query)?;
+    let operation_name = request.operation_name.as_deref();
     if let Some(log) = &caller.request_log {
-        log.set_graphql_operation(operation_name(&document, request.operation_name.as_deref()));
+        log.set_graphql_operation(self::operation_name(&compiled.document, operation_name));
     }
-    if *method == Method::GET && operation.ty != OperationType::Query {
+    let plan = match compiled.get(operation_name) {
+        Some(found) => found,
+        None => compile(endpoint, &compiled, operation_name, method, &request.variables).await?,
+    };
+    let plan = match plan {
+        Compiled::Plan(plan) => plan,
+        Compiled::Invalid(errors) => return Ok(validation_failure(&errors, &caller, graphql_response_type)),
+    };
+    if *method == Method::GET && plan.kind != OperationType::Query {
         return Err(RequestError::OperationNeedsPost);
     }
-    let root_type = limits::root_type(&endpoint.runtime.model, operation.ty)
-        .ok_or_else(|| DocumentError::Operation("this schema has no root type for the operation".to_owned()))?;
-    let shape = check_operation(
-        &endpoint.runtime.model,
-        &document,
-        operation,
-        root_type,
-        &request.variables,
-        &endpoint.limits,
-    )?;
+    let variables = variables::coerce(&endpoint.runtime.model, &plan.variables, &request.variables)
+        .map_err(RequestError::InvalidVariables)?;
+    let cost = match plan.cost {
+        Some(cost) => cost,
+        // A slicing argument comes from a variable: measure with them.
+        None => {
+            let operation =
+                limits::select_operation(&compiled.document, operation_name).map_err(DocumentError::Operation)?;
+            let root_type = limits::root_type(&endpoint.runtime.model, operation.ty).unwrap_or_default();
+            check_operation(
+                &endpoint.runtime.model,
+                &compiled.document,
+                operation,
+                root_type,
+                &variables,
+                &endpoint.limits,
+            )?
+            .cost
+        }
+    };
     if let Some(budget) = &caller.cost_budget {
-        budget.charge(shape.cost).await.map_err(|source| RequestError::OverBudget { cost: shape.cost, source })?;
+        budget.charge(cost).await.map_err(|source| RequestError::OverBudget { cost, source })?;
     }
 
-    request.query = String::new();
-    request.set_parsed_query((*document).clone());
-    let mut state = OperationState::new(caller.identity, caller.request_id);
-    state.request_log = caller.request_log.clone();
-    state.cache = caller.cache.clone();
-    let state = Arc::new(state);
-    // Calls still running when the operation ends (or its deadline drops
-    // this future) are aborted, not left to run for nobody.
-    let _calls = AbortCallsOnDrop(Arc::clone(&state));
-    let response = endpoint.schema.execute(request.data(state)).await;
+    let introspection = if plan.introspects {
+        let response =
+            schema::introspect(&endpoint.schema, &compiled.document, operation_name, variables.clone()).await;
+        Some((response.data.into_json().unwrap_or_default(), response.errors))
+    } else {
+        None
+    };
+    let context = Arc::new(OperationContext {
+        claims: caller.identity.as_ref().map(|identity| Arc::clone(&identity.claims)),
+        identity: caller.identity,
+        request_id: caller.request_id,
+        request_log: caller.request_log.clone(),
+        cache: caller.cache,
+    });
+    let mut execution = Execution::new(&plan, &endpoint.runtime, context, variables);
+    execution.run().await;
+    let written =
+        write::write(&plan, &execution, introspection.as_ref().map(|(data, errors)| (data, errors.as_slice())));
     if let Some(log) = &caller.request_log {
-        for error in &response.errors {
-            log.graphql_error(error_code(error));
+        for code in &written.codes {
+            log.graphql_error(code.as_str());
         }
     }
-
-    // Errors without data and without a path are request errors (the
-    // document failed validation); data was never produced.
-    let request_error = response.data == async_graphql::Value::Null
-        && !response.errors.is_empty()
-        && response.errors.iter().all(|error| error.path.is_empty());
-    let status = if request_error && graphql_response_type { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let body = if request_error {
-        let errors: Vec<Json> = response.errors.iter().map(server_error_json).collect();
-        json!({ "errors": errors })
-    } else {
-        serde_json::to_value(&response).unwrap_or_else(
-            |_| json!({ "errors": [error_json("the response could not be encoded", GraphqlCode::InternalServerError)] }),
-        )
-    };
-    let has_errors = !response.errors.is_empty();
-    let mut response = json_response(status, graphql_response_type, &body);
-    let cache_control = if response_errors_or_not_query(operation, has_errors) {
+    let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
+    let cache_control = if !written.codes.is_empty() || plan.kind != OperationType::Query {
+        // Answers with errors and answers to mutations are never cached.
         HeaderValue::from_static("no-store")
     } else {
-        cache_control::header_value(&endpoint.runtime.model, &document, operation, root_type)
+        plan.cache_control.clone()
     };
-    response.headers_mut().insert(header::CACHE_CONTROL, cache_control);
+    let mut response = Response::new(Body::from(written.body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, cache_control);
     Ok(response)
 }
 
-/// Answers with errors and answers to mutations are never cached.
-fn response_errors_or_not_query(operation: &OperationDefinition, has_errors: bool) -> bool {
-    has_errors || operation.ty != OperationType::Query
+/// Measures, validates and plans an operation seen for the first time.
+async fn compile(
+    endpoint: &GraphqlEndpoint,
+    compiled: &CompiledDocument,
+    operation_name: Option<&str>,
+    method: &Method,
+    variables: &async_graphql::Variables,
+) -> Result<Compiled, RequestError> {
+    let document = &compiled.document;
+    let model = &endpoint.runtime.model;
+    let operation = limits::select_operation(document, operation_name).map_err(DocumentError::Operation)?;
+    if *method == Method::GET && operation.ty != OperationType::Query {
+        return Err(RequestError::OperationNeedsPost);
+    }
+    let root_type = limits::root_type(model, operation.ty)
+        .ok_or_else(|| DocumentError::Operation("this schema has no root type for the operation".to_owned()))?;
+    // Limits first: they are linear whatever the fragments do, and they
+    // bound the plan's size (`max_fields` counts fields once expanded).
+    let shape = check_operation(model, document, operation, root_type, variables, &endpoint.limits)?;
+    let result = match schema::validate(&endpoint.schema, document, operation_name).await {
+        Err(errors) => Compiled::Invalid(errors.into()),
+        Ok(()) => {
+            let cache_control = cache_control::header_value(model, document, operation, root_type);
+            match plan::compile(model, document, operation, root_type, cache_control, shape.cost) {
+                Ok(plan) => Compiled::Plan(Arc::new(plan)),
+                Err(error) => {
+                    tracing::error!(%error, "a validated operation has no plan: the schema model and the executable schema disagree");
+                    Compiled::Invalid(vec![ServerError::new(error.to_string(), None)].into())
+                }
+            }
+        }
+    };
+    let mut plans = compiled.plans.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !plans.iter().any(|(name, _)| name.as_deref() == operation_name) {
+        plans.push((operation_name.map(Into::into), result.clone()));
+    }
+    Ok(result)
+}
+
+/// Errors without data: the document failed validation.
+fn validation_failure(errors: &[ServerError], caller: &Caller, graphql_response_type: bool) -> Response {
+    if let Some(log) = &caller.request_log {
+        for error in errors {
+            log.graphql_error(error_code(error));
+        }
+    }
+    let status = if graphql_response_type { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let errors: Vec<Json> = errors.iter().map(server_error_json).collect();
+    let mut response = json_response(status, graphql_response_type, &json!({ "errors": errors }));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// The query text, from the request, the persisted-query cache or the
@@ -350,15 +440,16 @@ fn resolve_document(endpoint: &GraphqlEndpoint, request: &async_graphql::Request
     }
 }
 
-/// Parses the document once per distinct text; later requests reuse it.
-fn parsed_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<ExecutableDocument>, RequestError> {
-    if let Some(document) = endpoint.documents.get(query) {
-        return Ok(document);
+/// Parses the document once per distinct text; later requests reuse it
+/// and its plans.
+fn compiled_document(endpoint: &GraphqlEndpoint, query: &Arc<str>) -> Result<Arc<CompiledDocument>, RequestError> {
+    if let Some(compiled) = endpoint.documents.get(query) {
+        return Ok(compiled);
     }
     let document = limits::parse(query)?;
-    let document = Arc::new(document);
-    endpoint.documents.insert(Arc::clone(query), Arc::clone(&document));
-    Ok(document)
+    let compiled = Arc::new(CompiledDocument { document, plans: Mutex::new(Vec::new()) });
+    endpoint.documents.insert(Arc::clone(query), Arc::clone(&compiled));
+    Ok(compiled)
 }
 
 /// The selected operation's name; `None` for an anonymous operation.

@@ -4,9 +4,15 @@
 //!
 //! - [`sdl`] reads and checks the SDL into a [`model::SchemaModel`];
 //! - [`connector`] turns a field's `@rest` into a concrete request;
-//! - [`resolve`] builds async-graphql's dynamic schema with resolvers that
-//!   call backends through `upstream` (deduplicated, started early, batched);
 //! - [`limits`] refuses abusive documents before any backend is called;
+//! - [`schema`] builds async-graphql's dynamic schema: the SDL clients see,
+//!   validation, introspection;
+//! - [`plan`] compiles each validated operation once into a plan of calls
+//!   and projections, with [`shape`] saying what of each answer to keep;
+//! - [`execute`] makes a plan's calls through `upstream` (deduplicated,
+//!   started as early as their inputs are known, batched level by level),
+//!   [`variables`] coerces each request's variables, and [`write`] writes
+//!   the answer straight to bytes, with the spec's null propagation;
 //! - [`cache_control`] gives each answer its `Cache-Control` from the
 //!   `@cacheControl` hints of the fields the operation selects;
 //! - [`http`] speaks GraphQL over HTTP, persisted queries and the playground;
@@ -19,11 +25,16 @@ pub mod cache_control;
 mod config;
 pub mod connector;
 pub mod error;
+pub mod execute;
 pub mod http;
 pub mod limits;
 pub mod model;
-pub mod resolve;
+pub mod plan;
+pub mod schema;
 pub mod sdl;
+pub mod shape;
+pub mod variables;
+pub mod write;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,10 +44,10 @@ pub use config::{GraphqlConfig, TrustedDocuments, TrustedDocumentsError};
 pub use http::GraphqlEndpoint;
 
 use crate::upstream::Upstreams;
+use execute::Runtime;
 use http::EndpointSettings;
 use limits::Limits;
 use model::SchemaModel;
-use resolve::Runtime;
 use sdl::{SchemaProblem, SchemaSource};
 
 /// The schema used when `graphql.schema` names no file: the three demo
@@ -112,8 +123,7 @@ impl GraphqlConfig {
             max_batch_size: self.max_batch_size,
             max_response_size: usize::try_from(self.max_upstream_response_size.as_u64()).unwrap_or(usize::MAX),
         });
-        let schema =
-            resolve::build_schema(Arc::clone(&runtime), self.introspection).map_err(GraphqlSetupError::Build)?;
+        let schema = schema::build_schema(&runtime.model, self.introspection).map_err(GraphqlSetupError::Build)?;
         // Validation read the manifest; a config built by hand is read here.
         let trusted = match (&self.trusted, &self.trusted_documents) {
             (Some(trusted), _) => Some(Arc::clone(trusted)),

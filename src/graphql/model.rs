@@ -9,7 +9,7 @@ use async_graphql_parser::types::Type;
 use indexmap::IndexMap;
 
 use super::connector::RestConnector;
-use super::error::{gateway_error, GraphqlCode};
+use super::error::GraphqlCode;
 
 /// The whole schema.
 #[derive(Debug, Clone, Default)]
@@ -147,16 +147,16 @@ impl Access {
         Access { authenticated: self.authenticated || other.authenticated, scopes }
     }
 
-    /// Refuses a caller who does not meet the requirements.
-    pub fn check(&self, identity: Option<&crate::identity::Identity>) -> async_graphql::Result<()> {
+    /// Why `identity` may not read, if it may not: the code and message.
+    pub fn refusal(&self, identity: Option<&crate::identity::Identity>) -> Option<(GraphqlCode, String)> {
         let Some(identity) = identity else {
-            return Err(gateway_error(GraphqlCode::Unauthenticated, "this field requires an authenticated caller"));
+            return Some((GraphqlCode::Unauthenticated, "this field requires an authenticated caller".to_owned()));
         };
         if self.scopes.is_empty() || self.scopes.iter().any(|group| identity.has_scopes(group)) {
-            return Ok(());
+            return None;
         }
         let wanted: Vec<String> = self.scopes.iter().map(|group| group.join(" ")).collect();
-        Err(gateway_error(GraphqlCode::Forbidden, format!("this field requires the scopes: {}", wanted.join(" or "))))
+        Some((GraphqlCode::Forbidden, format!("this field requires the scopes: {}", wanted.join(" or "))))
     }
 }
 

@@ -52,9 +52,11 @@ async fn the_playground_runs_the_dashboard_operation_in_a_browser() {
         "goog:chromeOptions".to_owned(),
         json!({
             "binary": "/usr/bin/chromium",
+            // Tall enough for the editor to render the whole Dashboard
+            // answer: its fields come in the operation's order, payments last.
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", "--window-size=1400,1000"]
+                     "--disable-dev-shm-usage", "--window-size=1400,4000"]
         }),
     );
     let browser = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())

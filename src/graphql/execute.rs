@@ -1,0 +1,579 @@
+//! Execute a plan: make its backend calls, as early and as few as the plan
+//! allows, and keep their answers as [`Node`] trees for the writer.
+//!
+//! One task drives every call of an operation (no task per call, no lock):
+//! - a call starts as soon as its parent's answer is in hand (siblings run
+//!   concurrently; the calls of a mutation's root fields one after another,
+//!   as the spec asks);
+//! - identical GETs share one request (per response key and URL, and across
+//!   fields per URL);
+//! - a `batch` field collects the keys of all its parents and makes one
+//!   call per `graphql.max_batch_size` keys once no call that could still
+//!   add parents (an ancestor in the plan) is running: batches go level by
+//!   level, without a timer.
+//!
+//! Dropping the execution (the operation's deadline, a vanished client)
+//! drops every call still running.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::Variables;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value as Json;
+use tracing::Instrument as _;
+
+use super::connector::{RestConnector, Scope};
+use super::error::FetchError;
+use super::model::SchemaModel;
+use super::plan::{CallPlan, FieldPlan, ParentRead, Plan, Selection, ValueSource};
+use super::shape::{self, Node, Shape};
+use crate::cache::{Cache, FieldCall};
+use crate::identity::Identity;
+use crate::telemetry::RequestLog;
+use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
+
+/// Limits and clients shared by every operation.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The backend services.
+    pub upstreams: Upstreams,
+    /// The checked schema.
+    pub model: Arc<SchemaModel>,
+    /// Longest value placed into a URL.
+    pub max_url_value_length: usize,
+    /// Most keys in one batched call.
+    pub max_batch_size: usize,
+    /// Largest backend answer read.
+    pub max_response_size: usize,
+}
+
+/// Who runs the operation, and what its calls carry.
+#[derive(Debug, Default)]
+pub struct OperationContext {
+    /// The verified caller, if any.
+    pub identity: Option<Arc<Identity>>,
+    /// The caller's claims (for `$claims.x`).
+    pub claims: Option<Arc<Json>>,
+    /// The request id, forwarded to every backend call.
+    pub request_id: Option<HeaderValue>,
+    /// The request's log, trace and span: backend calls join its trace.
+    pub request_log: Option<Arc<RequestLog>>,
+    /// The response cache, for `@rest` GET calls with `@cacheControl`.
+    pub cache: Option<Arc<Cache>>,
+}
+
+/// Where a started call stands.
+#[derive(Debug)]
+pub enum CallState {
+    /// In flight (or a batch still collecting keys).
+    Running,
+    /// The field's value.
+    Done(Node),
+    /// The call failed.
+    Failed(FetchError),
+    /// A batch's answers, by match key.
+    Batch(HashMap<Box<str>, Node>),
+}
+
+type Exchange = Result<(StatusCode, Bytes), FetchError>;
+type SharedExchange = Shared<BoxFuture<'static, Exchange>>;
+
+/// What a finished call hands back.
+enum Finished {
+    One(Exchange),
+    Batch(Result<Vec<(StatusCode, Bytes)>, FetchError>),
+}
+
+/// A batch collecting keys.
+struct Gathering {
+    call: u32,
+    keys: Vec<Box<str>>,
+}
+
+/// One operation's execution.
+pub struct Execution<'p> {
+    plan: &'p Plan,
+    runtime: &'p Runtime,
+    context: Arc<OperationContext>,
+    /// The coerced variables.
+    pub variables: Variables,
+    /// Boolean variables, by index, for guards.
+    pub flags: Vec<bool>,
+    args: Vec<Option<Arc<Json>>>,
+    /// Started calls, by the id their slots hold.
+    pub calls: Vec<CallState>,
+    field_of: Vec<&'p FieldPlan>,
+    spans: Vec<Option<tracing::Span>>,
+    outstanding: Vec<u32>,
+    gathering: Vec<Option<Gathering>>,
+    same_call: HashMap<(usize, String), u32>,
+    same_url: HashMap<String, SharedExchange>,
+    in_flight: FuturesUnordered<BoxFuture<'p, (u32, Finished)>>,
+    /// The root object: one slot per root call.
+    pub root: Node,
+}
+
+impl<'p> Execution<'p> {
+    /// An execution of `plan` with coerced `variables`.
+    pub fn new(plan: &'p Plan, runtime: &'p Runtime, context: Arc<OperationContext>, variables: Variables) -> Self {
+        let flags = super::variables::flags(&plan.variables, &variables);
+        let calls = plan.ancestors.len();
+        Self {
+            plan,
+            runtime,
+            context,
+            variables,
+            flags,
+            args: vec![None; calls],
+            calls: Vec::new(),
+            field_of: Vec::new(),
+            spans: Vec::new(),
+            outstanding: vec![0; calls],
+            gathering: (0..calls).map(|_| None).collect(),
+            same_call: HashMap::new(),
+            same_url: HashMap::new(),
+            in_flight: FuturesUnordered::new(),
+            root: Node::Object(vec![Node::Null; plan.root_calls].into_boxed_slice()),
+        }
+    }
+
+    /// Makes every call the operation needs.
+    pub async fn run(&mut self) {
+        let mut root = std::mem::take(&mut self.root);
+        if self.plan.kind == async_graphql_parser::types::OperationType::Mutation {
+            // Root fields of a mutation run one after another.
+            for field in &self.plan.root.fields {
+                if let Node::Object(slots) = &mut root {
+                    self.visit(field, slots);
+                }
+                self.drain().await;
+            }
+        } else {
+            self.scan(&self.plan.root, &mut root);
+            self.drain().await;
+        }
+        self.root = root;
+    }
+
+    /// Whether a field is included under this request's variables.
+    pub fn included(&self, field: &FieldPlan) -> bool {
+        field.guard.first_included(&self.flags).is_some()
+    }
+
+    /// Whether the caller may read `field`.
+    pub fn allowed(&self, field: &FieldPlan) -> bool {
+        field.access.as_ref().is_none_or(|access| access.refusal(self.context.identity.as_deref()).is_none())
+    }
+
+    /// The caller, for the writer's access errors.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.context.identity.as_deref()
+    }
+
+    async fn drain(&mut self) {
+        loop {
+            self.flush_ready_batches();
+            let Some((id, finished)) = self.in_flight.next().await else { break };
+            self.finish(id, finished);
+        }
+    }
+
+    /// Starts the calls of `selection`'s fields in `node` (an object, or
+    /// lists of objects).
+    fn scan(&mut self, selection: &'p Selection, node: &mut Node) {
+        match node {
+            Node::List(items) => items.iter_mut().for_each(|item| self.scan(selection, item)),
+            Node::Object(slots) => {
+                for field in &selection.fields {
+                    self.visit(field, slots);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn visit(&mut self, field: &'p FieldPlan, slots: &mut [Node]) {
+        if !self.included(field) || !self.allowed(field) {
+            return;
+        }
+        match &field.source {
+            ValueSource::Key { slot, .. } => {
+                if let (Some(selection), Some(child)) = (&field.selection, slots.get_mut(*slot)) {
+                    self.scan(selection, child);
+                }
+            }
+            ValueSource::Call(call) => {
+                let node = self.start(field, call, slots);
+                if let Some(slot) = slots.len().checked_sub(1 + call.call_slot) {
+                    slots[slot] = node;
+                }
+            }
+            ValueSource::Typename(_) | ValueSource::Introspection => {}
+        }
+    }
+
+    fn args_of(&mut self, call: &CallPlan) -> Arc<Json> {
+        if let Some(args) = &self.args[call.id] {
+            return Arc::clone(args);
+        }
+        let args = call.args.resolve(&self.variables);
+        self.args[call.id] = Some(Arc::clone(&args));
+        args
+    }
+
+    fn new_call(&mut self, field: &'p FieldPlan, state: CallState) -> u32 {
+        self.calls.push(state);
+        self.field_of.push(field);
+        self.spans.push(None);
+        u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    /// Starts (or joins) the call of `field` for the parent in `slots`;
+    /// the node its slot then holds.
+    fn start(&mut self, field: &'p FieldPlan, call: &'p CallPlan, slots: &[Node]) -> Node {
+        let args = self.args_of(call);
+        let parent = (!call.parent_reads.is_empty()).then(|| ParentRead::json(&call.parent_reads, slots));
+        let context = Arc::clone(&self.context);
+        let scope = Scope { args: Some(&args), parent: parent.as_ref(), claims: context.claims.as_deref() };
+        let connector = &call.connector;
+
+        if let Some(batch) = &connector.batch {
+            let Some(key) = batch.key.evaluate(&scope).as_ref().and_then(scalar_key) else { return Node::Null };
+            let batch_call = match &mut self.gathering[call.id] {
+                Some(gathering) => {
+                    gathering.keys.push(key.clone());
+                    gathering.call
+                }
+                None => {
+                    let id = self.new_call(field, CallState::Running);
+                    self.outstanding[call.id] += 1;
+                    self.gathering[call.id] = Some(Gathering { call: id, keys: vec![key.clone()] });
+                    id
+                }
+            };
+            return Node::Keyed { call: batch_call, key };
+        }
+
+        let url = match connector.render_url(&scope, self.runtime.max_url_value_length) {
+            Ok(url) => url,
+            Err(error) => return Node::Call(self.new_call(field, CallState::Failed(error.into()))),
+        };
+        let is_get = connector.method == Method::GET;
+        if is_get {
+            if let Some(id) = self.same_call.get(&(call.id, url.clone())) {
+                return Node::Call(*id);
+            }
+        }
+        let service = match upstream_service(self.runtime, connector) {
+            Ok(service) => service,
+            Err(error) => return Node::Call(self.new_call(field, CallState::Failed(error))),
+        };
+        let id = self.new_call(field, CallState::Running);
+        self.outstanding[call.id] += 1;
+        if let Some(log) = &self.context.request_log {
+            self.spans[id as usize] = Some(log.field_span(&field.name, &connector.service));
+        }
+        let backend_call = BackendCall {
+            service,
+            method: connector.method.clone(),
+            url: url.clone(),
+            headers: connector.render_headers(&scope),
+            body: connector.render_body(&scope),
+            context: Arc::clone(&self.context),
+            max_response_size: self.runtime.max_response_size,
+            connector: Arc::clone(connector),
+        };
+        let exchange: BoxFuture<'p, Exchange> = if is_get {
+            self.same_call.insert((call.id, url.clone()), id);
+            let key = format!("{} {url}", connector.service);
+            let shared = self.same_url.entry(key).or_insert_with(|| backend_call.run().boxed().shared()).clone();
+            shared.boxed()
+        } else {
+            backend_call.run().boxed()
+        };
+        self.in_flight.push(async move { (id, Finished::One(exchange.await)) }.boxed());
+        Node::Call(id)
+    }
+
+    /// Sends the batches whose parents are all known.
+    fn flush_ready_batches(&mut self) {
+        for call_id in 0..self.gathering.len() {
+            if self.gathering[call_id].is_none()
+                || self.plan.ancestors[call_id].iter().any(|ancestor| self.outstanding[*ancestor] > 0)
+            {
+                continue;
+            }
+            let Some(Gathering { call, mut keys }) = self.gathering[call_id].take() else { continue };
+            let field = self.field_of[call as usize];
+            let ValueSource::Call(plan) = &field.source else { continue };
+            // Sorted, distinct keys give stable, cacheable URLs.
+            keys.sort_by(|a, b| match (a.parse::<i64>(), b.parse::<i64>()) {
+                (Ok(a), Ok(b)) => a.cmp(&b),
+                _ => a.cmp(b),
+            });
+            keys.dedup();
+            let args = self.args_of(plan);
+            let service = match upstream_service(self.runtime, &plan.connector) {
+                Ok(service) => service,
+                Err(error) => {
+                    self.finish(call, Finished::Batch(Err(error)));
+                    continue;
+                }
+            };
+            if let Some(log) = &self.context.request_log {
+                self.spans[call as usize] = Some(log.field_span(&field.name, &plan.connector.service));
+            }
+            let context = Arc::clone(&self.context);
+            let runtime = self.runtime;
+            let chunks: Vec<Vec<Box<str>>> = keys.chunks(runtime.max_batch_size.max(1)).map(<[_]>::to_vec).collect();
+            let exchanges = chunks.into_iter().map(move |chunk| {
+                let scope = Scope { args: Some(&args), parent: None, claims: context.claims.as_deref() };
+                let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
+                let url =
+                    plan.connector.render_batch_url(&scope, &keys, runtime.max_url_value_length.max(keys.len() * 24));
+                let call = url.map(|url| BackendCall {
+                    service: Arc::clone(&service),
+                    method: Method::GET,
+                    url,
+                    headers: plan.connector.render_headers(&scope),
+                    body: None,
+                    context: Arc::clone(&context),
+                    max_response_size: runtime.max_response_size,
+                    connector: Arc::clone(&plan.connector),
+                });
+                async move { call?.run().await }
+            });
+            let all = futures_util::future::try_join_all(exchanges);
+            self.in_flight.push(async move { (call, Finished::Batch(all.await)) }.boxed());
+        }
+    }
+
+    /// Takes a finished call's answer in, and starts the calls below it.
+    fn finish(&mut self, id: u32, finished: Finished) {
+        let index = id as usize;
+        self.spans[index] = None;
+        let field = self.field_of[index];
+        let ValueSource::Call(call) = &field.source else { return };
+        let service = || Arc::<str>::from(call.connector.service.as_str());
+        let mut state = match finished {
+            Finished::One(Err(error)) | Finished::Batch(Err(error)) => CallState::Failed(error),
+            Finished::One(Ok((status, bytes))) => match value(service(), call, status, &bytes) {
+                Ok(node) => CallState::Done(node),
+                Err(error) => CallState::Failed(error),
+            },
+            Finished::Batch(Ok(answers)) => {
+                let mut found = HashMap::new();
+                let mut failure = None;
+                for (status, bytes) in answers {
+                    match value(service(), call, status, &bytes) {
+                        Ok(Node::List(items)) => {
+                            for item in items {
+                                let key = match (&item, call.match_slot) {
+                                    (Node::Object(slots), Some(slot)) => slots.get(slot).and_then(node_key),
+                                    _ => None,
+                                };
+                                if let Some(key) = key {
+                                    found.insert(key, item);
+                                }
+                            }
+                        }
+                        Ok(_) => {
+                            failure = Some(FetchError::Shape {
+                                service: service(),
+                                detail: format!("no list at selection {:?}", call.connector.selection.join(".")),
+                            });
+                        }
+                        Err(error) => failure = Some(error),
+                    }
+                }
+                match failure {
+                    Some(error) => CallState::Failed(error),
+                    None => CallState::Batch(found),
+                }
+            }
+        };
+        if let Some(selection) = &field.selection {
+            match &mut state {
+                CallState::Done(node) => self.scan(selection, node),
+                CallState::Batch(found) => found.values_mut().for_each(|node| self.scan(selection, node)),
+                _ => {}
+            }
+        }
+        self.calls[index] = state;
+        self.outstanding[call.id] = self.outstanding[call.id].saturating_sub(1);
+    }
+}
+
+/// The field's value in a backend answer, or the failure it reports.
+fn value(service: Arc<str>, call: &CallPlan, status: StatusCode, bytes: &Bytes) -> Result<Node, FetchError> {
+    if !status.is_success() {
+        let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(bytes).ok() };
+        return Err(FetchError::from_status(service, status, json));
+    }
+    if bytes.is_empty() {
+        return Ok(Node::Null);
+    }
+    let not_json = || FetchError::Shape { service: Arc::clone(&service), detail: "the answer is not JSON".to_owned() };
+    if call.answer == Shape::Any {
+        let json: Json = serde_json::from_slice(bytes).map_err(|_| not_json())?;
+        let selected = select(&json, &call.connector.selection).cloned().ok_or_else(|| FetchError::Shape {
+            service: Arc::clone(&service),
+            detail: format!("no value at selection {:?}", call.connector.selection.join(".")),
+        })?;
+        return Ok(Node::from_json(selected, &call.value));
+    }
+    let mut node = shape::parse(bytes, &call.answer).map_err(|_| not_json())?;
+    for _ in &call.connector.selection {
+        node = match node {
+            Node::Object(slots) => slots.into_vec().into_iter().next().unwrap_or_default(),
+            _ => {
+                return Err(FetchError::Shape {
+                    service,
+                    detail: format!("no value at selection {:?}", call.connector.selection.join(".")),
+                })
+            }
+        };
+    }
+    Ok(node)
+}
+
+fn select<'a>(answer: &'a Json, selection: &[String]) -> Option<&'a Json> {
+    selection.iter().try_fold(answer, |current, key| match current {
+        Json::Array(items) => key.parse::<usize>().ok().and_then(|index| items.get(index)),
+        other => other.get(key),
+    })
+}
+
+fn scalar_key(value: &Json) -> Option<Box<str>> {
+    match value {
+        Json::String(text) => Some(text.as_str().into()),
+        Json::Number(number) => Some(number.to_string().into()),
+        _ => None,
+    }
+}
+
+fn node_key(node: &Node) -> Option<Box<str>> {
+    match node {
+        Node::Str(text) => Some(text.as_str().into()),
+        Node::Int(number) => Some(number.to_string().into()),
+        Node::UInt(number) => Some(number.to_string().into()),
+        _ => None,
+    }
+}
+
+fn upstream_service(runtime: &Runtime, connector: &RestConnector) -> Result<Arc<UpstreamService>, FetchError> {
+    runtime
+        .upstreams
+        .get(&connector.service)
+        .cloned()
+        .ok_or_else(|| FetchError::Unavailable { service: Arc::from(connector.service.as_str()) })
+}
+
+/// One backend request, ready to send.
+struct BackendCall {
+    service: Arc<UpstreamService>,
+    method: Method,
+    url: String,
+    headers: Vec<(http::HeaderName, String)>,
+    body: Option<Json>,
+    context: Arc<OperationContext>,
+    max_response_size: usize,
+    /// The field's connector: how the answer is cached, what it invalidates.
+    connector: Arc<RestConnector>,
+}
+
+impl BackendCall {
+    /// Runs the call inside its `backend.call` span, whose id the backend
+    /// receives as its parent in `traceparent`.
+    async fn run(self) -> Exchange {
+        let span = match &self.context.request_log {
+            Some(log) => log.backend_span(self.service.name(), &self.method, self.url.split('?').next().unwrap_or("")),
+            None => tracing::Span::none(),
+        };
+        self.send(span.clone()).instrument(span).await
+    }
+
+    /// Sends the call, through the response cache for GETs whose field has
+    /// a `@cacheControl` maxAge; a successful mutation then drops the cached
+    /// answers it declares stale.
+    async fn send(self, span: tracing::Span) -> Exchange {
+        let service_name = Arc::clone(self.service.name());
+        let cache = self.context.cache.as_ref();
+        let caching = self.connector.cache.filter(|_| self.method == Method::GET);
+        let (status, bytes) = match (cache, caching) {
+            (Some(cache), Some(caching)) => {
+                let call = FieldCall {
+                    service: &service_name,
+                    target: &self.url,
+                    headers: &self.headers,
+                    max_age: caching.max_age,
+                    public: caching.public,
+                    identity: self.context.identity.as_deref(),
+                };
+                cache.field_call(call, || self.exchange(&span)).await?
+            }
+            _ => {
+                let (status, _, bytes) = self.exchange(&span).await?;
+                (status, bytes)
+            }
+        };
+        if let (Some(cache), true) = (cache, status.is_success() && !self.connector.invalidates.is_empty()) {
+            cache.invalidate_service_paths(&service_name, &self.connector.invalidates);
+        }
+        Ok((status, bytes))
+    }
+
+    /// One request to the backend; the answer's status, headers and body.
+    async fn exchange(&self, span: &tracing::Span) -> Result<(StatusCode, http::HeaderMap, Bytes), FetchError> {
+        let service_name = Arc::clone(self.service.name());
+        let body = match &self.body {
+            Some(body) => UpstreamRequestBody::Full(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
+            None => UpstreamRequestBody::Empty,
+        };
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self
+            .url
+            .parse()
+            .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_REQUEST })?;
+        let headers = request.headers_mut();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if self.body.is_some() {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        if let Some(request_id) = &self.context.request_id {
+            headers.insert(crate::request::REQUEST_ID, request_id.clone());
+        }
+        if let Some(log) = &self.context.request_log {
+            log.inject_trace(headers, span);
+        }
+        if let Some(identity) = &self.context.identity {
+            for (name, value) in &identity.forwarded_headers {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.headers {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name.clone(), value);
+            }
+        }
+
+        let answer = self.service.send(request).await.map_err(|error| {
+            tracing::warn!(service = %service_name, error = %crate::telemetry::ErrorChain(&error), "backend call failed");
+            FetchError::from_upstream(&error)
+        })?;
+        let (parts, body) = answer.response.into_parts();
+        let limited = http_body_util::Limited::new(body, self.max_response_size);
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_GATEWAY })?
+            .to_bytes();
+        Ok((parts.status, parts.headers, bytes))
+    }
+}
