@@ -272,13 +272,23 @@ async fn execute(
     if let Some(log) = &caller.request_log {
         log.set_graphql_operation(self::operation_name(&compiled.document, operation_name));
     }
-    let plan = match compiled.get(operation_name) {
-        Some(found) => found,
-        None => compile(endpoint, &compiled, operation_name, method, &request.variables).await?,
+    let (plan, how) = match compiled.get(operation_name) {
+        Some(found) => (found, "reused"),
+        None => (compile(endpoint, &compiled, operation_name, method, &request.variables).await?, "compiled"),
     };
     let plan = match plan {
-        Compiled::Plan(plan) => plan,
-        Compiled::Invalid(errors) => return Ok(validation_failure(&errors, &caller, graphql_response_type)),
+        Compiled::Plan(plan) => {
+            if let Some(log) = &caller.request_log {
+                log.graphql_plan(how);
+            }
+            plan
+        }
+        Compiled::Invalid(errors) => {
+            if let Some(log) = &caller.request_log {
+                log.graphql_plan("invalid");
+            }
+            return Ok(validation_failure(&errors, &caller, graphql_response_type));
+        }
     };
     if *method == Method::GET && plan.kind != OperationType::Query {
         return Err(RequestError::OperationNeedsPost);

@@ -69,6 +69,11 @@ impl RequestLog {
         self.metrics.graphql_error(code);
     }
 
+    /// Counts how the operation's plan was found (see [`Metrics::graphql_plan`]).
+    pub fn graphql_plan(&self, result: &'static str) {
+        self.metrics.graphql_plan(result);
+    }
+
     /// The request's trace context.
     pub fn trace(&self) -> &TraceContext {
         &self.trace

@@ -211,6 +211,11 @@ struct CodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLimitLabels {
     policy: Arc<str>,
     decision: &'static str,
@@ -421,6 +426,7 @@ pub struct Metrics {
     upstream_retries: Family<ServiceLabels, Counter>,
     upstream_ejections: Family<EndpointLabels, Counter>,
     graphql_errors: Family<CodeLabels, Counter>,
+    graphql_plans: Family<PlanLabels, Counter>,
     rate_limit_decisions: Family<RateLimitLabels, Counter>,
     operations: BoundedLabels,
     error_codes: BoundedLabels,
@@ -484,6 +490,13 @@ impl Metrics {
             "GraphQL errors sent to clients, by extensions.code.",
             graphql_errors.clone(),
         );
+        let graphql_plans = Family::default();
+        registry.register(
+            "portico_graphql_plans",
+            "GraphQL operations by how their plan was found: compiled (parsed, validated, planned), reused \
+             from the plan cache, or invalid (a cached validation failure).",
+            graphql_plans.clone(),
+        );
         let rate_limit_decisions = Family::default();
         registry.register(
             "portico_rate_limit_decisions",
@@ -503,6 +516,7 @@ impl Metrics {
             upstream_retries,
             upstream_ejections,
             graphql_errors,
+            graphql_plans,
             rate_limit_decisions,
             operations: BoundedLabels::new(max_operation_names),
             error_codes: BoundedLabels::new(64),
@@ -527,6 +541,12 @@ impl Metrics {
             Some(name) => self.operations.label(name),
             None => Arc::clone(&self.anonymous),
         }
+    }
+
+    /// Counts an operation by how its plan was found: `compiled`, `reused`
+    /// or `invalid`.
+    pub fn graphql_plan(&self, result: &'static str) {
+        self.graphql_plans.get_or_create(&PlanLabels { result }).inc();
     }
 
     /// Counts a GraphQL error sent to a client.

@@ -62,8 +62,10 @@ struct StubState {
 
 fn user(id: u64) -> Value {
     let names = ["", "Ada Lovelace", "Alan Turing", "Grace Hopper"];
+    // User 4's record lacks a name the schema declares non-null.
+    let name = if id == 4 { Value::Null } else { json!(names.get(id as usize).copied().unwrap_or("Someone")) };
     json!({"id": id, "username": format!("user{id}"), "email": format!("user{id}@example.com"),
-           "full_name": names.get(id as usize).copied().unwrap_or("Someone"), "grade": 5, "created_at": "2026-01-02T03:04:05Z"})
+           "full_name": name, "grade": 5, "created_at": "2026-01-02T03:04:05Z"})
 }
 
 fn lesson(id: u64) -> Value {
@@ -108,7 +110,7 @@ fn student_api(state: StubState) -> Router {
             "/users/{id}/",
             get(|Path(id): Path<String>| async move {
                 match id.parse::<u64>() {
-                    Ok(id @ 1..=3) => Json(user(id)).into_response(),
+                    Ok(id @ 1..=4) => Json(user(id)).into_response(),
                     _ => (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response(),
                 }
             }),
@@ -148,8 +150,12 @@ fn live_reading(state: StubState) -> Router {
                     return response;
                 }
                 let student: u64 = query.get("student_id").and_then(|id| id.parse().ok()).unwrap_or(0);
+                // Student 1 read lessons 7, 3, 4 and 3 again; student 2
+                // lessons 17, 13, 14, 13; and so on.
+                let offset = student.saturating_sub(1) * 10;
                 let sessions: Vec<Value> = [(10, 7), (11, 3), (12, 4), (13, 3)]
                     .iter()
+                    .map(|(id, lesson)| (id, lesson + offset))
                     .map(|(id, lesson)| {
                         json!({"id": id, "student_id": student, "lesson_id": lesson,
                         "started_at": "2026-02-01T10:00:00Z", "words_per_minute": 112.5, "accuracy": 0.97})
@@ -749,4 +755,108 @@ async fn the_standard_introspection_query_returns_the_schema_at_the_default_limi
     assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_LIMIT_EXCEEDED", "{body}");
     assert!(body["errors"][0]["message"].as_str().expect("message").contains("introspection"), "{body}");
     assert!(backends.calls.list().is_empty());
+}
+
+/// Posts an operation and returns the answer's text, whose key order the
+/// parsed JSON would lose.
+async fn post_graphql_text(gateway: &Gateway, body: Value) -> String {
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(token("1", "payments:read"))
+        .json(&body)
+        .send()
+        .await
+        .expect("response");
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_the_operation_selected_them() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ student(id: 1) { username z: id ... on Student { fullName a: email } grade } }";
+    let text = post_graphql_text(&gateway, json!({"query": query})).await;
+    assert_eq!(
+        text,
+        r#"{"data":{"student":{"username":"user1","z":"1","fullName":"Ada Lovelace","a":"user1@example.com","grade":5}}}"#
+    );
+}
+
+#[tokio::test]
+async fn a_null_non_null_field_nulls_its_nearest_nullable_ancestor_with_the_error_at_its_path() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query =
+        "{ student(id: 4) { id fullName } ok: student(id: 1) { fullName } students(ids: [1, 4]) { id fullName } }";
+    let (status, body) = post_graphql(&gateway, json!({"query": query})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["student"], Value::Null, "Student.fullName is String!: the student is null: {body}");
+    assert_eq!(body["data"]["ok"], json!({"fullName": "Ada Lovelace"}), "the rest still answers");
+    assert_eq!(body["data"]["students"], Value::Null, "[Student!]: one failing item nulls the list: {body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 2, "{body}");
+    assert_eq!(errors[0]["path"], json!(["student", "fullName"]));
+    assert_eq!(errors[0]["extensions"]["code"], "UPSTREAM_ERROR");
+    assert!(errors[0]["locations"][0]["line"].is_u64(), "{body}");
+    assert_eq!(errors[1]["path"], json!(["students", 1, "fullName"]));
+}
+
+#[tokio::test]
+async fn batches_gather_the_keys_of_every_parent_across_nested_lists() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ students(ids: [1, 2]) { id readingSessions { lesson { title } } } }";
+    let (_, body) = post_graphql(&gateway, json!({"query": query})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["students"][1]["readingSessions"][0]["lesson"]["title"], "Lesson 17");
+    assert_eq!(body["data"]["students"][0]["readingSessions"][3]["lesson"]["title"], "Lesson 3");
+    let mut calls = backends.calls.list();
+    calls[1..3].sort();
+    assert_eq!(
+        calls,
+        vec![
+            "GET /users/?ids=1%2C2&page_size=50",
+            "GET /sessions/?student_id=1&page_size=50",
+            "GET /sessions/?student_id=2&page_size=50",
+            "GET /lesson/?ids=3%2C4%2C7%2C13%2C14%2C17&page_size=6",
+        ],
+        "one lesson call for the sessions of both students"
+    );
+}
+
+async fn plan_counts(gateway: &Gateway) -> (u64, u64) {
+    let text = client().get(gateway.url("/metrics")).send().await.expect("scrape").text().await.expect("text");
+    let count = |result: &str| {
+        let prefix = format!("portico_graphql_plans_total{{result=\"{result}\"}} ");
+        text.lines().find_map(|line| line.strip_prefix(&prefix)).map_or(0, |n| n.parse().expect("a count"))
+    };
+    (count("compiled"), count("reused"))
+}
+
+#[tokio::test]
+async fn a_document_is_planned_once_and_variables_flip_skip_and_include_without_a_new_plan() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "query ($payments: Boolean!, $noName: Boolean!) { student(id: 1) { \
+        fullName @skip(if: $noName) payments @include(if: $payments) { amount } ... @include(if: $noName) { id } } }";
+    let run = |payments: bool, no_name: bool| {
+        post_graphql_text(&gateway, json!({"query": query, "variables": {"payments": payments, "noName": no_name}}))
+    };
+    assert_eq!(
+        run(true, false).await,
+        r#"{"data":{"student":{"fullName":"Ada Lovelace","payments":[{"amount":"49.00"}]}}}"#
+    );
+    assert_eq!(backends.calls.list().len(), 2);
+    assert_eq!(run(false, true).await, r#"{"data":{"student":{"id":"1"}}}"#);
+    assert_eq!(backends.calls.list().len(), 3, "no payments call when they are not included");
+    assert_eq!(plan_counts(&gateway).await, (1, 1), "validated and planned once, then reused");
+
+    // Bad variables are refused per request, though the plan is cached.
+    let (status, body) =
+        post_graphql(&gateway, json!({"query": query, "variables": {"payments": "yes", "noName": false}})).await;
+    assert_eq!(status, StatusCode::OK, "application/json answers a well-formed request with 200");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{body}");
+    assert!(body["errors"][0]["message"].as_str().is_some_and(|m| m.contains("$payments")), "{body}");
+    assert!(body.get("data").is_none());
+    assert_eq!(backends.calls.list().len(), 3, "no call for refused variables");
 }
