@@ -860,3 +860,27 @@ async fn a_document_is_planned_once_and_variables_flip_skip_and_include_without_
     assert!(body.get("data").is_none());
     assert_eq!(backends.calls.list().len(), 3, "no call for refused variables");
 }
+
+#[tokio::test]
+async fn the_graphql_over_http_audit_finds_no_must_failures() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("target").join("graphql-http-npm").join("node_modules");
+    assert!(
+        modules.join("graphql-http").is_dir(),
+        "the audit suite is missing: `cargo xtask setup` installs it into {}",
+        modules.display()
+    );
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let output = tokio::process::Command::new("node")
+        .arg(root.join("tests").join("fixtures").join("graphql-http-audit.cjs"))
+        .arg(gateway.url("/graphql"))
+        .env("NODE_PATH", &modules)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(output.status.success(), "the audit ran: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the audit's JSON report");
+    assert!(report["total"].as_u64().is_some_and(|total| total > 30), "{report}");
+    assert_eq!(report["errors"], json!([]), "MUST requirements of GraphQL over HTTP that fail: {report:#}");
+}

@@ -29,7 +29,38 @@ pub fn setup(workspace: &Workspace, seeding: Seeding) -> Result<()> {
     for service in &SERVICES {
         prepare_database(workspace, service, seeding)?;
     }
-    ensure_playground(workspace)
+    ensure_playground(workspace)?;
+    ensure_audit_tool(workspace)
+}
+
+/// The GraphQL-over-HTTP spec's audit suite (graphql-http's `auditServer`),
+/// which an integration test runs against the gateway. Pinned, so that a new
+/// audit does not fail a build nobody changed.
+const AUDIT_PACKAGES: [&str; 2] = ["graphql-http@1.23.1", "graphql@16.15.0"];
+
+/// Installs the audit suite into `target/graphql-http-npm`.
+fn ensure_audit_tool(workspace: &Workspace) -> Result<()> {
+    let scratch = workspace.root().join("target").join("graphql-http-npm");
+    let marker = scratch.join(".installed");
+    let wanted = AUDIT_PACKAGES.join(" ");
+    if scratch.join("node_modules").join("graphql-http").is_dir()
+        && fs::read_to_string(&marker).unwrap_or_default().trim() == wanted
+    {
+        println!("    the GraphQL-over-HTTP audit suite is installed");
+        return Ok(());
+    }
+    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    fs::write(scratch.join("package.json"), "{ \"private\": true }\n").context("writing the scratch package.json")?;
+    step(format!("installing the GraphQL-over-HTTP audit suite ({wanted}) with npm"));
+    run(
+        Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error"])
+            .args(AUDIT_PACKAGES)
+            .current_dir(&scratch)
+            .stdin(Stdio::null()),
+        "npm install (graphql-http)",
+    )?;
+    fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
 }
 
 /// The npm packages whose UMD bundles make the GraphiQL playground. Pinned,
