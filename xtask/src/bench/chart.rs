@@ -38,7 +38,7 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
     let labelled = load_font();
     let targets: Vec<(usize, &Value)> =
         report["targets"].as_array().map(|targets| targets.iter().enumerate().collect()).unwrap_or_default();
-    let root = BitMapBackend::new(path, (1600, 800)).into_drawing_area();
+    let root = BitMapBackend::new(path, (1600, 1200)).into_drawing_area();
     root.fill(&WHITE).map_err(|error| anyhow!("drawing the chart: {error}"))?;
     let metrics = [
         ("cpu_us_per_request", "CPU µs / request (lower is better)"),
@@ -46,7 +46,8 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
         ("p99_ms", "p99 latency (ms)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
     ];
-    let kinds = [("rest", "REST", " REST"), ("graphql", "Dashboard", " Dashboard")];
+    let kinds =
+        [("rest", "REST", " REST"), ("dashboard", "Dashboard", " Dashboard"), ("large", "Large answer", " Large")];
     let panels = root.split_evenly((kinds.len(), metrics.len()));
     let cells = kinds.iter().flat_map(|kind| metrics.iter().map(move |metric| (kind, metric)));
     for (panel, (&(kind, kind_title, suffix), &(key, title))) in panels.iter().zip(cells) {
