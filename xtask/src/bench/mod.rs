@@ -555,12 +555,15 @@ fn start_portico(
 /// share over it.
 fn measured(children: &Children, script: &Path, target: &Target, cpus: Cpus) -> Result<Run> {
     let pid = children.pid(target.process).context("target process")?;
+    let stubs = measure::process_tree(children.pid("stubs").context("the stubs' process")?);
     let cpu_before = measure::cpu_seconds(&measure::process_tree(pid));
+    let stubs_before = measure::cpu_seconds(&stubs);
     let cores_before = CoreTimes::now();
     let mut result = load(script, target, target.seconds, cpus)?;
     result.cores = CoreTimes::now().busy_since(&cores_before);
     // The tree again: a process that appeared during the run counts from 0.
     result.cpu_seconds = measure::cpu_seconds(&measure::process_tree(pid)) - cpu_before;
+    result.stub_cpu_seconds = measure::cpu_seconds(&stubs) - stubs_before;
     result.concurrency = target.concurrency;
     settle(pid);
     Ok(result)

@@ -53,6 +53,9 @@ pub struct Run {
     pub non_2xx: u64,
     /// The target's user + system CPU time during the run.
     pub cpu_seconds: f64,
+    /// The stub backends' CPU time during the run (the health checks of
+    /// idle gateways included, a few per second).
+    pub stub_cpu_seconds: f64,
     /// Each core's busy share during the run.
     pub cores: Vec<f64>,
     /// Requests the load generator kept open.
@@ -150,6 +153,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 pub fn summarize(name: &str, kind: &str, runs: &[Run], rss_bytes: u64, answer: Answer, cores: Cores) -> Value {
     let requests: u64 = runs.iter().map(|run| run.requests).sum();
     let cpu: f64 = runs.iter().map(|run| run.cpu_seconds).sum();
+    let stub_cpu: f64 = runs.iter().map(|run| run.stub_cpu_seconds).sum();
     let json_rate = |run: &Run| mib_per_s_per_core(answer.bytes, run);
     json!({
         "target": name,
@@ -159,6 +163,7 @@ pub fn summarize(name: &str, kind: &str, runs: &[Run], rss_bytes: u64, answer: A
         "first_backend_calls": answer.first_calls,
         "response_mib_per_s_per_core": median(runs.iter().map(json_rate).collect()),
         "cpu_us_per_request": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1e6 },
+        "stub_cpu_us_per_request": if requests == 0 { 0.0 } else { stub_cpu / requests as f64 * 1e6 },
         "throughput_rps": median(runs.iter().map(Run::throughput).collect()),
         "p50_ms": median(runs.iter().map(|run| run.p50_us / 1000.0).collect()),
         "p99_ms": median(runs.iter().map(|run| run.p99_us / 1000.0).collect()),
@@ -176,6 +181,7 @@ pub fn summarize(name: &str, kind: &str, runs: &[Run], rss_bytes: u64, answer: A
             "p99_ms": run.p99_us / 1000.0,
             "p999_ms": run.p999_us / 1000.0,
             "cpu_seconds": run.cpu_seconds,
+            "stub_cpu_seconds": run.stub_cpu_seconds,
             "response_mib_per_s_per_core": json_rate(run),
             "requests": run.requests,
             "concurrency": run.concurrency,
@@ -439,6 +445,26 @@ pub fn warnings(targets: &[Value], comparisons: &[Value], cores: Cores) -> Vec<S
             idle.join(", ")
         ));
     }
+    let costly: Vec<String> = targets
+        .iter()
+        .filter(|target| number(target, "stub_cpu_us_per_request") >= number(target, "cpu_us_per_request"))
+        .filter(|target| number(target, "cpu_us_per_request") > 0.0)
+        .map(|target| {
+            format!(
+                "{} ({:.1} µs against its {:.1})",
+                target["target"].as_str().unwrap_or(""),
+                number(target, "stub_cpu_us_per_request"),
+                number(target, "cpu_us_per_request")
+            )
+        })
+        .collect();
+    if !costly.is_empty() {
+        warnings.push(format!(
+            "WARNING: the stubs spent as much CPU per operation as the target for {}: the load side may have \
+             set the pace.",
+            costly.join(", ")
+        ));
+    }
     if !few.is_empty() {
         warnings.push(format!(
             "WARNING: {} runs completed fewer than {FEW_REQUESTS} requests: {}. Their CPU per request also holds \
@@ -489,10 +515,14 @@ pub fn markdown(report: &Value) -> String {
     for target in report["targets"].as_array().into_iter().flatten() {
         let _ = writeln!(
             text,
-            "| {} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} % | {:.0} % | {} |",
+            "| {} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} % | {:.0} % | {} |",
             target["target"].as_str().unwrap_or(""),
             number(target, "cpu_us_per_request"),
-            number(target, "throughput_rps"),
+            // A large answer's few per second need their decimal.
+            match number(target, "throughput_rps") {
+                rps if rps < 100.0 => format!("{rps:.1}"),
+                rps => format!("{rps:.0}"),
+            },
             number(target, "p50_ms"),
             number(target, "p99_ms"),
             number(target, "p999_ms"),
@@ -521,9 +551,10 @@ pub fn markdown(report: &Value) -> String {
 
     let _ = writeln!(
         text,
-        "\n| target | backend calls per operation | in the first operation | answer bytes | MiB/s of response JSON per core |"
+        "\n| target | backend calls per operation | in the first operation | stubs' CPU µs per operation | answer bytes | \
+         MiB/s of response JSON per core |"
     );
-    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: |");
     for target in report["targets"].as_array().into_iter().flatten() {
         let count = |key: &str| target[key].as_u64().map_or_else(|| "–".to_owned(), |calls| calls.to_string());
         let (calls, first) = (count("backend_calls"), count("first_backend_calls"));
@@ -534,8 +565,9 @@ pub fn markdown(report: &Value) -> String {
         };
         let _ = writeln!(
             text,
-            "| {} | {calls} | {first} | {} | {rate} |",
+            "| {} | {calls} | {first} | {:.1} | {} | {rate} |",
             target["target"].as_str().unwrap_or(""),
+            number(target, "stub_cpu_us_per_request"),
             target["response_bytes"].as_u64().unwrap_or(0),
         );
     }
@@ -720,7 +752,7 @@ mod tests {
         let report = json!({"targets": targets, "comparisons": comparisons, "checks": checks, "warnings": [],
             "machine": "m", "load": {"cpus": {"target": 0, "load": 1}}});
         let text = markdown(&report);
-        assert!(text.contains("| portico Large | 501 | 502 | 1048576 | 200.0 |"), "{text}");
+        assert!(text.contains("| portico Large | 501 | 502 | 0.0 | 1048576 | 200.0 |"), "{text}");
         assert!(text.contains("| Dashboard backend calls, portico, first operation | 4 | = 4 | pass |"), "{text}");
         assert!(text.contains("| issue 12 target |"), "{text}");
     }
