@@ -206,6 +206,8 @@ struct Target {
     first_calls: Option<u64>,
     /// Backend calls of one request once warmed up (pools, caches).
     warm_calls: Option<u64>,
+    /// New backend connections of one request once warmed up.
+    warm_connections: Option<u64>,
 }
 
 /// A scenario: what the targets are asked.
@@ -366,6 +368,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             response_bytes: 0,
             first_calls: None,
             warm_calls: None,
+            warm_connections: None,
         }
     };
     let portico_target = |kind: Kind, who: &str, process, port: u16| {
@@ -399,9 +402,9 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     let mut large_data: Option<(String, Value)> = None;
     let counter = Counter { address: backend, health_log: stub_data.join(stub::HEALTH_LOG) };
     for target in &mut targets {
-        let (answer, calls) = counter.calls(|| check_answer(target))?;
+        let (answer, tally) = counter.calls(|| check_answer(target))?;
         target.response_bytes = answer.len() as u64;
-        target.first_calls = Some(calls);
+        target.first_calls = Some(tally.calls);
         if target.kind == Kind::Large {
             let data = large_answer_data(&target.name, &answer, options.large_students)?;
             match &large_data {
@@ -427,15 +430,19 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     // gateway cache warm).
     step("counting backend calls per operation at the stubs");
     for target in &mut targets {
-        let mut fewest = u64::MAX;
+        let (mut fewest, mut connections) = (u64::MAX, u64::MAX);
         for _ in 0..3 {
-            fewest = fewest.min(counter.calls(|| check_answer(target))?.1);
+            let tally = counter.calls(|| check_answer(target))?.1;
+            fewest = fewest.min(tally.calls);
+            connections = connections.min(tally.connections);
         }
         target.warm_calls = Some(fewest);
+        target.warm_connections = Some(connections);
         println!(
-            "    {:<26} {} backend calls per operation, {} in the first",
+            "    {:<26} {} backend calls per operation ({} on new connections), {} in the first",
             target.name,
             fewest,
+            connections,
             target.first_calls.unwrap_or(0)
         );
     }
@@ -490,6 +497,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             bytes: target.response_bytes,
             first_calls: target.first_calls,
             warm_calls: target.warm_calls,
+            warm_connections: target.warm_connections,
         };
         summaries.push(report::summarize(&target.name, target.kind.label(), runs, rss, answer, cores));
     }
@@ -803,33 +811,44 @@ struct Counter {
 }
 
 impl Counter {
-    /// Requests the stubs have served (the status request included) and
-    /// health checks logged so far.
-    fn now(&self) -> Result<(u64, u64)> {
+    /// Requests and connections the stubs have served (the status
+    /// request's included) and health checks logged so far.
+    fn now(&self) -> Result<(u64, u64, u64)> {
         let health = std::fs::read(&self.health_log).map_or(0, |log| log.iter().filter(|b| **b == b'\n').count());
         let (status, body) = http_request(self.address, stub::STATUS_PATH, None, None)?;
         ensure!(status == 200, "the stubs' status answered {status}");
         // "Active connections: 1\n server accepts handled requests\n 1 1 1\n ..."
-        let requests = body
+        let counts: Vec<u64> = body
             .lines()
             .nth(2)
-            .and_then(|line| line.split_whitespace().nth(2))
-            .and_then(|requests| requests.parse().ok())
-            .with_context(|| format!("the stubs' status: {body}"))?;
-        Ok((requests, health as u64))
+            .map(|line| line.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        let [accepted, _, requests] = counts[..] else { bail!("the stubs' status: {body}") };
+        Ok((requests, accepted, health as u64))
     }
 
-    /// `request`'s result and the backend calls made meanwhile.
-    fn calls<T>(&self, request: impl FnOnce() -> Result<T>) -> Result<(T, u64)> {
-        let (requests, health) = self.now()?;
+    /// `request`'s result, the backend calls made meanwhile and the
+    /// connections opened to the stubs for them.
+    fn calls<T>(&self, request: impl FnOnce() -> Result<T>) -> Result<(T, Tally)> {
+        let (requests, accepted, health) = self.now()?;
         let result = request()?;
         // A health check counted by NGINX may reach the log an instant
         // later: read the log after the count.
-        let (requests_after, _) = self.now()?;
-        let health_after = self.now()?.1;
+        let (requests_after, accepted_after, _) = self.now()?;
+        let health_after = self.now()?.2;
         let calls = requests_after.saturating_sub(requests).saturating_sub(1).saturating_sub(health_after - health);
-        Ok((result, calls))
+        let connections = accepted_after.saturating_sub(accepted).saturating_sub(1);
+        Ok((result, Tally { calls, connections }))
     }
+}
+
+/// What one operation cost the stubs.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    calls: u64,
+    /// New connections (a gateway keeping fewer idle connections than it
+    /// has calls in flight opens more).
+    connections: u64,
 }
 
 fn dashboard_body() -> String {

@@ -90,6 +90,8 @@ pub struct Answer {
     pub first_calls: Option<u64>,
     /// Backend calls of one request once warmed up (pools, caches).
     pub warm_calls: Option<u64>,
+    /// New backend connections of one request once warmed up.
+    pub warm_connections: Option<u64>,
 }
 
 /// MiB of response JSON per second per core in `run`: the answer's size
@@ -161,6 +163,7 @@ pub fn summarize(name: &str, kind: &str, runs: &[Run], rss_bytes: u64, answer: A
         "response_bytes": answer.bytes,
         "backend_calls": answer.warm_calls,
         "first_backend_calls": answer.first_calls,
+        "backend_connections": answer.warm_connections,
         "response_mib_per_s_per_core": median(runs.iter().map(json_rate).collect()),
         "cpu_us_per_request": if requests == 0 { 0.0 } else { cpu / requests as f64 * 1e6 },
         "stub_cpu_us_per_request": if requests == 0 { 0.0 } else { stub_cpu / requests as f64 * 1e6 },
@@ -551,13 +554,14 @@ pub fn markdown(report: &Value) -> String {
 
     let _ = writeln!(
         text,
-        "\n| target | backend calls per operation | in the first operation | stubs' CPU µs per operation | answer bytes | \
-         MiB/s of response JSON per core |"
+        "\n| target | backend calls per operation | in the first operation | new backend connections per operation | \
+         stubs' CPU µs per operation | answer bytes | MiB/s of response JSON per core |"
     );
-    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(text, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for target in report["targets"].as_array().into_iter().flatten() {
         let count = |key: &str| target[key].as_u64().map_or_else(|| "–".to_owned(), |calls| calls.to_string());
-        let (calls, first) = (count("backend_calls"), count("first_backend_calls"));
+        let (calls, first, connections) =
+            (count("backend_calls"), count("first_backend_calls"), count("backend_connections"));
         let rate = if target["kind"] == "large" {
             format!("{:.1}", number(target, "response_mib_per_s_per_core"))
         } else {
@@ -565,7 +569,7 @@ pub fn markdown(report: &Value) -> String {
         };
         let _ = writeln!(
             text,
-            "| {} | {calls} | {first} | {:.1} | {} | {rate} |",
+            "| {} | {calls} | {first} | {connections} | {:.1} | {} | {rate} |",
             target["target"].as_str().unwrap_or(""),
             number(target, "stub_cpu_us_per_request"),
             target["response_bytes"].as_u64().unwrap_or(0),
@@ -688,7 +692,12 @@ mod tests {
     /// size and the target's own CPU, and the backend calls per operation.
     #[test]
     fn issue_12_checks_and_backend_calls() {
-        let calls = |first, warm| Answer { bytes: 0, first_calls: Some(first), warm_calls: Some(warm) };
+        let calls = |first, warm| Answer {
+            bytes: 0,
+            first_calls: Some(first),
+            warm_calls: Some(warm),
+            warm_connections: Some(0),
+        };
         let large = |calls: Answer| Answer { bytes: 1 << 20, ..calls };
         // 100 requests in a second on half a core: 200 MiB/s per core.
         let targets = vec![
@@ -752,7 +761,7 @@ mod tests {
         let report = json!({"targets": targets, "comparisons": comparisons, "checks": checks, "warnings": [],
             "machine": "m", "load": {"cpus": {"target": 0, "load": 1}}});
         let text = markdown(&report);
-        assert!(text.contains("| portico Large | 501 | 502 | 0.0 | 1048576 | 200.0 |"), "{text}");
+        assert!(text.contains("| portico Large | 501 | 502 | 0 | 0.0 | 1048576 | 200.0 |"), "{text}");
         assert!(text.contains("| Dashboard backend calls, portico, first operation | 4 | = 4 | pass |"), "{text}");
         assert!(text.contains("| issue 12 target |"), "{text}");
     }
