@@ -1,5 +1,6 @@
-//! The results as a PNG: one row per kind of load (REST passthrough, then
-//! the `Dashboard` operation, so that the two scales do not share an axis),
+//! The results as a PNG: one row per scenario that ran (REST passthrough,
+//! the `Dashboard` operation, the large answer, so that their scales do not
+//! share an axis),
 //! four panels each, led by the headline, CPU µs per request, then
 //! throughput, p99 latency and peak RSS; one bar per target, each target in
 //! its own colour in the order of the Markdown table. Titles, names and
