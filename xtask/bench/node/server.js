@@ -4,6 +4,9 @@
 // service and request (which deduplicates identical GETs within a request),
 // the students' sessions and payments resolved concurrently, and the lessons
 // of all sessions batched by a per-request DataLoader into one `?ids=` call.
+// It also answers the large-answer scenario, `students(first: 500)` with each
+// student's sessions and their lessons: one `users/` page, one `sessions/`
+// call per student and the lessons batched, the calls portico makes.
 //
 // usage: node server.js <student_api base URL> <live_reading base URL> <payment base URL> <port>
 
@@ -17,6 +20,7 @@ const [studentApi, liveReading, payment, port] = process.argv.slice(2);
 const typeDefs = `#graphql
   type Query {
     student(id: ID!): Student
+    students(ids: [ID!], search: String, first: Int = 50): [Student!]
   }
   type Student {
     id: ID!
@@ -56,6 +60,13 @@ class Service extends RESTDataSource {
 const resolvers = {
   Query: {
     student: (_, { id }, { services }) => services.students.get(`users/${encodeURIComponent(id)}/`),
+    students: async (_, { ids, search, first }, { services }) => {
+      const params = { page_size: String(first) };
+      if (ids) params.ids = ids.join(',');
+      if (search != null) params.search = search;
+      const page = await services.students.get('users/', { params });
+      return page.results;
+    },
   },
   Student: {
     fullName: (student) => student.full_name,

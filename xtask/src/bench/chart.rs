@@ -1,5 +1,6 @@
-//! The results as a PNG: one row per kind of load (REST passthrough, then
-//! the `Dashboard` operation, so that the two scales do not share an axis),
+//! The results as a PNG: one row per scenario that ran (REST passthrough,
+//! the `Dashboard` operation, the large answer, so that their scales do not
+//! share an axis),
 //! four panels each, led by the headline, CPU µs per request, then
 //! throughput, p99 latency and peak RSS; one bar per target, each target in
 //! its own colour in the order of the Markdown table. Titles, names and
@@ -38,18 +39,23 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
     let labelled = load_font();
     let targets: Vec<(usize, &Value)> =
         report["targets"].as_array().map(|targets| targets.iter().enumerate().collect()).unwrap_or_default();
-    let root = BitMapBackend::new(path, (1600, 800)).into_drawing_area();
-    root.fill(&WHITE).map_err(|error| anyhow!("drawing the chart: {error}"))?;
     let metrics = [
         ("cpu_us_per_request", "CPU µs / request (lower is better)"),
         ("throughput_rps", "req/s"),
         ("p99_ms", "p99 latency (ms)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
     ];
-    let kinds = [("rest", "REST", " REST"), ("graphql", "Dashboard", " Dashboard")];
+    let all_kinds =
+        [("rest", "REST", " REST"), ("dashboard", "Dashboard", " Dashboard"), ("large", "Large answer", " Large")];
+    // A row per scenario that ran (`--scenarios`); all rows when none did.
+    let ran: Vec<_> =
+        all_kinds.iter().filter(|(kind, ..)| targets.iter().any(|(_, target)| target["kind"] == *kind)).collect();
+    let kinds = if ran.is_empty() { all_kinds.iter().collect() } else { ran };
+    let root = BitMapBackend::new(path, (1600, 400 * kinds.len() as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| anyhow!("drawing the chart: {error}"))?;
     let panels = root.split_evenly((kinds.len(), metrics.len()));
     let cells = kinds.iter().flat_map(|kind| metrics.iter().map(move |metric| (kind, metric)));
-    for (panel, (&(kind, kind_title, suffix), &(key, title))) in panels.iter().zip(cells) {
+    for (panel, (&&(kind, kind_title, suffix), &(key, title))) in panels.iter().zip(cells) {
         // Colours follow the table, so a target keeps its colour across rows.
         let targets: Vec<(usize, &Value)> =
             targets.iter().filter(|(_, target)| target["kind"] == kind).copied().collect();

@@ -16,14 +16,28 @@
 //!   recorded per run and the report warns when the load core was
 //!   saturated, when targets tie at its ceiling, when the target was not the
 //!   limit, or when other processes shared the target's core (`report.rs`).
+//! - Three scenarios (`--scenarios`, all by default): the REST passthrough,
+//!   the contract's `Dashboard` (four backend calls) and a large answer,
+//!   `students(first: 500)` with every student's reading sessions and
+//!   their lessons: about 1 MB of response JSON from 502 backend calls per
+//!   operation, reported as MiB/s of response JSON per core as well. The
+//!   large answers of all targets must be equal JSON (their `data`), so
+//!   that no target is measured answering less; the size is measured from
+//!   each target's actual answer.
+//! - One operation per target is counted at the stubs (NGINX's
+//!   `stub_status`, less the health checks the stubs log): the backend calls
+//!   and new backend connections of the first operation and of one after
+//!   the warm-up, and the stubs' CPU per operation during the runs, which
+//!   should stay well below the target's.
 //! - `--before BINARY` runs a previous portico build as targets of its own,
-//!   in the same rounds, for issue 11's "Dashboard no slower than before";
-//!   `--profile` records one extra REST run of portico with perf
-//!   (`profile.rs`).
+//!   in the same rounds, for "no slower than before" and "no more backend
+//!   calls than before"; `--profile` records one extra REST run of portico
+//!   with perf (`profile.rs`).
 //!
 //! `--smoke` runs portico and NGINX only (debug build, a second per
-//! target, pinned the same way, no Node) so that a test keeps this command
-//! from rotting; its checks are reported, never enforced.
+//! target, a large answer of 50 students for three seconds, pinned the
+//! same way, no Node) so that a test keeps this command from rotting; its
+//! checks are reported, never enforced.
 
 mod chart;
 mod measure;
@@ -36,6 +50,7 @@ mod tools;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,6 +67,11 @@ use tools::Cpus;
 /// The contract's reference operation.
 const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
     readingSessions { wordsPerMinute accuracy lesson { title level } } payments { amount currency status } } }";
+/// The large answer: every student of the stubs' `/users/` page with
+/// their sessions (one backend call per student) and the sessions' lessons
+/// (batched).
+const LARGE: &str = "query Large { students(first: 500) { id fullName \
+    readingSessions { wordsPerMinute lesson { title level } } } }";
 const REST_PATH: &str = "/student-api/users/1/";
 const WRK_SCRIPT: &str = include_str!("../../bench/report.lua");
 const NODE_SERVER: &str = include_str!("../../bench/node/server.js");
@@ -76,6 +96,20 @@ pub struct Options {
     pub before: Option<PathBuf>,
     /// One extra portico REST run under `perf record`.
     pub profile: bool,
+    /// Which scenarios run.
+    pub scenarios: Vec<Kind>,
+    /// Open connections for the large answer: each of its operations fans
+    /// out into 500 backend calls at once, so a few keep the target busy,
+    /// and with few open at the end of a run, little of the run's CPU time
+    /// goes to requests it does not count (a slow target answers a handful
+    /// per run).
+    pub large_concurrency: u32,
+    /// Seconds per large-answer run when not `seconds`: the smoke mode's
+    /// debug build takes seconds for one answer.
+    pub large_seconds: Option<u32>,
+    /// Students in the large answer (`stub::STUDENTS`; fewer in the smoke
+    /// mode, whose debug build would take seconds per answer).
+    pub large_students: u32,
 }
 
 impl Options {
@@ -89,6 +123,10 @@ impl Options {
             portico: None,
             before: None,
             profile: false,
+            scenarios: Kind::ALL.to_vec(),
+            large_concurrency: 2,
+            large_seconds: None,
+            large_students: stub::STUDENTS,
         }
     }
 
@@ -102,6 +140,10 @@ impl Options {
             portico: None,
             before: None,
             profile: false,
+            scenarios: Kind::ALL.to_vec(),
+            large_concurrency: 1,
+            large_seconds: Some(3),
+            large_students: 50,
         }
     }
 
@@ -117,36 +159,77 @@ impl Options {
                 "--portico" => options.portico = Some(PathBuf::from(value()?)),
                 "--before" => options.before = Some(PathBuf::from(value()?)),
                 "--profile" => options.profile = true,
+                "--large-concurrency" => {
+                    options.large_concurrency = value()?.parse().context("--large-concurrency")?;
+                }
+                "--scenarios" => {
+                    options.scenarios = value()?
+                        .split(',')
+                        .map(|name| {
+                            Kind::ALL
+                                .into_iter()
+                                .find(|kind| kind.label() == name.trim())
+                                .with_context(|| format!("unknown scenario {name:?} (rest, dashboard and large exist)"))
+                        })
+                        .collect::<Result<_>>()?;
+                }
                 other => bail!("unknown bench option {other:?}"),
             }
         }
-        ensure!(options.seconds > 0 && options.rounds > 0 && options.concurrency > 0, "bench options must be positive");
+        ensure!(
+            options.seconds > 0 && options.rounds > 0 && options.concurrency > 0 && options.large_concurrency > 0,
+            "bench options must be positive"
+        );
+        ensure!(!options.scenarios.is_empty(), "--scenarios names none");
+        if options.profile {
+            ensure!(
+                options.scenarios.contains(&Kind::Rest),
+                "--profile records the REST scenario; add it to --scenarios"
+            );
+        }
         Ok(options)
     }
 }
 
 /// One thing under load.
 struct Target {
-    name: &'static str,
+    name: String,
     kind: Kind,
     url: String,
     body: Option<String>,
     authorization: Option<String>,
     /// The child whose processes' CPU time and memory are the target's.
     process: &'static str,
+    /// Open connections of the load generator.
+    concurrency: u32,
+    /// Seconds per measured run.
+    seconds: u32,
+    /// The size of the target's answer body, as checked before the load.
+    response_bytes: u64,
+    /// Backend calls of the target's first request, counted at the stubs.
+    first_calls: Option<u64>,
+    /// Backend calls of one request once warmed up (pools, caches).
+    warm_calls: Option<u64>,
+    /// New backend connections of one request once warmed up.
+    warm_connections: Option<u64>,
 }
 
+/// A scenario: what the targets are asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub enum Kind {
     Rest,
-    Graphql,
+    Dashboard,
+    Large,
 }
 
 impl Kind {
+    const ALL: [Kind; 3] = [Kind::Rest, Kind::Dashboard, Kind::Large];
+
     fn label(self) -> &'static str {
         match self {
             Kind::Rest => "rest",
-            Kind::Graphql => "graphql",
+            Kind::Dashboard => "dashboard",
+            Kind::Large => "large",
         }
     }
 }
@@ -192,7 +275,15 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     let mut children = Children::default();
 
     let stub_port = free_port()?;
-    let stubs = nginx::Instance::write(scratch.path(), "stubs", &stub::http_body(stub_port))?;
+    // NGINX's workers run as `nobody` and read the stubs' files from here.
+    std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755))?;
+    let stub_data = scratch.path().join("stub-data");
+    std::fs::create_dir_all(&stub_data)?;
+    let stubs = nginx::Instance::write(
+        scratch.path(),
+        "stubs",
+        &stub::http_body(stub_port, &stub_data, options.large_students)?,
+    )?;
     stubs.check(&nginx)?;
     step(format!("starting the NGINX stub backends on :{stub_port} (CPU {})", cpus.load));
     children.spawn("stubs", Cpus::pinned(cpus.load, &nginx).args(stubs.args()))?;
@@ -201,88 +292,176 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
 
     // One portico process per load, so that each one's peak RSS is that
     // load's own (the REST target's limit is on memory, too).
-    let mut start = |name, binary: &Path| start_portico(&mut children, name, binary, scratch.path(), backend, cpus);
-    let portico_ports = (start("portico-rest", &portico)?, start("portico-dashboard", &portico)?);
-    let before_ports = match &options.before {
-        Some(before) => Some((start("portico-before-rest", before)?, start("portico-before-dashboard", before)?)),
-        None => None,
-    };
-    let token = mint_token(&portico, &scratch.path().join("portico-rest.toml"))?;
+    let scenarios = &options.scenarios;
+    let wants = |kind: Kind| scenarios.contains(&kind);
+    let mut ports: Vec<(Kind, &'static str, &'static str, u16)> = Vec::new();
+    for (kind, process, before_process) in [
+        (Kind::Rest, "portico-rest", "portico-before-rest"),
+        (Kind::Dashboard, "portico-dashboard", "portico-before-dashboard"),
+        (Kind::Large, "portico-large", "portico-before-large"),
+    ] {
+        if !wants(kind) {
+            continue;
+        }
+        let port = start_portico(&mut children, process, &portico, scratch.path(), backend, cpus)?;
+        ports.push((kind, "portico", process, port));
+        if let Some(before) = &options.before {
+            let port = start_portico(&mut children, before_process, before, scratch.path(), backend, cpus)?;
+            ports.push((kind, "portico (before)", before_process, port));
+        }
+    }
+    let token_config = scratch.path().join(format!("{}.toml", ports[0].2));
+    let token = mint_token(&portico, &token_config)?;
 
-    let nginx_port = free_port()?;
-    let proxy = nginx::Instance::write(scratch.path(), "proxy", &nginx::proxy_body(nginx_port, backend))?;
-    proxy.check(&nginx)?;
-    step(format!("starting NGINX as the reverse proxy on :{nginx_port} (CPU {})", cpus.target));
-    children.spawn("nginx", Cpus::pinned(cpus.target, &nginx).args(proxy.args()))?;
-    wait_until_answering(&mut children, "nginx", local(nginx_port), REST_PATH)?;
-
-    let node_port = if options.smoke {
-        None
+    let nginx_port = if wants(Kind::Rest) {
+        let nginx_port = free_port()?;
+        let proxy = nginx::Instance::write(scratch.path(), "proxy", &nginx::proxy_body(nginx_port, backend))?;
+        proxy.check(&nginx)?;
+        step(format!("starting NGINX as the reverse proxy on :{nginx_port} (CPU {})", cpus.target));
+        children.spawn("nginx", Cpus::pinned(cpus.target, &nginx).args(proxy.args()))?;
+        wait_until_answering(&mut children, "nginx", local(nginx_port), REST_PATH)?;
+        Some(nginx_port)
     } else {
-        let node_dir = install_node_peer(workspace)?;
-        let node_port = free_port()?;
-        step(format!("starting the Node peer (Apollo Server 4) on :{node_port} (CPU {})", cpus.target));
-        let base = format!("http://{backend}");
-        children.spawn(
-            "node",
-            Cpus::pinned(cpus.target, Path::new("node"))
-                .arg(node_dir.join("server.js"))
-                .args([&base, &base, &base, &node_port.to_string()])
-                .env("NODE_ENV", "production")
-                .current_dir(&node_dir)
-                .stdout(Stdio::null()),
-        )?;
-        wait_until_answering(&mut children, "node", local(node_port), "/")?;
-        Some(node_port)
+        None
     };
 
-    let rest = |name, process, port: u16| Target {
-        name,
-        kind: Kind::Rest,
-        url: format!("http://{}{REST_PATH}", local(port)),
-        body: None,
-        authorization: None,
-        process,
-    };
-    let dashboard = |name, process, port: u16, path: &str| Target {
-        name,
-        kind: Kind::Graphql,
-        url: format!("http://{}{path}", local(port)),
-        body: Some(dashboard_body()),
-        authorization: Some(format!("Bearer {token}")),
-        process,
-    };
-    let mut targets =
-        vec![rest("portico REST", "portico-rest", portico_ports.0), rest("NGINX REST", "nginx", nginx_port)];
-    if let Some((port, _)) = before_ports {
-        targets.push(rest("portico (before) REST", "portico-before-rest", port));
+    // One Node process per GraphQL scenario, for the same reason as above.
+    let mut node_ports = Vec::new();
+    if !options.smoke {
+        let node_dir = install_node_peer(workspace)?;
+        for (kind, process) in [(Kind::Dashboard, "node"), (Kind::Large, "node-large")] {
+            if !wants(kind) {
+                continue;
+            }
+            let node_port = free_port()?;
+            step(format!("starting the Node peer (Apollo Server 4) {process} on :{node_port} (CPU {})", cpus.target));
+            let base = format!("http://{backend}");
+            children.spawn(
+                process,
+                Cpus::pinned(cpus.target, Path::new("node"))
+                    .arg(node_dir.join("server.js"))
+                    .args([&base, &base, &base, &node_port.to_string()])
+                    .env("NODE_ENV", "production")
+                    .current_dir(&node_dir)
+                    .stdout(Stdio::null()),
+            )?;
+            wait_until_answering(&mut children, process, local(node_port), "/")?;
+            node_ports.push((kind, process, node_port));
+        }
     }
-    targets.push(dashboard("portico Dashboard", "portico-dashboard", portico_ports.1, "/graphql"));
-    if let Some(port) = node_port {
-        targets.push(dashboard("Node Dashboard", "node", port, "/"));
-    }
-    if let Some((_, port)) = before_ports {
-        targets.push(dashboard("portico (before) Dashboard", "portico-before-dashboard", port, "/graphql"));
+
+    let target = |name, kind, process, url: String| {
+        let (body, authorization, concurrency, seconds) = match kind {
+            Kind::Rest => (None, None, options.concurrency, options.seconds),
+            Kind::Dashboard => {
+                (Some(dashboard_body()), Some(format!("Bearer {token}")), options.concurrency, options.seconds)
+            }
+            Kind::Large => {
+                (Some(large_body()), None, options.large_concurrency, options.large_seconds.unwrap_or(options.seconds))
+            }
+        };
+        Target {
+            name,
+            kind,
+            url,
+            body,
+            authorization,
+            process,
+            concurrency,
+            seconds,
+            response_bytes: 0,
+            first_calls: None,
+            warm_calls: None,
+            warm_connections: None,
+        }
+    };
+    let portico_target = |kind: Kind, who: &str, process, port: u16| {
+        let (path, scenario) = match kind {
+            Kind::Rest => (REST_PATH, "REST"),
+            Kind::Dashboard => ("/graphql", "Dashboard"),
+            Kind::Large => ("/graphql", "Large"),
+        };
+        target(format!("{who} {scenario}"), kind, process, format!("http://{}{path}", local(port)))
+    };
+    let mut targets = Vec::new();
+    for kind in Kind::ALL {
+        let mut of_kind = ports.iter().filter(|(of, ..)| *of == kind);
+        if let Some((_, who, process, port)) = of_kind.next() {
+            targets.push(portico_target(kind, who, process, *port));
+        }
+        if let (Kind::Rest, Some(port)) = (kind, nginx_port) {
+            targets.push(target("NGINX REST".to_owned(), kind, "nginx", format!("http://{}{REST_PATH}", local(port))));
+        }
+        for (_, process, port) in node_ports.iter().filter(|(of, ..)| *of == kind) {
+            let name = if kind == Kind::Large { "Node Large" } else { "Node Dashboard" };
+            targets.push(target(name.to_owned(), kind, process, format!("http://{}/", local(*port))));
+        }
+        for (_, who, process, port) in of_kind {
+            targets.push(portico_target(kind, who, process, *port));
+        }
     }
 
     let script = scratch.path().join("report.lua");
     std::fs::write(&script, WRK_SCRIPT)?;
-    for target in &targets {
-        check_answer(target)?;
+    let mut large_data: Option<(String, Value)> = None;
+    let counter = Counter { address: backend, health_log: stub_data.join(stub::HEALTH_LOG) };
+    for target in &mut targets {
+        let (answer, tally) = counter.calls(|| check_answer(target))?;
+        target.response_bytes = answer.len() as u64;
+        target.first_calls = Some(tally.calls);
+        if target.kind == Kind::Large {
+            let data = large_answer_data(&target.name, &answer, options.large_students)?;
+            match &large_data {
+                None => large_data = Some((target.name.clone(), data)),
+                Some((first, expected)) => ensure!(
+                    same_json(expected, &data),
+                    "{} and {first} answered the large query differently: the benchmark would compare unequal work",
+                    target.name
+                ),
+            }
+            println!("    {}: large answer of {} bytes, data equal to every other target's", target.name, answer.len());
+        }
     }
 
     // Warm-up: connection pools, JIT, allocator arenas.
     step("warming up");
     for target in &targets {
-        load(&script, target, options.concurrency, 1, cpus)?;
+        load(&script, target, 1, cpus)?;
+        settle(children.pid(target.process).context("target process")?);
+    }
+
+    // After the warm-up, as the measured runs see them (pools and any
+    // gateway cache warm).
+    step("counting backend calls per operation at the stubs");
+    for target in &mut targets {
+        // Health checks only add calls: the fewest of three is the count.
+        // Connections vary either way (idle ones time out): the median.
+        let (mut fewest, mut connections) = (u64::MAX, Vec::new());
+        for _ in 0..3 {
+            let tally = counter.calls(|| check_answer(target))?.1;
+            fewest = fewest.min(tally.calls);
+            connections.push(tally.connections);
+        }
+        connections.sort_unstable();
+        let connections = connections[1];
+        target.warm_calls = Some(fewest);
+        target.warm_connections = Some(connections);
+        println!(
+            "    {:<26} {} backend calls per operation ({} on new connections), {} in the first",
+            target.name,
+            fewest,
+            connections,
+            target.first_calls.unwrap_or(0)
+        );
     }
 
     step(format!(
-        "measuring: {} rounds × {} targets × {} s, {} connections",
+        "measuring: {} rounds × {} targets × {} s, {} connections ({} for the large answer)",
         options.rounds,
         targets.len(),
         options.seconds,
-        options.concurrency
+        options.concurrency,
+        options.large_concurrency
     ));
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..options.rounds {
@@ -290,7 +469,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         for offset in 0..count {
             let index = (offset + round as usize) % count;
             let target = &targets[index];
-            let mut result = measured(&children, &script, target, options, cpus)?;
+            let mut result = measured(&children, &script, target, cpus)?;
             result.round = round + 1;
             print_run(target, &result, cpus);
             runs[index].push(result);
@@ -304,7 +483,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         // perf outlasts the load by a second, so that the counts hold the
         // whole run (an idle portico adds next to nothing).
         let recording = profile::Recording::start(pid, options.seconds + 1, cpus.load, &options.out_dir)?;
-        let result = load(&script, target, options.concurrency, options.seconds, cpus)?;
+        let result = load(&script, target, options.seconds, cpus)?;
         let path = recording.finish(
             &format!(
                 "portico ({}) under GET {REST_PATH}, {} connections: {:.0} req/s while recorded",
@@ -322,7 +501,13 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     for (target, runs) in targets.iter().zip(&runs) {
         let pids = measure::process_tree(children.pid(target.process).context("target process")?);
         let rss = measure::peak_rss_bytes(&pids);
-        summaries.push(report::summarize(target.name, target.kind.label(), runs, rss, cores));
+        let answer = report::Answer {
+            bytes: target.response_bytes,
+            first_calls: target.first_calls,
+            warm_calls: target.warm_calls,
+            warm_connections: target.warm_connections,
+        };
+        summaries.push(report::summarize(&target.name, target.kind.label(), runs, rss, answer, cores));
     }
     children.stop_all();
 
@@ -337,6 +522,8 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             "generator": "wrk -t1",
             "stubs": "NGINX return 200, one worker",
             "concurrency": options.concurrency,
+            "large_concurrency": options.large_concurrency,
+            "scenarios": options.scenarios.iter().map(|kind| kind.label()).collect::<Vec<_>>(),
             "seconds_per_run": options.seconds,
             "rounds": options.rounds,
             "cpus": { "target": cpus.target, "load": cpus.load },
@@ -382,15 +569,38 @@ fn start_portico(
 
 /// One measured run: the load, the target's CPU time and each core's busy
 /// share over it.
-fn measured(children: &Children, script: &Path, target: &Target, options: &Options, cpus: Cpus) -> Result<Run> {
+fn measured(children: &Children, script: &Path, target: &Target, cpus: Cpus) -> Result<Run> {
     let pid = children.pid(target.process).context("target process")?;
+    let stubs = measure::process_tree(children.pid("stubs").context("the stubs' process")?);
     let cpu_before = measure::cpu_seconds(&measure::process_tree(pid));
+    let stubs_before = measure::cpu_seconds(&stubs);
     let cores_before = CoreTimes::now();
-    let mut result = load(script, target, options.concurrency, options.seconds, cpus)?;
+    let mut result = load(script, target, target.seconds, cpus)?;
     result.cores = CoreTimes::now().busy_since(&cores_before);
     // The tree again: a process that appeared during the run counts from 0.
     result.cpu_seconds = measure::cpu_seconds(&measure::process_tree(pid)) - cpu_before;
+    result.stub_cpu_seconds = measure::cpu_seconds(&stubs) - stubs_before;
+    result.concurrency = target.concurrency;
+    settle(pid);
     Ok(result)
+}
+
+/// Waits (up to 30 s) until the target has stopped working on the requests
+/// `wrk` abandoned at the end of its run (Node finishes them; a large
+/// answer takes it seconds), so that the next target has the core to
+/// itself.
+fn settle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = measure::cpu_seconds(&measure::process_tree(pid));
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = measure::cpu_seconds(&measure::process_tree(pid));
+        // Under 5 % of a core: idle but for timers and health checks.
+        if now - last < 0.01 {
+            return;
+        }
+        last = now;
+    }
 }
 
 fn print_run(target: &Target, run: &Run, cpus: Cpus) {
@@ -398,7 +608,7 @@ fn print_run(target: &Target, run: &Run, cpus: Cpus) {
     let load_busy = busy(cpus.load);
     println!(
         "    round {} {:<26} {:>6.1} µs CPU/req {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  \
-         CPU {} {:.0} % (target {:.0} %)  CPU {} {:.0} %{}",
+         CPU {} {:.0} % (target {:.0} %)  CPU {} {:.0} %{}{}",
         run.round,
         target.name,
         run.cpu_us_per_request(),
@@ -411,6 +621,11 @@ fn print_run(target: &Target, run: &Run, cpus: Cpus) {
         run.target_share() * 100.0,
         cpus.load,
         load_busy,
+        match target.kind {
+            Kind::Large =>
+                format!("  {:.1} MiB/s of JSON per core", report::mib_per_s_per_core(target.response_bytes, run)),
+            _ => String::new(),
+        },
         if load_busy >= report::SATURATED * 100.0 { "  WARNING: load core saturated" } else { "" },
     );
 }
@@ -422,8 +637,12 @@ fn command_line(options: &Options) -> String {
     }
     let _ = write!(
         line,
-        " --rounds {} --seconds {} --concurrency {}",
-        options.rounds, options.seconds, options.concurrency
+        " --rounds {} --seconds {} --concurrency {} --large-concurrency {} --scenarios {}",
+        options.rounds,
+        options.seconds,
+        options.concurrency,
+        options.large_concurrency,
+        options.scenarios.iter().map(|kind| kind.label()).collect::<Vec<_>>().join(",")
     );
     if options.before.is_some() {
         line.push_str(" --before <binary>");
@@ -436,12 +655,13 @@ fn command_line(options: &Options) -> String {
 
 /// Runs `wrk` on the load CPU against `target` and reads the report line
 /// the Lua script prints.
-fn load(script: &Path, target: &Target, concurrency: u32, seconds: u32, cpus: Cpus) -> Result<Run> {
+fn load(script: &Path, target: &Target, seconds: u32, cpus: Cpus) -> Result<Run> {
     let output = Cpus::pinned(cpus.load, Path::new("wrk"))
         .arg("-t1")
-        .arg(format!("-c{concurrency}"))
+        .arg(format!("-c{}", target.concurrency))
         .arg(format!("-d{seconds}s"))
-        .args(["--timeout", "5s", "-s"])
+        // A large answer from a slow target takes seconds.
+        .args(["--timeout", if target.kind == Kind::Large { "60s" } else { "5s" }, "-s"])
         .arg(script)
         .arg(&target.url)
         .env("BENCH_BODY", target.body.as_deref().unwrap_or(""))
@@ -475,8 +695,8 @@ fn load(script: &Path, target: &Target, concurrency: u32, seconds: u32, cpus: Cp
 }
 
 /// One request by hand, so that a misconfigured target fails loudly
-/// instead of being benchmarked answering errors.
-fn check_answer(target: &Target) -> Result<()> {
+/// instead of being benchmarked answering errors; the answer's body.
+fn check_answer(target: &Target) -> Result<String> {
     let address: SocketAddr = target
         .url
         .trim_start_matches("http://")
@@ -485,44 +705,174 @@ fn check_answer(target: &Target) -> Result<()> {
         .and_then(|authority| authority.parse().ok())
         .context("target address")?;
     let path = format!("/{}", target.url.trim_start_matches("http://").split_once('/').map_or("", |(_, path)| path));
-    let mut request = match &target.body {
+    let (status, body) = http_request(address, &path, target.body.as_deref(), target.authorization.as_deref())?;
+    ensure!(status == 200, "{} answered {status}:\n{body}", target.name);
+    let complete = match target.kind {
+        Kind::Rest => body.contains(stub::USER),
+        Kind::Dashboard => {
+            body.contains("\"fullName\":\"Ada Lovelace\"") && body.contains("Lesson 7") && !body.contains("\"errors\"")
+        }
+        // Checked in full by `large_answer_data`.
+        Kind::Large => true,
+    };
+    ensure!(complete, "{} did not answer in full:\n{body}", target.name);
+    Ok(body)
+}
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`):
+/// the status and the body, de-chunked.
+fn http_request(
+    address: SocketAddr,
+    path: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut request = match body {
         Some(body) => format!(
             "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             body.len()
         ),
         None => format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n"),
     };
-    if let Some(authorization) = &target.authorization {
+    if let Some(authorization) = authorization {
         let _ = write!(request, "Authorization: {authorization}\r\n");
     }
     request.push_str("Connection: close\r\n\r\n");
-    request.push_str(target.body.as_deref().unwrap_or(""));
+    request.push_str(body.unwrap_or(""));
     let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    // The debug build's large answer takes a while.
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.write_all(request.as_bytes())?;
-    let mut answer = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut answer)?;
-    ensure!(answer.starts_with("HTTP/1.1 200"), "{} answered:\n{answer}", target.name);
-    let complete = match target.kind {
-        Kind::Rest => answer.contains(stub::USER),
-        Kind::Graphql => {
-            answer.contains("\"fullName\":\"Ada Lovelace\"")
-                && answer.contains("Lesson 7")
-                && !answer.contains("\"errors\"")
-        }
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer).with_context(|| format!("reading {address}{path}"))?;
+    let answer = String::from_utf8(answer).with_context(|| format!("{address}{path} answered other than UTF-8"))?;
+    let (head, payload) = answer.split_once("\r\n\r\n").with_context(|| format!("{address}{path}: {answer}"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{address}{path} answered:\n{answer}"))?;
+    let chunked = head.lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding") && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(payload).with_context(|| format!("{address}{path}'s chunks"))?
+    } else {
+        payload.to_owned()
     };
-    ensure!(complete, "{} did not answer in full:\n{answer}", target.name);
-    Ok(())
+    Ok((status, body))
+}
+
+fn dechunk(mut payload: &str) -> Result<String> {
+    let mut body = String::new();
+    loop {
+        let (size, rest) = payload.split_once("\r\n").context("a chunk size line")?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).context("a chunk size")?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.push_str(rest.get(..size).context("a chunk shorter than its size")?);
+        payload = rest.get(size..).and_then(|rest| rest.strip_prefix("\r\n")).context("a chunk's end")?;
+    }
+}
+
+/// The `data` of a large answer, checked to be complete: every student of
+/// the stubs, none missing its sessions, no errors.
+fn large_answer_data(name: &str, answer: &str, students: u32) -> Result<Value> {
+    let mut answer: Value =
+        serde_json::from_str(answer).with_context(|| format!("{name}'s large answer is not JSON"))?;
+    ensure!(answer.get("errors").is_none(), "{name}'s large answer has errors: {}", answer["errors"]);
+    let data = answer["data"].take();
+    let expected = students;
+    let students = data["students"].as_array().with_context(|| format!("{name}'s large answer has no students"))?;
+    ensure!(students.len() == expected as usize, "{name} answered {} students, not {expected}", students.len());
+    let complete = students.iter().all(|student| {
+        student["readingSessions"].as_array().is_some_and(|sessions| {
+            !sessions.is_empty() && sessions.iter().all(|session| session["lesson"]["title"].is_string())
+        })
+    });
+    ensure!(complete, "{name}'s large answer lacks sessions or lessons");
+    Ok(data)
+}
+
+/// Equal JSON, numbers compared by value (`112.0` and `112` alike: Node
+/// and serde print whole floats differently).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_json(a, b)),
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len() && a.iter().all(|(key, a)| b.get(key).is_some_and(|b| same_json(a, b)))
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// Counts backend calls at the stubs: NGINX's `stub_status` request count
+/// around a request, less the count's own request and the gateways' health
+/// checks (which land on the same stubs now and then, and are logged).
+struct Counter {
+    address: SocketAddr,
+    health_log: PathBuf,
+}
+
+impl Counter {
+    /// Requests and connections the stubs have served (the status
+    /// request's included) and health checks logged so far.
+    fn now(&self) -> Result<(u64, u64, u64)> {
+        let health = std::fs::read(&self.health_log).map_or(0, |log| log.iter().filter(|b| **b == b'\n').count());
+        let (status, body) = http_request(self.address, stub::STATUS_PATH, None, None)?;
+        ensure!(status == 200, "the stubs' status answered {status}");
+        // "Active connections: 1\n server accepts handled requests\n 1 1 1\n ..."
+        let counts: Vec<u64> = body
+            .lines()
+            .nth(2)
+            .map(|line| line.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default();
+        let [accepted, _, requests] = counts[..] else { bail!("the stubs' status: {body}") };
+        Ok((requests, accepted, health as u64))
+    }
+
+    /// `request`'s result, the backend calls made meanwhile and the
+    /// connections opened to the stubs for them.
+    fn calls<T>(&self, request: impl FnOnce() -> Result<T>) -> Result<(T, Tally)> {
+        let (requests, accepted, health) = self.now()?;
+        let result = request()?;
+        // A health check counted by NGINX may reach the log an instant
+        // later: read the log after the count.
+        let (requests_after, accepted_after, _) = self.now()?;
+        let health_after = self.now()?.2;
+        let calls = requests_after.saturating_sub(requests).saturating_sub(1).saturating_sub(health_after - health);
+        let connections = accepted_after.saturating_sub(accepted).saturating_sub(1);
+        Ok((result, Tally { calls, connections }))
+    }
+}
+
+/// What one operation cost the stubs.
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    calls: u64,
+    /// New connections (a gateway keeping fewer idle connections than it
+    /// has calls in flight opens more).
+    connections: u64,
 }
 
 fn dashboard_body() -> String {
     json!({"query": DASHBOARD, "operationName": "Dashboard", "variables": {"id": "1"}}).to_string()
 }
 
+fn large_body() -> String {
+    json!({"query": LARGE, "operationName": "Large"}).to_string()
+}
+
 /// portico over the stubs: every service on the one stub, the REST route,
 /// JWT auth for the Dashboard; access logs off (`warn`), as NGINX's
 /// `access_log off`, while metrics, request ids and trace context stay on
-/// (their defaults).
+/// (their defaults). The large answer's cost (500 students, each with up to
+/// 50 sessions by `@listSize`) is above the default `max_cost`, which
+/// protects a public API; the benchmark raises it.
 fn portico_config(port: u16, backend: SocketAddr) -> String {
     let service = |name: &str| {
         format!(
@@ -537,7 +887,7 @@ fn portico_config(port: u16, backend: SocketAddr) -> String {
          {}{}{}\
          [[routes]]\nprefix = \"/student-api/\"\nservice = \"student_api\"\n\n\
          [auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"portico-bench-secret-0123456789-0123456789\"\n\n\
-         [graphql]\nenabled = true\n",
+         [graphql]\nenabled = true\nmax_cost = 1000000\n",
         service("student_api"),
         service("live_reading"),
         service("payment"),
@@ -632,8 +982,10 @@ mod tests {
 
     /// The smoke mode, so that the command cannot rot: portico and NGINX
     /// over the NGINX stubs, each measured with its CPU per request and the
-    /// cores' busy shares. `cargo test --workspace` has built the debug
-    /// `portico` binary (the integration tests need it) before any test runs.
+    /// cores' busy shares, and portico's large answer (a short one) with its
+    /// size, MiB/s per core and backend calls. `cargo test --workspace` has
+    /// built the debug `portico` binary (the integration tests need it)
+    /// before any test runs.
     #[test]
     fn smoke_mode_measures_portico_and_nginx() {
         let workspace = Workspace::locate();
@@ -649,14 +1001,25 @@ mod tests {
         let report = bench(&workspace, &options).expect("the smoke benchmark runs");
         let targets = report["targets"].as_array().expect("targets");
         let names: Vec<&str> = targets.iter().filter_map(|target| target["target"].as_str()).collect();
-        assert_eq!(names, ["portico REST", "NGINX REST", "portico Dashboard"], "{report}");
+        assert_eq!(names, ["portico REST", "NGINX REST", "portico Dashboard", "portico Large"], "{report}");
         for target in targets {
             assert!(target["requests"].as_u64().unwrap_or(0) > 0, "{target}");
             assert!(target["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{target}");
             assert!(target["cpu_us_per_request"].as_f64().unwrap_or(0.0) > 0.0, "{target}");
             let busy = &target["rounds"][0]["core_busy"];
             assert!(busy.as_array().is_some_and(|cores| cores.len() >= 2), "{target}");
+            assert!(target["response_bytes"].as_u64().unwrap_or(0) > 100, "{target}");
         }
+        // The REST passthrough is one call; the Dashboard's first operation
+        // is the contract's four (a warm one may take the lessons from
+        // portico's cache); the large answer one per student and more.
+        let calls = |index: usize, key: &str| targets[index][key].as_u64().unwrap_or(0);
+        assert_eq!((calls(0, "first_backend_calls"), calls(0, "backend_calls")), (1, 1), "{report}");
+        assert_eq!(calls(2, "first_backend_calls"), 4, "{report}");
+        assert!(calls(3, "first_backend_calls") > 50 && calls(3, "backend_calls") > 50, "{report}");
+        let large = &targets[3];
+        assert!(large["response_bytes"].as_u64().unwrap_or(0) > 50_000, "{large}");
+        assert!(large["response_mib_per_s_per_core"].as_f64().unwrap_or(0.0) > 0.0, "{large}");
         let comparison = &report["comparisons"][0];
         assert_eq!(comparison["label"], "REST passthrough: portico / NGINX", "{report}");
         assert!(comparison["ratios"]["cpu_us_per_request"].as_f64().is_some(), "{report}");
@@ -664,9 +1027,27 @@ mod tests {
         assert!(checks.iter().any(|check| check["pass"].is_boolean()), "{report}");
         let markdown = std::fs::read_to_string(options.out_dir.join("results.md")).expect("results.md");
         assert!(markdown.starts_with("| CPU µs per request |"), "{markdown}");
+        assert!(markdown.contains("| issue 12 target |"), "{markdown}");
         for file in ["results.json", "results.png"] {
             assert!(options.out_dir.join(file).is_file(), "{file} missing");
         }
+    }
+
+    /// The large answers of two targets compare by value, not by how they
+    /// print numbers, and a missing field is a difference.
+    #[test]
+    fn large_answers_compare_as_json() {
+        let portico: Value = serde_json::from_str(r#"{"a":[{"wpm":112.0,"t":"x"}]}"#).expect("JSON");
+        let node: Value = serde_json::from_str(r#"{"a":[{"t":"x","wpm":112}]}"#).expect("JSON");
+        assert!(same_json(&portico, &node));
+        let short: Value = serde_json::from_str(r#"{"a":[{"t":"x"}]}"#).expect("JSON");
+        assert!(!same_json(&portico, &short) && !same_json(&short, &portico));
+    }
+
+    #[test]
+    fn chunked_bodies_are_joined() {
+        assert_eq!(dechunk("4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n").expect("chunks"), "{\"a\":1}");
+        assert!(dechunk("9\r\nshort\r\n").is_err());
     }
 
     #[test]
@@ -677,6 +1058,10 @@ mod tests {
         assert!(options.profile && !options.smoke);
         assert_eq!(options.before.as_deref(), Some(Path::new("/old/portico")));
         assert_eq!((options.rounds, options.concurrency), (2, 50));
+        assert_eq!(options.scenarios, Kind::ALL);
+        let options = Options::parse(&workspace, &["--scenarios", "large,dashboard"]).expect("parsed");
+        assert_eq!(options.scenarios, [Kind::Large, Kind::Dashboard]);
+        assert!(Options::parse(&workspace, &["--scenarios", "graphql"]).is_err());
         assert!(Options::parse(&workspace, &["--rounds", "0"]).is_err());
         assert!(Options::parse(&workspace, &["--bogus"]).is_err());
     }

@@ -4,9 +4,25 @@
 //! request than any target and the benchmark measures the gateways.
 //!
 //! The three services share one server: no two of them use the same path.
-//! Answers do not depend on the query string (`location =` ignores it);
-//! the benchmark only asks for student 1, whose sessions name lessons 3, 4
-//! and 7, so `/lesson/` answers exactly the batch the `Dashboard` asks for.
+//! Answers do not depend on the query string (`location =` ignores it),
+//! except that `/sessions/` tells student 1 (the `Dashboard`'s) from the
+//! others and names the asked-for student in its answer. Every session
+//! names lesson 3, 4 or 7, so `/lesson/` answers exactly the batch either
+//! scenario asks for.
+//!
+//! The large-answer scenario (`students(first: 500)`) reads `/users/`, a
+//! page of [`STUDENTS`] users, and one `/sessions/` page per student. Those
+//! bodies are longer than an NGINX configuration string may be (4 KiB), so
+//! they are files, one per student for the sessions, written once before
+//! NGINX starts and served from its open-file cache: NGINX still only
+//! copies bytes. `/nginx-status/` (NGINX's `stub_status`) counts the
+//! requests served, which is how the benchmark counts backend calls; the
+//! gateways' health checks, which it counts too, are logged to
+//! [`HEALTH_LOG`] (they are few) so that they can be told apart.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
 
 /// Student 1, `GET /users/1/` (the REST passthrough's answer, too).
 pub const USER: &str = r#"{"id":1,"username":"ada","email":"ada@example.com","full_name":"Ada Lovelace","grade":5,"created_at":"2026-01-02T03:04:05Z"}"#;
@@ -37,26 +53,95 @@ const PAYMENTS: &str = concat!(
     r#"]}"#
 );
 
-/// The stub's `http` block content: one server on `port`.
-pub fn http_body(port: u16) -> String {
+/// Students on the `/users/` page of the large answer (the contract's
+/// largest page size); the smoke mode serves fewer.
+pub const STUDENTS: u32 = 500;
+
+/// Sessions per student other than student 1 on `/sessions/`: with
+/// [`STUDENTS`] students the large answer is about 1 MB of JSON (within the
+/// default page size of 50, which the stub does not apply).
+const SESSIONS_PER_STUDENT: u32 = 31;
+
+/// The path whose answer is NGINX's request count.
+pub const STATUS_PATH: &str = "/nginx-status/";
+
+/// The file, in the stubs' directory, with one line per health check.
+pub const HEALTH_LOG: &str = "health.log";
+
+/// `GET /users/?page_size=500`: students 1 (Ada, as [`USER`]) to `students`.
+fn users_page(students: u32) -> String {
+    let users: Vec<String> = (1..=students)
+        .map(|id| match id {
+            1 => USER.to_owned(),
+            id => format!(
+                r#"{{"id":{id},"username":"student{id}","email":"student{id}@example.com","full_name":"Student {id}","grade":{},"created_at":"2026-01-02T03:04:05Z"}}"#,
+                id % 8 + 1
+            ),
+        })
+        .collect();
+    format!(r#"{{"count":{students},"next":null,"previous":null,"results":[{}]}}"#, users.join(","))
+}
+
+/// `GET /sessions/?student_id=N` for every student but 1: words per minute
+/// vary (and are never whole, which JavaScript and Rust print alike).
+fn sessions_page(student: u32) -> String {
+    let sessions: Vec<String> = (0..SESSIONS_PER_STUDENT)
+        .map(|index| {
+            format!(
+                r#"{{"id":{},"student_id":{student},"lesson_id":{},"started_at":"2026-02-01T10:00:00Z","words_per_minute":{}.5,"accuracy":0.9{}}}"#,
+                student * 100 + index,
+                [3, 4, 7][index as usize % 3],
+                80 + index * 3,
+                index % 10,
+            )
+        })
+        .collect();
+    format!(r#"{{"count":{SESSIONS_PER_STUDENT},"next":null,"previous":null,"results":[{}]}}"#, sessions.join(","))
+}
+
+/// Writes the large answer's bodies for `students` students into `dir`
+/// (which NGINX's workers must be able to read) and returns the stub's
+/// `http` block content: one server on `port`.
+pub fn http_body(port: u16, dir: &Path, students: u32) -> Result<String> {
+    let write = |name: &str, body: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))
+    };
+    write("users.json", users_page(students))?;
+    std::fs::create_dir_all(dir.join("sessions"))?;
+    for student in 2..=students {
+        write(&format!("sessions/{student}.json"), sessions_page(student))?;
+    }
+    let dir = dir.display();
     let mut text = format!(
         "\x20   server {{\n\
          \x20       listen 127.0.0.1:{port};\n\
-         \x20       default_type application/json;\n"
+         \x20       default_type application/json;\n\
+         \x20       root {dir};\n\
+         \x20       sendfile on;\n\
+         \x20       open_file_cache max=1024 inactive=600s;\n\
+         \x20       open_file_cache_valid 600s;\n"
     );
-    for (path, body) in [
-        ("/health/", r#"{"status":"ok"}"#),
-        ("/users/1/", USER),
-        ("/sessions/", SESSIONS),
-        ("/lesson/", LESSONS),
-        ("/payments/", PAYMENTS),
-    ] {
+    text.push_str(&format!(
+        "\x20       location = /health/ {{ access_log {dir}/{HEALTH_LOG}; return 200 '{{\"status\":\"ok\"}}'; }}\n"
+    ));
+    for (path, body) in [("/users/1/", USER), ("/lesson/", LESSONS), ("/payments/", PAYMENTS)] {
         // Single-quoted NGINX strings: the bodies hold no `'`, `\` or `$`.
         debug_assert!(!body.contains(['\'', '\\', '$']));
         text.push_str(&format!("\x20       location = {path} {{ return 200 '{body}'; }}\n"));
     }
+    // The rewrites serve a file under `root` from this location (`break`:
+    // no second location match); an unknown student is a 404.
+    text.push_str(&format!(
+        "\x20       location = /users/ {{ rewrite ^ /users.json break; }}\n\
+         \x20       location = /sessions/ {{\n\
+         \x20           if ($arg_student_id = \"1\") {{ return 200 '{SESSIONS}'; }}\n\
+         \x20           rewrite ^ /sessions/$arg_student_id.json break;\n\
+         \x20       }}\n"
+    ));
+    text.push_str(&format!("\x20       location = {STATUS_PATH} {{ stub_status; }}\n"));
     text.push_str("\x20       location / { return 404 '{\"detail\":\"Not found.\"}'; }\n    }\n");
-    text
+    Ok(text)
 }
 
 #[cfg(test)]
@@ -86,6 +171,27 @@ mod tests {
         assert_eq!(served, wanted);
         for body in [USER, SESSIONS, LESSONS, PAYMENTS] {
             assert!(!body.contains(['\'', '\\', '$']), "{body}");
+        }
+    }
+
+    /// The large answer's pages: every student, Ada first, and each
+    /// student's sessions (within the default page size) name their student
+    /// and only lessons the lesson batch serves.
+    #[test]
+    fn large_answer_pages_are_the_contracts_shapes() {
+        let users: serde_json::Value = serde_json::from_str(&users_page(STUDENTS)).expect("users JSON");
+        let results = users["results"].as_array().expect("results");
+        assert_eq!((users["count"].as_u64(), results.len()), (Some(u64::from(STUDENTS)), STUDENTS as usize));
+        assert_eq!(results[0]["full_name"], "Ada Lovelace");
+        assert_eq!(results[499]["id"], 500);
+        let sessions: serde_json::Value = serde_json::from_str(&sessions_page(42)).expect("sessions JSON");
+        let sessions = sessions["results"].as_array().expect("results");
+        assert!(sessions.len() <= 50);
+        for session in sessions {
+            assert_eq!(session["student_id"], 42);
+            assert!([3, 4, 7].contains(&session["lesson_id"].as_u64().expect("lesson_id")), "{session}");
+            let wpm = session["words_per_minute"].as_f64().expect("words_per_minute");
+            assert!(wpm.fract() != 0.0, "{session}");
         }
     }
 }
