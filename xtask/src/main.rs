@@ -60,7 +60,8 @@ commands:
                     the large answer (default 2);
                     --portico: use this binary instead of building one;
                     --before: also measure this (previous) portico binary, for before/after;
-                    --profile: one more portico REST run under `perf record -g` (target/bench/profile.txt)
+                    --profile: one more portico run of REST and of the Dashboard under `perf record -g`
+                    (target/bench/profile-rest.txt, profile-dashboard.txt)
   fuzz [--seconds N] [TARGET]...
                     run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after the other, each
                     for N seconds (default 60); targets: config, path, sdl, graphql_limits, jwt,

@@ -183,8 +183,8 @@ impl Options {
         ensure!(!options.scenarios.is_empty(), "--scenarios names none");
         if options.profile {
             ensure!(
-                options.scenarios.contains(&Kind::Rest),
-                "--profile records the REST scenario; add it to --scenarios"
+                options.scenarios.contains(&Kind::Rest) || options.scenarios.contains(&Kind::Dashboard),
+                "--profile records the REST and Dashboard scenarios; add one of them to --scenarios"
             );
         }
         Ok(options)
@@ -477,23 +477,27 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     }
 
     if options.profile {
-        let target = targets.iter().find(|target| target.name == "portico REST").context("portico REST")?;
-        let pid = children.pid(target.process).context("portico's process")?;
-        step(format!("profiling portico under the REST load: perf record -g and perf stat for {} s", options.seconds));
-        // perf outlasts the load by a second, so that the counts hold the
-        // whole run (an idle portico adds next to nothing).
-        let recording = profile::Recording::start(pid, options.seconds + 1, cpus.load, &options.out_dir)?;
-        let result = load(&script, target, options.seconds, cpus)?;
-        let path = recording.finish(
-            &format!(
-                "portico ({}) under GET {REST_PATH}, {} connections: {:.0} req/s while recorded",
-                portico.display(),
-                options.concurrency,
-                result.throughput()
-            ),
-            result.requests,
-        )?;
-        println!("    profile: {}", path.display());
+        // The gateway under each of its own scenarios that ran.
+        for (name, what) in [("rest", format!("GET {REST_PATH}")), ("dashboard", "the Dashboard operation".to_owned())] {
+            let wanted = if name == "rest" { "portico REST" } else { "portico Dashboard" };
+            let Some(target) = targets.iter().find(|target| target.name == wanted) else { continue };
+            let pid = children.pid(target.process).context("portico's process")?;
+            step(format!("profiling portico under {what}: perf record -g and perf stat for {} s", options.seconds));
+            // perf outlasts the load by a second, so that the counts hold the
+            // whole run (an idle portico adds next to nothing).
+            let recording = profile::Recording::start(pid, options.seconds + 1, cpus.load, &options.out_dir, name)?;
+            let result = load(&script, target, options.seconds, cpus)?;
+            let path = recording.finish(
+                &format!(
+                    "portico ({}) under {what}, {} connections: {:.0} req/s while recorded",
+                    portico.display(),
+                    options.concurrency,
+                    result.throughput()
+                ),
+                result.requests,
+            )?;
+            println!("    profile: {}", path.display());
+        }
     }
 
     let cores = Cores { target: cpus.target, load: cpus.load };

@@ -1,6 +1,6 @@
 //! `--profile`: `perf record -g` on the portico process during one extra
 //! REST run (not counted in the results: perf costs the target time), and
-//! the top of `perf report --stdio` in `profile.txt`: where the time goes by
+//! the top of `perf report --stdio` in `profile-<scenario>.txt`: where the time goes by
 //! binary (kernel or user space), by function, and by function with its
 //! callees, so that a change's before and after can be shown side by side.
 //! Alongside, `perf stat` counts the process's system calls over the same
@@ -59,9 +59,10 @@ pub fn ensure_perf() -> Result<()> {
 impl Recording {
     /// Samples `pid` (all its threads, kernel and user stacks) and counts
     /// its system calls for `seconds`, perf itself on the load CPU.
-    pub fn start(pid: u32, seconds: u32, load_cpu: usize, out_dir: &Path) -> Result<Recording> {
-        let data = out_dir.join("perf.data");
-        let counts = out_dir.join("syscalls.csv");
+    /// `name` tells this recording's files from another's (`rest`, `dashboard`).
+    pub fn start(pid: u32, seconds: u32, load_cpu: usize, out_dir: &Path, name: &str) -> Result<Recording> {
+        let data = out_dir.join(format!("perf-{name}.data"));
+        let counts = out_dir.join(format!("syscalls-{name}.csv"));
         let pid = pid.to_string();
         // With a command, perf stops when the command ends.
         let duration = ["--", "sleep", &seconds.to_string()].map(str::to_owned);
@@ -88,7 +89,7 @@ impl Recording {
         Ok(Recording { record, stat, data, counts })
     }
 
-    /// Waits for the recording to end and writes `profile.txt` next to the
+    /// Waits for the recording to end and writes `profile-<name>.txt` next to the
     /// data (`requests`: how many the load completed meanwhile); returns
     /// its path.
     pub fn finish(self, heading: &str, requests: u64) -> Result<PathBuf> {
@@ -129,7 +130,8 @@ impl Recording {
                 let _ = writeln!(text, "{}", line.trim_end());
             }
         }
-        let path = self.data.with_file_name("profile.txt");
+        let name = self.data.file_stem().and_then(|stem| stem.to_str()).unwrap_or("perf").replacen("perf-", "profile-", 1);
+        let path = self.data.with_file_name(format!("{name}.txt"));
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
