@@ -260,14 +260,19 @@ pub(crate) async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
 }
 
 /// Posts an operation as student 1 with the `payments:read` scope.
-async fn post_graphql(gateway: &Gateway, body: Value) -> (StatusCode, Value) {
-    let response = client()
+async fn send_graphql(gateway: &Gateway, body: Value) -> reqwest::Response {
+    client()
         .post(gateway.url("/graphql"))
         .bearer_auth(token("1", "payments:read"))
         .json(&body)
         .send()
         .await
-        .expect("response");
+        .expect("response")
+}
+
+/// Posts an operation as student 1 with the `payments:read` scope.
+async fn post_graphql(gateway: &Gateway, body: Value) -> (StatusCode, Value) {
+    let response = send_graphql(gateway, body).await;
     let status = response.status();
     (status, response.json().await.expect("JSON"))
 }
@@ -760,14 +765,7 @@ async fn the_standard_introspection_query_returns_the_schema_at_the_default_limi
 /// Posts an operation and returns the answer's text, whose key order the
 /// parsed JSON would lose.
 async fn post_graphql_text(gateway: &Gateway, body: Value) -> String {
-    let response = client()
-        .post(gateway.url("/graphql"))
-        .bearer_auth(token("1", "payments:read"))
-        .json(&body)
-        .send()
-        .await
-        .expect("response");
-    response.text().await.expect("text")
+    send_graphql(gateway, body).await.text().await.expect("text")
 }
 
 #[tokio::test]

@@ -49,18 +49,27 @@ fn ensure_audit_tool(workspace: &Workspace) -> Result<()> {
         println!("    the GraphQL-over-HTTP audit suite is installed");
         return Ok(());
     }
-    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    fs::write(scratch.join("package.json"), "{ \"private\": true }\n").context("writing the scratch package.json")?;
     step(format!("installing the GraphQL-over-HTTP audit suite ({wanted}) with npm"));
+    npm_install(&scratch, &AUDIT_PACKAGES, "the GraphQL-over-HTTP audit suite")?;
+    fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
+}
+
+/// `npm install`s `packages` into the scratch folder `scratch` (under
+/// `target/`; nothing from it is committed).
+fn npm_install(scratch: &Path, packages: &[&str], what: &str) -> Result<()> {
+    fs::create_dir_all(scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    fs::write(scratch.join("package.json"), "{ \"private\": true }\n").context("writing the scratch package.json")?;
+    if let Err(error) = Command::new("npm").arg("--version").stdout(Stdio::null()).status() {
+        bail!("npm is needed to install {what} ({error}); install Node.js and npm, then run this again");
+    }
     run(
         Command::new("npm")
             .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error"])
-            .args(AUDIT_PACKAGES)
-            .current_dir(&scratch)
+            .args(packages)
+            .current_dir(scratch)
             .stdin(Stdio::null()),
-        "npm install (graphql-http)",
-    )?;
-    fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
+        &format!("npm install ({what})"),
+    )
 }
 
 /// The npm packages whose UMD bundles make the GraphiQL playground. Pinned,
@@ -89,20 +98,8 @@ fn ensure_playground(workspace: &Workspace) -> Result<()> {
         return Ok(());
     }
     let scratch = workspace.root().join("target").join("graphiql-npm");
-    fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    fs::write(scratch.join("package.json"), "{ \"private\": true }\n").context("writing the scratch package.json")?;
     step(format!("installing the GraphiQL playground ({wanted}) with npm"));
-    if let Err(error) = Command::new("npm").arg("--version").stdout(Stdio::null()).status() {
-        bail!("npm is needed to install the GraphiQL playground's files ({error}); install Node.js and npm, then run this again");
-    }
-    run(
-        Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--no-save", "--loglevel", "error"])
-            .args(PLAYGROUND_PACKAGES)
-            .current_dir(&scratch)
-            .stdin(Stdio::null()),
-        "npm install (GraphiQL)",
-    )?;
+    npm_install(&scratch, &PLAYGROUND_PACKAGES, "the GraphiQL playground's files")?;
     fs::create_dir_all(&assets).with_context(|| format!("creating {}", assets.display()))?;
     for (source, name) in PLAYGROUND_FILES {
         let from = scratch.join("node_modules").join(source);

@@ -478,7 +478,8 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
 
     if options.profile {
         // The gateway under each of its own scenarios that ran.
-        for (name, what) in [("rest", format!("GET {REST_PATH}")), ("dashboard", "the Dashboard operation".to_owned())] {
+        for (name, what) in [("rest", format!("GET {REST_PATH}")), ("dashboard", "the Dashboard operation".to_owned())]
+        {
             let wanted = if name == "rest" { "portico REST" } else { "portico Dashboard" };
             let Some(target) = targets.iter().find(|target| target.name == wanted) else { continue };
             let pid = children.pid(target.process).context("portico's process")?;

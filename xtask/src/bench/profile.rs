@@ -130,7 +130,8 @@ impl Recording {
                 let _ = writeln!(text, "{}", line.trim_end());
             }
         }
-        let name = self.data.file_stem().and_then(|stem| stem.to_str()).unwrap_or("perf").replacen("perf-", "profile-", 1);
+        let name =
+            self.data.file_stem().and_then(|stem| stem.to_str()).unwrap_or("perf").replacen("perf-", "profile-", 1);
         let path = self.data.with_file_name(format!("{name}.txt"));
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
