@@ -24,8 +24,10 @@ use crate::cache::{Cache, CacheLayer, CachePolicy, CacheSetupError};
 use crate::check::CheckLayer;
 use crate::client::{ClientAddressLayer, TrustedProxies};
 use crate::config::Config;
+use crate::cors::{CorsLayer, CorsPolicy};
 use crate::error::{ErrorEdgeLayer, GatewayError};
 use crate::graphql::{GraphqlEndpoint, GraphqlSetupError};
+use crate::headers::RequestHeaderRules;
 use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
 use crate::routing::CanonicalPath;
@@ -119,8 +121,12 @@ pub enum StateError {
 /// Every route of `config`, looked up once per request by [`RouteLayer`].
 fn route_table(state: &AppState, config: &Config) -> RouteTable {
     let server = &config.server;
+    let cors_policies = CorsPolicy::all(&config.cors);
+    let cors_policy = |name: Option<&str>| name.and_then(|name| cors_policies.get(name)).cloned();
     let rest_routes = config.routes.iter().filter_map(|route| {
-        let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?;
+        let service_headers = config.services.get(&route.service).map(|service| &service.headers);
+        let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?
+            .with_request_headers(RequestHeaderRules::new(service_headers.into_iter().chain([&route.headers])));
         let cache = route.cache.clone().map(|settings| {
             Arc::new(CachePolicy {
                 route: Arc::clone(&rest.prefix),
@@ -135,6 +141,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
             auth: auth::Policy { mode: route.auth, scopes: route.scopes.clone() },
             rate_limit: state.rate_limiter.policy_for(route.rate_limit.as_deref()),
             cache,
+            cors: cors_policy(route.cors.as_deref()),
             door: Door::Rest(Arc::new(rest)),
         }))
     });
@@ -147,6 +154,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
             auth: auth::Policy { mode: graphql.auth, scopes: Vec::new() },
             rate_limit: state.rate_limiter.policy_for(graphql.rate_limit.as_deref()),
             cache: None,
+            cors: cors_policy(config.cors.graphql.as_deref()),
         })
     });
     let unrouted = Route {
@@ -156,6 +164,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
         auth: auth::Policy::default(),
         rate_limit: state.rate_limiter.policy_for(None),
         cache: None,
+        cors: None,
     };
     let mut operations = vec![(Arc::from("/healthz"), Operation::Health), (Arc::from("/readyz"), Operation::Ready)];
     // With an admin listener configured, the scrape path is served there only.
@@ -191,17 +200,21 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
 /// 8. route: the one lookup; operational endpoints (`/healthz`, `/readyz`,
 ///    metrics, cache admin) are answered here, outside the client layers,
 ///    and every other request carries its `Arc<Route>` inwards;
-/// 9. authentication: forged identity headers are removed and credentials
-///    verified against the route's policy; later layers (rate limits,
-///    caches) key on the identity it records;
-/// 10. rate limit: after authentication, so the budget belongs to the
+/// 9. CORS: right after the lookup that names the route's policy, so a
+///    preflight is answered before authentication and the rate limit (no
+///    credentials, no charge, no backend call), and every later answer,
+///    refusals included, gets the route's CORS headers;
+/// 10. authentication: forged identity headers are removed and credentials
+///     verified against the route's policy; later layers (rate limits,
+///     caches) key on the identity it records;
+/// 11. rate limit: after authentication, so the budget belongs to the
 ///     verified caller (a client cannot escape it by changing its address),
 ///     and before anything that spends backend capacity;
-/// 11. response cache: after authentication, because private answers are
+/// 12. response cache: after authentication, because private answers are
 ///     keyed by the verified caller it records; after the rate limit, so a
 ///     cached answer still counts against the caller's budget; innermost,
 ///     so a hit skips only the door and the backend;
-/// 12. the doors: the REST passthrough (under the route's deadline, retries
+/// 13. the doors: the REST passthrough (under the route's deadline, retries
 ///     included, inside the cache so a cached answer is never cut short) or
 ///     the GraphQL endpoint (its operations have their own deadline).
 pub fn app(
@@ -239,6 +252,7 @@ pub fn app(
         .layer(CheckLayer::new(HostGuard))
         .layer(CheckLayer::new(CanonicalPath))
         .layer(RouteLayer::new(table, operations))
+        .layer(CorsLayer::<Route, GatewayError>::new(|error, request_id| error.into_response_with_id(request_id)))
         .layer(AuthLayer::<Route, GatewayError>::new(Arc::clone(&state.auth)))
         .layer(RateLimitLayer::<Route, GatewayError>::new(
             Arc::clone(&state.rate_limiter),

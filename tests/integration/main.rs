@@ -4,9 +4,11 @@
 mod auth;
 mod balancing;
 mod cache;
+mod cors;
 mod errors;
 mod graphql;
 mod harness;
+mod headers;
 mod playground;
 mod process;
 mod protocol;
