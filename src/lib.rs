@@ -65,4 +65,5 @@ pub mod upstream;
 
 pub use app::app;
 pub use app::serve;
+pub use app::serve_reloading;
 pub use config::Config;

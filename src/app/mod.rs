@@ -3,6 +3,7 @@
 //! front doors. Nothing else imports this module except the crate root.
 
 mod doors;
+mod reload;
 mod route;
 
 use std::convert::Infallible;
@@ -47,6 +48,8 @@ pub struct AppState {
     rate_limiter: Arc<RateLimiter>,
     telemetry: Telemetry,
     cache: Arc<Cache>,
+    /// The served configuration's hash, when it came from a file.
+    config_hash: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -67,7 +70,55 @@ impl AppState {
         for circuit in rate_limiter.redis_circuit().into_iter().chain(cache.redis_circuit()) {
             telemetry.metrics().watch_redis(Arc::clone(circuit));
         }
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache })
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+    }
+
+    /// The state for a reloaded configuration `config`, replacing
+    /// `previous` (built from `old`): the rate limiter and the response
+    /// cache are kept, with their state, when their sections are unchanged
+    /// (compared by their `Debug` rendering, which shows every field).
+    fn reloaded(
+        previous: &AppState,
+        old: &Config,
+        config: &Config,
+        upstreams: Upstreams,
+        telemetry: Telemetry,
+    ) -> Result<Self, StateError> {
+        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+        let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
+        let graphql = match (&config.schema, config.graphql.enabled) {
+            (Some(model), true) => {
+                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
+            }
+            _ => None,
+        };
+        let rate_limiter =
+            if same(&(&old.rate_limiting, &old.rate_limits), &(&config.rate_limiting, &config.rate_limits)) {
+                Arc::clone(&previous.rate_limiter)
+            } else {
+                let limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
+                if let Some(circuit) = limiter.redis_circuit() {
+                    telemetry.metrics().watch_redis(Arc::clone(circuit));
+                }
+                limiter
+            };
+        let cache = if same(&old.cache, &config.cache) {
+            Arc::clone(&previous.cache)
+        } else {
+            let cache = Arc::new(Cache::new(&config.cache)?);
+            report_cache(&telemetry, &cache);
+            if let Some(circuit) = cache.redis_circuit() {
+                telemetry.metrics().watch_redis(Arc::clone(circuit));
+            }
+            cache
+        };
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+    }
+
+    /// The state, reporting `hash` as its configuration's on `/readyz`.
+    pub fn with_config_hash(mut self, hash: Arc<str>) -> Self {
+        self.config_hash = Some(hash);
+        self
     }
 
     /// The authenticator, whose background work the server keeps running.
@@ -224,7 +275,8 @@ pub fn app(
 {
     let body_read_timeout = config.server.body_read_timeout;
     let table = route_table(&state, config);
-    let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache));
+    let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache))
+        .with_config_hash(state.config_hash.clone());
     let doors = Doors::new(state.graphql.clone(), &config.graphql.path, Arc::clone(&state.cache));
     let trusted_proxies = TrustedProxies::new(&config.rate_limiting.trusted_proxies);
     ServiceBuilder::new()
@@ -274,6 +326,9 @@ pub enum ServeError {
     /// The listener could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The configuration file could not be loaded.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then stops
@@ -296,4 +351,38 @@ pub async fn serve(
     let gateway = app(state, &config);
     server::run(&config.server, &config.base_dir, listener, gateway, shutdown).await?;
     Ok(())
+}
+
+/// Like [`serve`], for the configuration file at `path`, reloaded on
+/// `SIGHUP` and whenever it or a file it names changes (see
+/// `app/reload.rs`); `/readyz` reports the served configuration's hash.
+pub async fn serve_reloading(
+    path: std::path::PathBuf,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (config, hash) = reload::load_initial(&path)?;
+    let telemetry = Telemetry::new(&config.telemetry);
+    let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
+    telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
+    let _admin = server::serve_admin(&config.telemetry.metrics, &telemetry).await?;
+    let state = AppState::new(&config, upstreams, telemetry.clone())?.with_config_hash(Arc::clone(&hash));
+    let background = reload::Background::start(&state);
+    let live = reload::Live::new(app(state.clone(), &config));
+    let (server_config, base_dir) = (config.server.clone(), config.base_dir.clone());
+    tracing::info!(%hash, path = %path.display(), "configuration loaded; reloaded on SIGHUP or when it changes");
+    let reloader = reload::Reloader::new(path, config, hash, state, background, telemetry, live.clone(), app);
+    let reloading = AbortOnDrop(tokio::spawn(reloader.run()));
+    server::run(&server_config, &base_dir, listener, live, shutdown).await?;
+    drop(reloading);
+    Ok(())
+}
+
+/// Stops the reloader when serving ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

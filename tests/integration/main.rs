@@ -16,6 +16,7 @@ mod ratelimit;
 mod recovery;
 #[path = "../support/redis.rs"]
 mod redis_server;
+mod reload;
 mod resilience;
 mod routing;
 mod shutdown;
