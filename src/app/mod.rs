@@ -372,7 +372,7 @@ pub async fn serve_reloading(
     let (server_config, base_dir) = (config.server.clone(), config.base_dir.clone());
     tracing::info!(%hash, path = %path.display(), "configuration loaded; reloaded on SIGHUP or when it changes");
     let reloader = reload::Reloader::new(path, config, hash, state, background, telemetry, live.clone(), app);
-    let reloading = AbortOnDrop(tokio::spawn(reloader.run()));
+    let reloading = AbortOnDrop(reloader.start());
     server::run(&server_config, &base_dir, listener, live, shutdown).await?;
     drop(reloading);
     Ok(())

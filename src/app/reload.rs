@@ -190,17 +190,22 @@ impl<S: Send + Sync + 'static> Reloader<S> {
         Self { path, config, hash, state, background, telemetry, live, build }
     }
 
-    /// Runs until dropped (the task is aborted when serving ends).
-    pub async fn run(mut self) {
-        let (events, mut changed) = mpsc::channel::<()>(1);
-        let mut watcher = match self.watch(events) {
+    /// Starts watching now (a change right after this returns is seen)
+    /// and reloads in a task, until the returned handle is aborted.
+    pub fn start(self) -> tokio::task::JoinHandle<()> {
+        let (events, changed) = mpsc::channel::<()>(1);
+        let watcher = match self.watch(events) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(%error, path = %self.path.display(), "cannot watch the configuration; reload with SIGHUP");
                 None
             }
         };
-        let mut hangup = Hangup::install();
+        let hangup = Hangup::install();
+        tokio::spawn(self.run(watcher, changed, hangup))
+    }
+
+    async fn run(mut self, mut watcher: Option<Watching>, mut changed: mpsc::Receiver<()>, mut hangup: Hangup) {
         loop {
             tokio::select! {
                 () = hangup.next() => tracing::info!("SIGHUP: reloading the configuration"),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -26,9 +26,17 @@ async fn served_hash(gateway: &Gateway) -> String {
 /// Writes `text` and waits until the gateway serves a configuration other
 /// than `previous`; returns its hash.
 async fn reload_to(gateway: &Gateway, path: &Path, text: &str, previous: &str) -> String {
-    std::fs::write(path, text).expect("write config");
+    replace(path, text);
     eventually(PATIENCE, || async { served_hash(gateway).await != previous }).await;
     served_hash(gateway).await
+}
+
+/// Replaces a file as deploy tools and editors do (write aside, rename), so
+/// the gateway never reads a half-written file.
+fn replace(path: &Path, text: &str) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, text).expect("write file");
+    std::fs::rename(&aside, path).expect("rename file");
 }
 
 async fn reload_counter(gateway: &Gateway, result: &str) -> u64 {
@@ -144,7 +152,7 @@ async fn a_schema_change_adds_a_field() {
         1,
     );
     assert_ne!(changed, original, "the schema's Lesson type moved; update this test");
-    std::fs::write(&schema, changed).expect("write schema");
+    replace(&schema, &changed);
     eventually(PATIENCE, || async { served_hash(&gateway).await != first }).await;
     assert!(fields().await.contains(&"subtitle".to_owned()));
 }
@@ -160,40 +168,39 @@ async fn reloads_under_load_lose_no_request() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut load = Vec::new();
     for _ in 0..8 {
-        let (gateway, stop, answered) = (Arc::clone(&gateway), Arc::clone(&stop), Arc::clone(&answered));
+        let (gateway, stop, answered, failures) =
+            (Arc::clone(&gateway), Arc::clone(&stop), Arc::clone(&answered), Arc::clone(&failures));
         load.push(tokio::spawn(async move {
             let client = client();
-            let mut failures = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                match client.get(gateway.url("/a/x")).send().await {
+                let failure = match client.get(gateway.url("/a/x")).send().await {
                     Ok(answer) if answer.status() == StatusCode::OK => {
                         answered.fetch_add(1, Ordering::SeqCst);
+                        continue;
                     }
-                    Ok(answer) => failures.push(answer.status().to_string()),
-                    Err(error) => failures.push(error.to_string()),
-                }
+                    Ok(answer) => answer.status().to_string(),
+                    Err(error) => format!("{error:?}"),
+                };
+                failures.lock().expect("failures").push(failure);
             }
-            failures
         }));
     }
+    let lost = || failures.lock().expect("failures").clone();
     for round in 0..5 {
         let before = answered.load(Ordering::SeqCst);
         let text = format!("{}[[routes]]\nprefix = \"/round-{round}/\"\nservice = \"a\"\n", config(&quiet("a", &a)));
         hash = reload_to(&gateway, &path, &text, &hash).await;
         // Requests were flowing across this reload.
-        let flowing = Arc::clone(&answered);
-        eventually(PATIENCE, || {
-            let flowing = Arc::clone(&flowing);
-            async move { flowing.load(Ordering::SeqCst) > before }
-        })
-        .await;
+        eventually(PATIENCE, || async { answered.load(Ordering::SeqCst) > before || !lost().is_empty() }).await;
+        assert_eq!(lost(), Vec::<String>::new(), "requests lost across reload {round}");
     }
     stop.store(true, Ordering::SeqCst);
     for task in load {
-        let failures = task.await.expect("load task");
-        assert!(failures.is_empty(), "requests lost across reloads: {failures:?}");
+        task.await.expect("load task");
     }
+    assert_eq!(lost(), Vec::<String>::new(), "requests lost across reloads");
     assert_eq!(reload_counter(&gateway, "ok").await, 5);
 }
