@@ -127,7 +127,7 @@ impl GatewayError {
 
     /// The answer for this error; `request_id` is echoed so the client can
     /// quote it when reporting the problem.
-    fn into_response_with_id(self, request_id: Option<&HeaderValue>) -> Response {
+    pub(crate) fn into_response_with_id(self, request_id: Option<&HeaderValue>) -> Response {
         let presentation = self.present();
         if presentation.status.is_server_error() {
             tracing::warn!(error = %ErrorChain(&self), code = presentation.code, "request failed");

@@ -16,6 +16,9 @@
 //!   caller key.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
+//! - [`cors`]: CORS policies for browser front ends, per route.
+//! - [`headers`]: declarative header rules between clients and backends
+//!   (both doors), and the merge of several calls' answer headers.
 //! - [`auth`]: JWT and API-key authentication, per-route policies.
 //! - [`identity`]: the verified caller, as layers hand it to the doors.
 //! - [`problems`]: configuration problem lists (a leaf every concern's
@@ -43,10 +46,12 @@ pub mod cache;
 pub mod check;
 pub mod client;
 pub mod config;
+pub mod cors;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod graphql;
+pub mod headers;
 pub mod identity;
 pub mod problems;
 pub mod proxy;
@@ -60,4 +65,5 @@ pub mod upstream;
 
 pub use app::app;
 pub use app::serve;
+pub use app::serve_reloading;
 pub use config::Config;

@@ -179,7 +179,12 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        portico::serve(config, listener, shutdown.first()).await?;
+        // A configuration file is reloaded on SIGHUP and when it changes;
+        // the embedded default has nothing to reload.
+        match config_path {
+            Some(path) => portico::serve_reloading(path, listener, shutdown.first()).await?,
+            None => portico::serve(config, listener, shutdown.first()).await?,
+        }
         anyhow::Ok(())
     });
     drop(telemetry);

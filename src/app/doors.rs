@@ -91,12 +91,19 @@ pub struct Operations {
     upstreams: Upstreams,
     telemetry: Telemetry,
     cache: Arc<Cache>,
+    config_hash: Option<Arc<str>>,
 }
 
 impl Operations {
     /// The endpoints, reporting on `upstreams` and `telemetry`.
     pub fn new(upstreams: Upstreams, telemetry: Telemetry, cache: Arc<Cache>) -> Self {
-        Self { upstreams, telemetry, cache }
+        Self { upstreams, telemetry, cache, config_hash: None }
+    }
+
+    /// The endpoints, with `/readyz` naming the served configuration.
+    pub fn with_config_hash(mut self, hash: Option<Arc<str>>) -> Self {
+        self.config_hash = hash;
+        self
     }
 
     /// Answers one operational request.
@@ -121,10 +128,12 @@ impl Operations {
     /// traffic.
     fn readiness(&self) -> Response {
         let unready = self.upstreams.unready_services();
+        let config = self.config_hash.as_deref();
         if unready.is_empty() {
-            Json(json!({ "status": "ready" })).into_response()
+            Json(json!({ "status": "ready", "config": config })).into_response()
         } else {
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unready", "services": unready }))).into_response()
+            let body = json!({ "status": "unready", "services": unready, "config": config });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
 }

@@ -3,6 +3,7 @@
 //! front doors. Nothing else imports this module except the crate root.
 
 mod doors;
+mod reload;
 mod route;
 
 use std::convert::Infallible;
@@ -24,8 +25,10 @@ use crate::cache::{Cache, CacheLayer, CachePolicy, CacheSetupError};
 use crate::check::CheckLayer;
 use crate::client::{ClientAddressLayer, TrustedProxies};
 use crate::config::Config;
+use crate::cors::{CorsLayer, CorsPolicy};
 use crate::error::{ErrorEdgeLayer, GatewayError};
 use crate::graphql::{GraphqlEndpoint, GraphqlSetupError};
+use crate::headers::RequestHeaderRules;
 use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
 use crate::routing::CanonicalPath;
@@ -45,6 +48,8 @@ pub struct AppState {
     rate_limiter: Arc<RateLimiter>,
     telemetry: Telemetry,
     cache: Arc<Cache>,
+    /// The served configuration's hash, when it came from a file.
+    config_hash: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -65,7 +70,55 @@ impl AppState {
         for circuit in rate_limiter.redis_circuit().into_iter().chain(cache.redis_circuit()) {
             telemetry.metrics().watch_redis(Arc::clone(circuit));
         }
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache })
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+    }
+
+    /// The state for a reloaded configuration `config`, replacing
+    /// `previous` (built from `old`): the rate limiter and the response
+    /// cache are kept, with their state, when their sections are unchanged
+    /// (compared by their `Debug` rendering, which shows every field).
+    fn reloaded(
+        previous: &AppState,
+        old: &Config,
+        config: &Config,
+        upstreams: Upstreams,
+        telemetry: Telemetry,
+    ) -> Result<Self, StateError> {
+        let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+        let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
+        let graphql = match (&config.schema, config.graphql.enabled) {
+            (Some(model), true) => {
+                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
+            }
+            _ => None,
+        };
+        let rate_limiter =
+            if same(&(&old.rate_limiting, &old.rate_limits), &(&config.rate_limiting, &config.rate_limits)) {
+                Arc::clone(&previous.rate_limiter)
+            } else {
+                let limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
+                if let Some(circuit) = limiter.redis_circuit() {
+                    telemetry.metrics().watch_redis(Arc::clone(circuit));
+                }
+                limiter
+            };
+        let cache = if same(&old.cache, &config.cache) {
+            Arc::clone(&previous.cache)
+        } else {
+            let cache = Arc::new(Cache::new(&config.cache)?);
+            report_cache(&telemetry, &cache);
+            if let Some(circuit) = cache.redis_circuit() {
+                telemetry.metrics().watch_redis(Arc::clone(circuit));
+            }
+            cache
+        };
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+    }
+
+    /// The state, reporting `hash` as its configuration's on `/readyz`.
+    pub fn with_config_hash(mut self, hash: Arc<str>) -> Self {
+        self.config_hash = Some(hash);
+        self
     }
 
     /// The authenticator, whose background work the server keeps running.
@@ -119,8 +172,12 @@ pub enum StateError {
 /// Every route of `config`, looked up once per request by [`RouteLayer`].
 fn route_table(state: &AppState, config: &Config) -> RouteTable {
     let server = &config.server;
+    let cors_policies = CorsPolicy::all(&config.cors);
+    let cors_policy = |name: Option<&str>| name.and_then(|name| cors_policies.get(name)).cloned();
     let rest_routes = config.routes.iter().filter_map(|route| {
-        let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?;
+        let service_headers = config.services.get(&route.service).map(|service| &service.headers);
+        let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?
+            .with_request_headers(RequestHeaderRules::new(service_headers.into_iter().chain([&route.headers])));
         let cache = route.cache.clone().map(|settings| {
             Arc::new(CachePolicy {
                 route: Arc::clone(&rest.prefix),
@@ -135,6 +192,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
             auth: auth::Policy { mode: route.auth, scopes: route.scopes.clone() },
             rate_limit: state.rate_limiter.policy_for(route.rate_limit.as_deref()),
             cache,
+            cors: cors_policy(route.cors.as_deref()),
             door: Door::Rest(Arc::new(rest)),
         }))
     });
@@ -147,6 +205,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
             auth: auth::Policy { mode: graphql.auth, scopes: Vec::new() },
             rate_limit: state.rate_limiter.policy_for(graphql.rate_limit.as_deref()),
             cache: None,
+            cors: cors_policy(config.cors.graphql.as_deref()),
         })
     });
     let unrouted = Route {
@@ -156,6 +215,7 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
         auth: auth::Policy::default(),
         rate_limit: state.rate_limiter.policy_for(None),
         cache: None,
+        cors: None,
     };
     let mut operations = vec![(Arc::from("/healthz"), Operation::Health), (Arc::from("/readyz"), Operation::Ready)];
     // With an admin listener configured, the scrape path is served there only.
@@ -191,17 +251,21 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
 /// 8. route: the one lookup; operational endpoints (`/healthz`, `/readyz`,
 ///    metrics, cache admin) are answered here, outside the client layers,
 ///    and every other request carries its `Arc<Route>` inwards;
-/// 9. authentication: forged identity headers are removed and credentials
-///    verified against the route's policy; later layers (rate limits,
-///    caches) key on the identity it records;
-/// 10. rate limit: after authentication, so the budget belongs to the
+/// 9. CORS: right after the lookup that names the route's policy, so a
+///    preflight is answered before authentication and the rate limit (no
+///    credentials, no charge, no backend call), and every later answer,
+///    refusals included, gets the route's CORS headers;
+/// 10. authentication: forged identity headers are removed and credentials
+///     verified against the route's policy; later layers (rate limits,
+///     caches) key on the identity it records;
+/// 11. rate limit: after authentication, so the budget belongs to the
 ///     verified caller (a client cannot escape it by changing its address),
 ///     and before anything that spends backend capacity;
-/// 11. response cache: after authentication, because private answers are
+/// 12. response cache: after authentication, because private answers are
 ///     keyed by the verified caller it records; after the rate limit, so a
 ///     cached answer still counts against the caller's budget; innermost,
 ///     so a hit skips only the door and the backend;
-/// 12. the doors: the REST passthrough (under the route's deadline, retries
+/// 13. the doors: the REST passthrough (under the route's deadline, retries
 ///     included, inside the cache so a cached answer is never cut short) or
 ///     the GraphQL endpoint (its operations have their own deadline).
 pub fn app(
@@ -211,7 +275,8 @@ pub fn app(
 {
     let body_read_timeout = config.server.body_read_timeout;
     let table = route_table(&state, config);
-    let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache));
+    let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache))
+        .with_config_hash(state.config_hash.clone());
     let doors = Doors::new(state.graphql.clone(), &config.graphql.path, Arc::clone(&state.cache));
     let trusted_proxies = TrustedProxies::new(&config.rate_limiting.trusted_proxies);
     ServiceBuilder::new()
@@ -239,6 +304,7 @@ pub fn app(
         .layer(CheckLayer::new(HostGuard))
         .layer(CheckLayer::new(CanonicalPath))
         .layer(RouteLayer::new(table, operations))
+        .layer(CorsLayer::<Route, GatewayError>::new(|error, request_id| error.into_response_with_id(request_id)))
         .layer(AuthLayer::<Route, GatewayError>::new(Arc::clone(&state.auth)))
         .layer(RateLimitLayer::<Route, GatewayError>::new(
             Arc::clone(&state.rate_limiter),
@@ -260,6 +326,9 @@ pub enum ServeError {
     /// The listener could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The configuration file could not be loaded.
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Serves `config` on `listener` until `shutdown` completes, then stops
@@ -282,4 +351,38 @@ pub async fn serve(
     let gateway = app(state, &config);
     server::run(&config.server, &config.base_dir, listener, gateway, shutdown).await?;
     Ok(())
+}
+
+/// Like [`serve`], for the configuration file at `path`, reloaded on
+/// `SIGHUP` and whenever it or a file it names changes (see
+/// `app/reload.rs`); `/readyz` reports the served configuration's hash.
+pub async fn serve_reloading(
+    path: std::path::PathBuf,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (config, hash) = reload::load_initial(&path)?;
+    let telemetry = Telemetry::new(&config.telemetry);
+    let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
+    telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
+    let _admin = server::serve_admin(&config.telemetry.metrics, &telemetry).await?;
+    let state = AppState::new(&config, upstreams, telemetry.clone())?.with_config_hash(Arc::clone(&hash));
+    let background = reload::Background::start(&state);
+    let live = reload::Live::new(app(state.clone(), &config));
+    let (server_config, base_dir) = (config.server.clone(), config.base_dir.clone());
+    tracing::info!(%hash, path = %path.display(), "configuration loaded; reloaded on SIGHUP or when it changes");
+    let reloader = reload::Reloader::new(path, config, hash, state, background, telemetry, live.clone(), app);
+    let reloading = AbortOnDrop(reloader.start());
+    server::run(&server_config, &base_dir, listener, live, shutdown).await?;
+    drop(reloading);
+    Ok(())
+}
+
+/// Stops the reloader when serving ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

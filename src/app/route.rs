@@ -22,6 +22,7 @@ use tower::{Layer, Service};
 use super::doors::Operations;
 use crate::auth::{self, ProtectedRoute};
 use crate::cache::{CachePolicy, CachedRoute};
+use crate::cors::{CorsPolicy, CorsRoute};
 use crate::error::GatewayError;
 use crate::proxy;
 use crate::ratelimit::{self, LimitedRoute};
@@ -43,6 +44,8 @@ pub struct Route {
     pub rate_limit: Option<Arc<ratelimit::Policy>>,
     /// How answers are cached.
     pub cache: Option<Arc<CachePolicy>>,
+    /// Which browser origins may call.
+    pub cors: Option<Arc<CorsPolicy>>,
 }
 
 /// The front door behind a route.
@@ -66,6 +69,12 @@ impl ProtectedRoute for Route {
 impl LimitedRoute for Route {
     fn rate_limit(&self) -> Option<&Arc<ratelimit::Policy>> {
         self.rate_limit.as_ref()
+    }
+}
+
+impl CorsRoute for Route {
+    fn cors_policy(&self) -> Option<&Arc<CorsPolicy>> {
+        self.cors.as_ref()
     }
 }
 

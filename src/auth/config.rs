@@ -152,6 +152,17 @@ pub(crate) fn family(algorithm: &str) -> Option<Family> {
 }
 
 impl AuthConfig {
+    /// The headers only the gateway may send a backend: the user id, the
+    /// API client's name and every forwarded claim's header.
+    pub fn identity_header_names(&self) -> Vec<http::HeaderName> {
+        let claims = self.jwt.iter().flat_map(|jwt| jwt.forward_claims.values());
+        std::iter::once(&self.api_client_header)
+            .chain(claims)
+            .filter_map(|name| http::HeaderName::from_bytes(name.as_bytes()).ok())
+            .chain([crate::identity::USER_ID])
+            .collect()
+    }
+
     pub(crate) fn validate(&self, problems: &mut Problems) {
         if let Some(jwt) = &self.jwt {
             jwt.validate(problems);

@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::auth::AuthConfig;
 use crate::cache::CacheConfig;
+use crate::cors::CorsConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
 use crate::problems::{line_and_column, ConfigProblem, Problems};
@@ -51,6 +52,8 @@ pub struct Config {
     pub rate_limiting: RateLimitingConfig,
     /// Named rate-limit policies; `default` applies wherever no other is attached.
     pub rate_limits: BTreeMap<String, PolicyConfig>,
+    /// CORS policies for browser front ends, attached to routes by name.
+    pub cors: CorsConfig,
     /// The folder relative paths are resolved against: the configuration
     /// file's folder (the working directory for the embedded default).
     #[serde(skip)]
@@ -182,10 +185,19 @@ impl Config {
         for (index, route) in self.routes.iter().enumerate() {
             check_policy(format!("routes[{index}].rate_limit"), &route.rate_limit, &mut problems);
         }
+        self.cors.validate(&mut problems);
+        for (index, route) in self.routes.iter().enumerate() {
+            self.cors.check_reference(format!("routes[{index}].cors"), route.cors.as_deref(), &mut problems);
+        }
         let scoped_without_auth =
             self.auth.jwt.is_none() && self.auth.api_keys.is_empty() && self.auth.api_keys_file.is_none();
+        let identity_headers = self.auth.identity_header_names();
         for (name, service) in &self.services {
             service.validate(&format!("services.{name}"), &mut problems);
+            service.headers.validate(&format!("services.{name}.headers"), &identity_headers, &mut problems);
+        }
+        for (index, route) in self.routes.iter().enumerate() {
+            route.headers.validate(&format!("routes[{index}].headers"), &identity_headers, &mut problems);
         }
         let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
         let mut seen_prefixes = BTreeMap::new();

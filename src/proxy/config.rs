@@ -56,6 +56,13 @@ pub struct RouteConfig {
     /// name the backend's software and version; `[]` passes every header.
     #[serde(default = "default_hide_response_headers")]
     pub hide_response_headers: Vec<String>,
+    /// The `[cors.policies.<name>]` policy for browsers calling this route
+    /// from another origin; without it, CORS is left to the service.
+    #[serde(default)]
+    pub cors: Option<String>,
+    /// Header rules added to the service's `headers` for this route.
+    #[serde(default)]
+    pub headers: crate::headers::HeaderRulesConfig,
 }
 
 fn default_hide_response_headers() -> Vec<String> {

@@ -26,6 +26,7 @@ pub use headers::remove_hop_by_hop;
 pub use routing::Route;
 
 use crate::client::ClientAddress;
+use crate::identity::Identity;
 use crate::request::ConnectionInfo;
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamError, UpstreamRequestBody};
@@ -116,6 +117,10 @@ async fn forward_within(route: &Route, request: Request<Body>) -> Result<Respons
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|authority| HeaderValue::try_from(authority.as_str()).ok()));
     let client_scheme = parts.extensions.get::<ConnectionInfo>().map_or("http", |info| info.scheme());
+    if let Some(rules) = route.request_headers() {
+        let identity = parts.extensions.get::<Arc<Identity>>().map(Arc::as_ref);
+        rules.apply_in_place(&mut parts.headers, identity, &route.prefix);
+    }
     headers::prepare_request_headers(&mut parts.headers, address, original_host.as_ref(), client_scheme);
     // The backend call joins the request's trace, with its own span as parent.
     let span = match &log {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use http::{HeaderName, Method};
 
+use crate::headers::RequestHeaderRules;
 use crate::routing::PathRewrite;
 use crate::upstream::{UpstreamService, Upstreams};
 
@@ -25,6 +26,7 @@ pub struct Route {
     hidden_response_headers: Vec<HeaderName>,
     timeout: Duration,
     body_limit: ByteSize,
+    request_headers: Option<Arc<RequestHeaderRules>>,
 }
 
 impl Route {
@@ -45,7 +47,19 @@ impl Route {
             hidden_response_headers: config.hidden_response_headers(),
             timeout: config.timeout.unwrap_or(default_timeout),
             body_limit,
+            request_headers: None,
         })
+    }
+
+    /// The route with its service's and its own request header rules.
+    pub fn with_request_headers(mut self, rules: Option<Arc<RequestHeaderRules>>) -> Self {
+        self.request_headers = rules;
+        self
+    }
+
+    /// The request header rules, if any.
+    pub fn request_headers(&self) -> Option<&RequestHeaderRules> {
+        self.request_headers.as_deref()
     }
 
     /// Whether the route accepts `method`.
@@ -119,6 +133,8 @@ mod tests {
             cache: None,
             timeout: None,
             hide_response_headers: Vec::new(),
+            cors: None,
+            headers: Default::default(),
         }
     }
 

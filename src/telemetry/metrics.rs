@@ -206,6 +206,11 @@ struct ServiceLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabels {
     code: Arc<str>,
 }
@@ -428,6 +433,7 @@ pub struct Metrics {
     graphql_errors: Family<CodeLabels, Counter>,
     graphql_plans: Family<PlanLabels, Counter>,
     rate_limit_decisions: Family<RateLimitLabels, Counter>,
+    config_reloads: Family<ReloadLabels, Counter>,
     operations: BoundedLabels,
     error_codes: BoundedLabels,
     sources: Arc<ScrapeSources>,
@@ -503,6 +509,12 @@ impl Metrics {
             "Rate-limit verdicts, by policy and decision.",
             rate_limit_decisions.clone(),
         );
+        let config_reloads = Family::default();
+        registry.register(
+            "portico_config_reloads",
+            "Configuration reloads, by result (ok: swapped in; invalid: the old one kept).",
+            config_reloads.clone(),
+        );
         let sources = Arc::new(ScrapeSources::default());
         registry.register_collector(Box::new(Arc::clone(&sources)));
         Self {
@@ -518,6 +530,7 @@ impl Metrics {
             graphql_errors,
             graphql_plans,
             rate_limit_decisions,
+            config_reloads,
             operations: BoundedLabels::new(max_operation_names),
             error_codes: BoundedLabels::new(64),
             sources,
@@ -561,9 +574,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Reads a cache's counters at every scrape, labelled `cache="<name>"`.
+    /// Counts one configuration reload: `ok` when it was swapped in.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads.get_or_create(&ReloadLabels { result: if ok { "ok" } else { "invalid" } }).inc();
+    }
+
+    /// Reads a cache's counters at every scrape, labelled `cache="<name>"`;
+    /// a cache rebuilt by a reload replaces the one of the same name.
     pub fn watch_cache(&self, name: &str, snapshot: impl Fn() -> CacheSnapshot + Send + Sync + 'static) {
-        self.sources.caches.lock().unwrap_or_else(PoisonError::into_inner).push((Arc::from(name), Arc::new(snapshot)));
+        let mut caches = self.sources.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        caches.retain(|(watched, _)| &**watched != name);
+        caches.push((Arc::from(name), Arc::new(snapshot)));
     }
 
     /// Reads a Redis circuit breaker at every scrape, labelled with its

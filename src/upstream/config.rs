@@ -42,6 +42,9 @@ pub struct ServiceConfig {
     pub retry: RetryConfig,
     /// How the certificates of `https://` endpoints are verified.
     pub tls: UpstreamTlsConfig,
+    /// Header rules for every call to the service (read by the doors, not
+    /// by this module).
+    pub headers: crate::headers::HeaderRulesConfig,
 }
 
 impl Default for ServiceConfig {
@@ -57,6 +60,7 @@ impl Default for ServiceConfig {
             passive_health: PassiveHealthConfig::default(),
             retry: RetryConfig::default(),
             tls: UpstreamTlsConfig::default(),
+            headers: crate::headers::HeaderRulesConfig::default(),
         }
     }
 }

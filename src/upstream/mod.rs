@@ -73,6 +73,27 @@ impl Upstreams {
         Ok(Self { services: Arc::new(services) })
     }
 
+    /// Like [`Upstreams::with_metrics`] for a reloaded configuration: the
+    /// services `unchanged` names are taken from `previous` as they are
+    /// (their pools keep their connections, their replicas their health),
+    /// the others are built anew.
+    pub fn reusing(
+        previous: &Upstreams,
+        unchanged: impl Fn(&str) -> bool,
+        configs: &BTreeMap<String, ServiceConfig>,
+        metrics: &Metrics,
+    ) -> Result<Self, UpstreamBuildError> {
+        let public_roots = Arc::new(tls::public_roots());
+        let services = configs
+            .iter()
+            .map(|(name, config)| match previous.services.get(name).filter(|_| unchanged(name)) {
+                Some(service) => Ok((name.clone(), Arc::clone(service))),
+                None => Ok((name.clone(), Arc::new(UpstreamService::new(name, config, &public_roots, metrics)?))),
+            })
+            .collect::<Result<_, UpstreamBuildError>>()?;
+        Ok(Self { services: Arc::new(services) })
+    }
+
     /// The service called `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<UpstreamService>> {
         self.services.get(name)

@@ -4,9 +4,11 @@
 mod auth;
 mod balancing;
 mod cache;
+mod cors;
 mod errors;
 mod graphql;
 mod harness;
+mod headers;
 mod playground;
 mod process;
 mod protocol;
@@ -14,6 +16,7 @@ mod ratelimit;
 mod recovery;
 #[path = "../support/redis.rs"]
 mod redis_server;
+mod reload;
 mod resilience;
 mod routing;
 mod shutdown;

@@ -35,6 +35,24 @@ impl Gateway {
         Gateway { addr, shutdown: Some(shutdown), task }
     }
 
+    /// Starts a gateway serving the configuration file at `path`, reloaded
+    /// when it changes. (The end-to-end tests start from text only.)
+    #[allow(dead_code)]
+    pub async fn start_file(path: &std::path::Path) -> Gateway {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind gateway");
+        let addr = listener.local_addr().expect("local addr");
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let path = path.to_owned();
+        let task = tokio::spawn(async move {
+            portico::serve_reloading(path, listener, async {
+                let _ = signal.await;
+            })
+            .await
+            .expect("gateway serves");
+        });
+        Gateway { addr, shutdown: Some(shutdown), task }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
