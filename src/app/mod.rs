@@ -59,9 +59,12 @@ impl AppState {
     pub fn new(config: &Config, upstreams: Upstreams, telemetry: Telemetry) -> Result<Self, StateError> {
         let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
         let graphql = match (&config.schema, config.graphql.enabled) {
-            (Some(model), true) => {
-                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
-            }
+            (Some(model), true) => Some(Arc::new(config.graphql.endpoint(
+                &config.base_dir,
+                Arc::clone(model),
+                &upstreams,
+                &config.services,
+            )?)),
             _ => None,
         };
         let rate_limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
@@ -87,9 +90,12 @@ impl AppState {
         let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
         let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
         let graphql = match (&config.schema, config.graphql.enabled) {
-            (Some(model), true) => {
-                Some(Arc::new(config.graphql.endpoint(&config.base_dir, Arc::clone(model), &upstreams)?))
-            }
+            (Some(model), true) => Some(Arc::new(config.graphql.endpoint(
+                &config.base_dir,
+                Arc::clone(model),
+                &upstreams,
+                &config.services,
+            )?)),
             _ => None,
         };
         let rate_limiter =

@@ -22,7 +22,7 @@ use async_graphql::Variables;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::{header, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value as Json;
 use tracing::Instrument as _;
@@ -33,6 +33,7 @@ use super::model::SchemaModel;
 use super::plan::{CallPlan, FieldPlan, ParentRead, Plan, Selection, ValueSource};
 use super::shape::{self, Node, Shape};
 use crate::cache::{Cache, FieldCall};
+use crate::headers::{RequestHeaderRules, ResponseHeaderMerge, ResponseHeaderRules};
 use crate::identity::Identity;
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
@@ -40,6 +41,10 @@ use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
 /// Limits and clients shared by every operation.
 #[derive(Debug)]
 pub struct Runtime {
+    /// Header rules of the services that have any (`[services.x.headers]`).
+    pub headers: HashMap<String, ServiceHeaders>,
+    /// The GraphQL path, for the rules' `{route}`.
+    pub route: Arc<str>,
     /// The backend services.
     pub upstreams: Upstreams,
     /// The checked schema.
@@ -50,6 +55,26 @@ pub struct Runtime {
     pub max_batch_size: usize,
     /// Largest backend answer read.
     pub max_response_size: usize,
+}
+
+impl Runtime {
+    /// The request rules of `service`, and whether its answers' headers
+    /// may reach the client.
+    fn header_rules(&self, service: &str) -> (Option<Arc<RequestHeaderRules>>, bool) {
+        match self.headers.get(service) {
+            Some(rules) => (rules.request.clone(), !rules.response.is_empty()),
+            None => (None, false),
+        }
+    }
+}
+
+/// One service's header rules for GraphQL calls.
+#[derive(Debug)]
+pub struct ServiceHeaders {
+    /// Which client headers a call carries, and which the gateway adds.
+    pub request: Option<Arc<RequestHeaderRules>>,
+    /// Which answer headers reach the client.
+    pub response: ResponseHeaderRules,
 }
 
 /// Who runs the operation, and what its calls carry.
@@ -65,6 +90,9 @@ pub struct OperationContext {
     pub request_log: Option<Arc<RequestLog>>,
     /// The response cache, for `@rest` GET calls with `@cacheControl`.
     pub cache: Option<Arc<Cache>>,
+    /// The client's request headers, kept only when a service's rules
+    /// forward some of them.
+    pub client_headers: Option<HeaderMap>,
 }
 
 /// Where a started call stands.
@@ -80,13 +108,15 @@ pub enum CallState {
     Batch(HashMap<Box<str>, Node>),
 }
 
-type Exchange = Result<(StatusCode, Bytes), FetchError>;
+/// A call's status, body, and (when its service lets any through) its
+/// answer headers.
+type Exchange = Result<(StatusCode, Bytes, Option<HeaderMap>), FetchError>;
 type SharedExchange = Shared<BoxFuture<'static, Exchange>>;
 
 /// What a finished call hands back.
 enum Finished {
     One(Exchange),
-    Batch(Result<Vec<(StatusCode, Bytes)>, FetchError>),
+    Batch(Result<Vec<(StatusCode, Bytes, Option<HeaderMap>)>, FetchError>),
 }
 
 /// A batch collecting keys.
@@ -108,6 +138,7 @@ pub struct Execution<'p> {
     /// Started calls, by the id their slots hold.
     pub calls: Vec<CallState>,
     field_of: Vec<&'p FieldPlan>,
+    answer_headers: Vec<Vec<HeaderMap>>,
     spans: Vec<Option<tracing::Span>>,
     outstanding: Vec<u32>,
     gathering: Vec<Option<Gathering>>,
@@ -132,6 +163,7 @@ impl<'p> Execution<'p> {
             args: vec![None; calls],
             calls: Vec::new(),
             field_of: Vec::new(),
+            answer_headers: Vec::new(),
             spans: Vec::new(),
             outstanding: vec![0; calls],
             gathering: (0..calls).map(|_| None).collect(),
@@ -158,6 +190,23 @@ impl<'p> Execution<'p> {
             self.drain().await;
         }
         self.root = root;
+    }
+
+    /// The backend answer headers the services let through to the client,
+    /// merged in the order the calls started (see [`ResponseHeaderMerge`]).
+    pub fn response_headers(&self) -> Option<HeaderMap> {
+        if self.answer_headers.iter().all(Vec::is_empty) {
+            return None;
+        }
+        let mut merge = ResponseHeaderMerge::new();
+        for (field, answers) in self.field_of.iter().zip(&self.answer_headers) {
+            let ValueSource::Call(call) = &field.source else { continue };
+            let Some(rules) = self.runtime.headers.get(&call.connector.service) else { continue };
+            for answer in answers {
+                merge.add(&rules.response, answer);
+            }
+        }
+        Some(merge.finish())
     }
 
     /// Whether a field is included under this request's variables.
@@ -229,6 +278,7 @@ impl<'p> Execution<'p> {
     fn new_call(&mut self, field: &'p FieldPlan, state: CallState) -> u32 {
         self.calls.push(state);
         self.field_of.push(field);
+        self.answer_headers.push(Vec::new());
         self.spans.push(None);
         u32::try_from(self.calls.len() - 1).unwrap_or(u32::MAX)
     }
@@ -278,7 +328,11 @@ impl<'p> Execution<'p> {
         if let Some(log) = &self.context.request_log {
             self.spans[id as usize] = Some(log.field_span(&field.name, &connector.service));
         }
+        let (request_headers, keep_answer_headers) = self.runtime.header_rules(&connector.service);
         let backend_call = BackendCall {
+            request_headers,
+            keep_answer_headers,
+            route: Arc::clone(&self.runtime.route),
             service,
             method: connector.method.clone(),
             url: url.clone(),
@@ -331,12 +385,16 @@ impl<'p> Execution<'p> {
             let context = Arc::clone(&self.context);
             let runtime = self.runtime;
             let chunks: Vec<Vec<Box<str>>> = keys.chunks(runtime.max_batch_size.max(1)).map(<[_]>::to_vec).collect();
+            let (request_headers, keep_answer_headers) = runtime.header_rules(&plan.connector.service);
             let exchanges = chunks.into_iter().map(move |chunk| {
                 let scope = Scope { args: Some(&args), parent: None, claims: context.claims.as_deref() };
                 let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();
                 let url =
                     plan.connector.render_batch_url(&scope, &keys, runtime.max_url_value_length.max(keys.len() * 24));
                 let call = url.map(|url| BackendCall {
+                    request_headers: request_headers.clone(),
+                    keep_answer_headers,
+                    route: Arc::clone(&runtime.route),
                     service: Arc::clone(&service),
                     method: Method::GET,
                     url,
@@ -362,14 +420,18 @@ impl<'p> Execution<'p> {
         let service = || Arc::<str>::from(call.connector.service.as_str());
         let mut state = match finished {
             Finished::One(Err(error)) | Finished::Batch(Err(error)) => CallState::Failed(error),
-            Finished::One(Ok((status, bytes))) => match value(service(), call, status, &bytes) {
-                Ok(node) => CallState::Done(node),
-                Err(error) => CallState::Failed(error),
-            },
+            Finished::One(Ok((status, bytes, headers))) => {
+                self.answer_headers[index].extend(headers);
+                match value(service(), call, status, &bytes) {
+                    Ok(node) => CallState::Done(node),
+                    Err(error) => CallState::Failed(error),
+                }
+            }
             Finished::Batch(Ok(answers)) => {
                 let mut found = HashMap::new();
                 let mut failure = None;
-                for (status, bytes) in answers {
+                for (status, bytes, headers) in answers {
+                    self.answer_headers[index].extend(headers);
                     match value(service(), call, status, &bytes) {
                         Ok(Node::List(items)) => {
                             for item in items {
@@ -485,6 +547,12 @@ struct BackendCall {
     max_response_size: usize,
     /// The field's connector: how the answer is cached, what it invalidates.
     connector: Arc<RestConnector>,
+    /// The service's rules for which client headers the call carries.
+    request_headers: Option<Arc<RequestHeaderRules>>,
+    /// Whether the service lets answer headers through to the client.
+    keep_answer_headers: bool,
+    /// The GraphQL path, for the rules' `{route}`.
+    route: Arc<str>,
 }
 
 impl BackendCall {
@@ -505,7 +573,8 @@ impl BackendCall {
         let service_name = Arc::clone(self.service.name());
         let cache = self.context.cache.as_ref();
         let caching = self.connector.cache.filter(|_| self.method == Method::GET);
-        let (status, bytes) = match (cache, caching) {
+        let (status, bytes, headers) = match (cache, caching) {
+            // A cached answer's headers (cookies above all) are not replayed.
             (Some(cache), Some(caching)) => {
                 let call = FieldCall {
                     service: &service_name,
@@ -515,17 +584,18 @@ impl BackendCall {
                     public: caching.public,
                     identity: self.context.identity.as_deref(),
                 };
-                cache.field_call(call, || self.exchange(&span)).await?
+                let (status, bytes) = cache.field_call(call, || self.exchange(&span)).await?;
+                (status, bytes, None)
             }
             _ => {
-                let (status, _, bytes) = self.exchange(&span).await?;
-                (status, bytes)
+                let (status, headers, bytes) = self.exchange(&span).await?;
+                (status, bytes, self.keep_answer_headers.then_some(headers))
             }
         };
         if let (Some(cache), true) = (cache, status.is_success() && !self.connector.invalidates.is_empty()) {
             cache.invalidate_service_paths(&service_name, &self.connector.invalidates);
         }
-        Ok((status, bytes))
+        Ok((status, bytes, headers))
     }
 
     /// One request to the backend; the answer's status, headers and body.
@@ -556,6 +626,10 @@ impl BackendCall {
             for (name, value) in &identity.forwarded_headers {
                 headers.insert(name.clone(), value.clone());
             }
+        }
+        // The service's rules, then the connector's own headers, which win.
+        if let (Some(rules), Some(client)) = (&self.request_headers, &self.context.client_headers) {
+            rules.apply(client, self.context.identity.as_deref(), &self.route, headers);
         }
         for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::try_from(value) {

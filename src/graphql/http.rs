@@ -145,6 +145,8 @@ struct Caller {
     request_id: Option<HeaderValue>,
     request_log: Option<Arc<RequestLog>>,
     cache: Option<Arc<Cache>>,
+    /// Kept when some service's header rules forward client headers.
+    client_headers: Option<HeaderMap>,
 }
 
 /// Parse failures of the HTTP request itself.
@@ -206,6 +208,12 @@ async fn answer(
         request_id: request.headers().get(REQUEST_ID).cloned(),
         request_log,
         cache: request.extensions().get::<Arc<Cache>>().cloned(),
+        client_headers: endpoint
+            .runtime
+            .headers
+            .values()
+            .any(|rules| rules.request.is_some())
+            .then(|| request.headers().clone()),
     };
     let request = limit_body(request, endpoint.max_body_size).await?;
     let graphql_request = async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &())
@@ -330,6 +338,7 @@ async fn execute(
         request_id: caller.request_id,
         request_log: caller.request_log.clone(),
         cache: caller.cache,
+        client_headers: caller.client_headers,
     });
     let mut execution = Execution::new(&plan, &endpoint.runtime, context, variables);
     execution.run().await;
@@ -347,8 +356,12 @@ async fn execute(
     } else {
         plan.cache_control.clone()
     };
+    let answer_headers = execution.response_headers();
     let mut response = Response::new(Body::from(written.body));
     let headers = response.headers_mut();
+    if let Some(answer_headers) = answer_headers {
+        headers.extend(answer_headers);
+    }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, cache_control);
     Ok(response)

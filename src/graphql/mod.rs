@@ -36,15 +36,17 @@ pub mod shape;
 pub mod variables;
 pub mod write;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use config::{GraphqlConfig, TrustedDocuments, TrustedDocumentsError};
 pub use http::GraphqlEndpoint;
 
-use crate::upstream::Upstreams;
+use crate::headers::{RequestHeaderRules, ResponseHeaderRules};
+use crate::upstream::{ServiceConfig, Upstreams};
 use execute::Runtime;
+use execute::ServiceHeaders;
 use http::EndpointSettings;
 use limits::Limits;
 use model::SchemaModel;
@@ -115,8 +117,22 @@ impl GraphqlConfig {
         base: &Path,
         model: Arc<SchemaModel>,
         upstreams: &Upstreams,
+        services: &BTreeMap<String, ServiceConfig>,
     ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
+        let headers = services
+            .iter()
+            .map(|(name, service)| {
+                let rules = ServiceHeaders {
+                    request: RequestHeaderRules::new([&service.headers]),
+                    response: ResponseHeaderRules::new(&service.headers),
+                };
+                (name.clone(), rules)
+            })
+            .filter(|(_, rules)| rules.request.is_some() || !rules.response.is_empty())
+            .collect();
         let runtime = Arc::new(Runtime {
+            headers,
+            route: Arc::from(self.path.as_str()),
             upstreams: upstreams.clone(),
             model,
             max_url_value_length: self.max_url_value_length,
@@ -160,7 +176,8 @@ mod tests {
         let config = crate::Config::embedded_default().expect("the default configuration loads");
         let model = config.schema.clone().expect("GraphQL is enabled in the default configuration");
         let upstreams = Upstreams::new(&config.services).expect("upstreams");
-        let served = config.graphql.endpoint(&config.base_dir, model, &upstreams).expect("endpoint").sdl();
+        let served =
+            config.graphql.endpoint(&config.base_dir, model, &upstreams, &config.services).expect("endpoint").sdl();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join("api.graphql");
         let checked_in = std::fs::read_to_string(&path).expect("schema/api.graphql exists");
         assert!(

@@ -91,7 +91,17 @@ async fn guard(State(state): State<StubState>, request: Request, next: axum::mid
         }
         return (status, Json(json!({"detail": "stub failure"}))).into_response();
     }
-    next.run(request).await
+    // Every answer sets a cookie of its own (with the comma of an Expires),
+    // varies, and says which language it was asked for.
+    let language = request.headers().get("accept-language").cloned();
+    let service = request.uri().path().split('/').nth(1).unwrap_or("").to_owned();
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let cookie = format!("seen-{service}=1; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT");
+    headers.append("set-cookie", cookie.parse().expect("a header value"));
+    headers.append("vary", format!("Accept-Language, X-{service}").parse().expect("a header value"));
+    headers.insert("x-seen-language", language.unwrap_or(http::HeaderValue::from_static("none")));
+    response
 }
 
 async fn rendezvous(behaviour: &Behaviour) -> Result<(), Response> {
@@ -208,6 +218,8 @@ pub(crate) struct Backends {
     behaviour: Behaviour,
     stubs: Vec<(&'static str, Stub)>,
     graphql: String,
+    /// A `headers` table for every service.
+    service_headers: Option<String>,
     pub(crate) toml: String,
 }
 
@@ -222,8 +234,12 @@ impl Backends {
             };
             toml.push_str(&format!(
                 "[services.{name}]\nendpoints = [\"{url}\"]\nrequest_timeout = \"500ms\"\nhealth_check = {{ enabled = false }}\n\
-                 passive_health = {{ enabled = false }}\nretry = {{ attempts = 0 }}\n\n"
+                 passive_health = {{ enabled = false }}\nretry = {{ attempts = 0 }}\n"
             ));
+            if let Some(table) = &self.service_headers {
+                toml.push_str(&format!("headers = {table}\n"));
+            }
+            toml.push('\n');
         }
         toml.push_str(&format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\n"));
         toml.push_str(&format!("[graphql]\nenabled = true\n{}\n", self.graphql));
@@ -254,7 +270,8 @@ pub(crate) async fn backends(behaviour: Behaviour, graphql: &str) -> Backends {
         ("live_reading", Stub::serve(live_reading(state.clone())).await),
         ("payment", Stub::serve(payment(state)).await),
     ];
-    let mut backends = Backends { calls, behaviour, stubs, graphql: graphql.to_owned(), toml: String::new() };
+    let mut backends =
+        Backends { calls, behaviour, stubs, graphql: graphql.to_owned(), service_headers: None, toml: String::new() };
     backends.toml = backends.config(None);
     backends
 }
@@ -881,4 +898,43 @@ async fn the_graphql_over_http_audit_finds_no_must_failures() {
     let report: Value = serde_json::from_slice(&output.stdout).expect("the audit's JSON report");
     assert!(report["total"].as_u64().is_some_and(|total| total > 30), "{report}");
     assert_eq!(report["errors"], json!([]), "MUST requirements of GraphQL over HTTP that fail: {report:#}");
+}
+
+#[tokio::test]
+async fn header_rules_carry_client_headers_to_the_calls_and_backend_cookies_back_as_separate_lines() {
+    let mut backends = backends(Behaviour::default(), "").await;
+    backends.service_headers = Some(
+        r#"{ request = [{ name = "accept-language", default = "en" }], response = ["set-cookie", "vary", "x-seen-language"] }"#
+            .to_owned(),
+    );
+    backends.toml = backends.config(None);
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ student(id: 1) { fullName readingSessions { id } } }";
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .header("accept-language", "de-CH")
+        .header("x-not-listed", "1")
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .expect("response");
+    let headers = response.headers().clone();
+    let body: Value = response.json().await.expect("JSON");
+    assert!(body.get("errors").is_none(), "{body}");
+    let cookies: Vec<&str> = headers.get_all("set-cookie").iter().map(|v| v.to_str().expect("text")).collect();
+    assert_eq!(
+        cookies,
+        [
+            "seen-users=1; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT",
+            "seen-sessions=1; Path=/; Expires=Wed, 21 Oct 2026 07:28:00 GMT"
+        ],
+        "one line per call, in the order the calls started, never joined"
+    );
+    assert_eq!(headers["vary"], "accept-language, x-users, x-sessions", "the union of the calls' Vary");
+    assert_eq!(headers["x-seen-language"], "de-CH", "the client's header reached the calls");
+    assert_eq!(headers["cache-control"], "no-store", "Cache-Control stays the fields' own");
+
+    // Without the client's header the service's default goes.
+    let response = client().post(gateway.url("/graphql")).json(&json!({"query": query})).send().await.expect("answer");
+    assert_eq!(response.headers()["x-seen-language"], "en");
 }
