@@ -395,3 +395,34 @@ impl Hangup {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> Config {
+        Config::parse(text, "test.toml").expect("valid")
+    }
+
+    #[test]
+    fn settings_read_only_at_start_are_named() {
+        let old = parsed("[server]\nlisten = \"127.0.0.1:8080\"\n");
+        let new =
+            parsed("[server]\nlisten = \"127.0.0.1:8081\"\nmax_headers = 50\n[telemetry]\nlog_level = \"debug\"\n");
+        assert_eq!(needs_restart(&old, &new), ["server.listen", "server.max_headers", "telemetry"]);
+        assert!(needs_restart(&old, &parsed("[server]\nlisten = \"127.0.0.1:8080\"\nrequest_timeout = \"5s\"\n"))
+            .is_empty());
+    }
+
+    #[test]
+    fn a_pool_is_kept_unless_its_client_settings_change() {
+        let service = |extra: &str| {
+            let config = parsed(&format!("[services.a]\nendpoints = [\"http://127.0.0.1:9\"]\n{extra}\n"));
+            config.services["a"].clone()
+        };
+        let base = service("");
+        assert!(same_pool(Some(&base), &service("headers = { add = { \"x-a\" = \"1\" } }")));
+        assert!(!same_pool(Some(&base), &service("connect_timeout = \"1s\"")));
+        assert!(!same_pool(None, &base));
+    }
+}

@@ -204,3 +204,53 @@ async fn reloads_under_load_lose_no_request() {
     assert_eq!(lost(), Vec::<String>::new(), "requests lost across reloads");
     assert_eq!(reload_counter(&gateway, "ok").await, 5);
 }
+
+/// A backend that answers with the client port of the connection each
+/// request came on.
+async fn port_echo() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use axum::extract::ConnectInfo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = axum::Router::new()
+        .fallback(|ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>| async move { peer.port().to_string() });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .await
+            .expect("serves");
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn an_unchanged_service_keeps_its_pooled_connection_and_the_rate_limit_its_state() {
+    let (backend, _task) = port_echo().await;
+    let other = Stub::echo("other").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("portico.toml");
+    // One request per 1000 s: nothing refills it during the test.
+    let limits = "[rate_limits.one]\nper_second = 0.001\nburst = 1\n\n";
+    let a = service("a", &[format!("http://{backend}")], "health_check = { enabled = false }");
+    let limited = "[[routes]]\nprefix = \"/limited/\"\nservice = \"a\"\nrate_limit = \"one\"\n\n";
+    std::fs::write(&path, config(&format!("{limits}{a}{limited}"))).expect("write");
+    let gateway = Gateway::start_file(&path).await;
+    let first = served_hash(&gateway).await;
+
+    let port = || async { client().get(gateway.url("/a/x")).send().await.expect("answer").text().await.expect("text") };
+    let before = port().await;
+    assert_eq!(port().await, before, "the pool reuses its connection");
+    assert_eq!(client().get(gateway.url("/limited/x")).send().await.expect("answer").status(), StatusCode::OK);
+    assert_eq!(
+        client().get(gateway.url("/limited/x")).send().await.expect("answer").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    let text = format!("{limits}{a}{limited}{}", quiet("other", &other));
+    reload_to(&gateway, &path, &config(&text), &first).await;
+    assert_eq!(port().await, before, "service a's pool and its connection survived the reload");
+    assert_eq!(
+        client().get(gateway.url("/limited/x")).send().await.expect("answer").status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the spent budget survived the reload"
+    );
+    assert_eq!(client().get(gateway.url("/other/x")).send().await.expect("answer").status(), StatusCode::OK);
+}

@@ -61,7 +61,7 @@ pub fn demo(workspace: &Workspace) -> Result<()> {
     let mut children = Children::default();
     start_services(workspace, &backends, &mut children, &stop)?;
     start_gateway(workspace, &mut children, &stop)?;
-    print_banner(&backends);
+    print_banner(&backends, &logs_dir(workspace));
     supervise(&mut children, &stop)
 }
 
@@ -71,7 +71,8 @@ fn start_services(
     children: &mut Children,
     stop: &AtomicBool,
 ) -> Result<()> {
-    step("starting the services");
+    step(format!("starting the services (access logs in {})", logs_dir(workspace).display()));
+    std::fs::create_dir_all(logs_dir(workspace)).context("creating the demo's log folder")?;
     for backend in backends {
         children.spawn(&backend.label(), &mut gunicorn(workspace, backend))?;
     }
@@ -82,13 +83,27 @@ fn start_services(
     Ok(())
 }
 
+/// Where the services' access logs go: an access line per health check every 5 s
+/// from four gunicorns would bury portico's own log on the terminal.
+fn logs_dir(workspace: &Workspace) -> std::path::PathBuf {
+    workspace.target_dir().join("demo")
+}
+
+fn access_log(workspace: &Workspace, backend: &Backend) -> std::path::PathBuf {
+    logs_dir(workspace).join(format!("{}-{}.access.log", backend.service.name, backend.port))
+}
+
 fn gunicorn(workspace: &Workspace, backend: &Backend) -> Command {
     let mut command = Command::new(workspace.venv_bin("gunicorn"));
     command
         .arg("--chdir")
         .arg(backend.service.dir(workspace))
         .arg(format!("{}.wsgi:application", backend.service.name))
-        .args(["--bind", &local(backend.port).to_string(), "--workers", "2", "--access-logfile", "-"])
+        .args(["--bind", &local(backend.port).to_string(), "--workers", "2", "--access-logfile"])
+        .arg(access_log(workspace, backend))
+        // The terminal keeps the services' warnings and errors (gunicorn's
+        // and Django's, on stderr), not gunicorn's start-up chatter.
+        .args(["--log-level", "warning"])
         // Every gunicorn would otherwise open the same ~/.gunicorn/gunicorn.ctl, and the
         // first one to stop would remove the socket the others still use.
         .arg("--no-control-socket");
@@ -213,7 +228,7 @@ fn port_holder(port: u16) -> String {
     }
 }
 
-fn print_banner(backends: &[Backend]) {
+fn print_banner(backends: &[Backend], logs: &std::path::Path) {
     let services: Vec<String> = backends.iter().map(Backend::label).collect();
     println!(
         "
@@ -231,8 +246,10 @@ Payments need a signed-in user; mint a demo token and pay:
        -H 'content-type: application/json' -d '{{\"student_id\":1,\"amount\":\"49.00\",\"currency\":\"USD\"}}'
 GraphQL: open http://localhost:{GATEWAY_PORT}/graphql in a browser (GraphiQL), or run examples/graphql/run.sh.
 Metrics: curl localhost:{GATEWAY_PORT}/metrics
+The terminal shows portico's log and the services' warnings and errors; their access logs are in {logs}/.
 Press Ctrl-C to stop everything.
 ",
-        services = services.join(", ")
+        services = services.join(", "),
+        logs = logs.display()
     );
 }
