@@ -6,9 +6,10 @@
 //! The three services share one server: no two of them use the same path.
 //! Answers do not depend on the query string (`location =` ignores it),
 //! except that `/sessions/` tells student 1 (the `Dashboard`'s) from the
-//! others and names the asked-for student in its answer. Every session
-//! names lesson 3, 4 or 7, so `/lesson/` answers exactly the batch either
-//! scenario asks for.
+//! others and names the asked-for student in its answer, and `/users/`
+//! answers `?ids=1000` (the large answer's student batch) with that student
+//! alone. Every session names lesson 3, 4 or 7, so `/lesson/` answers
+//! exactly the batch any scenario asks for.
 //!
 //! The fan-out scenario (`students(first: 500)`) reads `/users/`, a page
 //! of [`STUDENTS`] users, and one `/sessions/` page per student. The large
@@ -59,7 +60,7 @@ const PAYMENTS: &str = concat!(
     r#"]}"#
 );
 
-/// Students on the `/users/` page of the large answer (the contract's
+/// Students on the `/users/` page of the fan-out (the contract's
 /// largest page size); the smoke mode serves fewer.
 pub const STUDENTS: u32 = 500;
 
