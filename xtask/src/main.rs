@@ -48,20 +48,21 @@ commands:
   cycles            only the import-cycle check: no cycle between the top-level modules of src/
                     (needs cargo-modules 0.27.0, which .ci/run installs)
   bench [--smoke] [--seconds N] [--rounds N] [--concurrency N] [--portico BINARY]
-        [--scenarios rest,dashboard,large] [--large-concurrency N]
+        [--scenarios rest,dashboard,large,fanout] [--large-concurrency N] [--fanout-concurrency N]
                     portico vs NGINX (REST passthrough) and vs a Node GraphQL peer (Apollo Server 4,
-                    the Dashboard operation and a large answer, ~1 MB of JSON) under wrk, over NGINX
+                    the Dashboard operation, a large answer, ~1 MB of JSON from 3 backend calls, and a
+                    fan-out, ~1 MB from 502 backend calls) under wrk, over NGINX
                     stub backends; each target alone on CPU 0, stubs and wrk on CPU 1; headline: CPU µs
                     per request side by side, with each core's busy share, MiB/s of response JSON per
                     core, backend calls per operation and issues 11's and 12's targets as pass/fail;
                     results in target/bench/ (JSON, Markdown, PNG).
                     --smoke: portico and NGINX only, debug build, seconds-long, checks not enforced;
                     --scenarios: which to run (default all); --large-concurrency: connections for
-                    the large answer (default 2);
+                    the large answer (default 4); --fanout-concurrency: for the fan-out (default 2);
                     --portico: use this binary instead of building one;
                     --before: also measure this (previous) portico binary, for before/after;
-                    --profile: one more portico run of REST and of the Dashboard under `perf record -g`
-                    (target/bench/profile-rest.txt, profile-dashboard.txt)
+                    --profile: one more portico run of REST, the Dashboard and the large answer under `perf record -g`
+                    (target/bench/profile-rest.txt, profile-dashboard.txt, profile-large.txt)
   fuzz [--seconds N] [TARGET]...
                     run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after the other, each
                     for N seconds (default 60); targets: config, path, sdl, graphql_limits, jwt,

@@ -4,9 +4,12 @@
 // service and request (which deduplicates identical GETs within a request),
 // the students' sessions and payments resolved concurrently, and the lessons
 // of all sessions batched by a per-request DataLoader into one `?ids=` call.
-// It also answers the large-answer scenario, `students(first: 500)` with each
-// student's sessions and their lessons: one `users/` page, one `sessions/`
-// call per student and the lessons batched, the calls portico makes.
+// It also answers the large answer, `readingSessions(studentId:, first:)` with
+// each session's lesson and student: one `sessions/` page, the lessons and
+// the student each batched by a DataLoader into one call; and the fan-out,
+// `students(first: 500)` with each student's sessions and their lessons: one
+// `users/` page, one `sessions/` call per student and the lessons batched.
+// Both make the calls portico makes.
 //
 // usage: node server.js <student_api base URL> <live_reading base URL> <payment base URL> <port>
 
@@ -21,6 +24,7 @@ const typeDefs = `#graphql
   type Query {
     student(id: ID!): Student
     students(ids: [ID!], search: String, first: Int = 50): [Student!]
+    readingSessions(studentId: ID!, first: Int = 50): [ReadingSession!]
   }
   type Student {
     id: ID!
@@ -33,9 +37,11 @@ const typeDefs = `#graphql
   }
   type ReadingSession {
     id: ID!
+    startedAt: String
     wordsPerMinute: Float
     accuracy: Float
     lesson: Lesson
+    student: Student
   }
   type Lesson {
     id: ID!
@@ -67,6 +73,12 @@ const resolvers = {
       const page = await services.students.get('users/', { params });
       return page.results;
     },
+    readingSessions: async (_, { studentId, first }, { services }) => {
+      const page = await services.live.get('sessions/', {
+        params: { student_id: String(studentId), page_size: String(first) },
+      });
+      return page.results;
+    },
   },
   Student: {
     fullName: (student) => student.full_name,
@@ -84,8 +96,10 @@ const resolvers = {
     },
   },
   ReadingSession: {
+    startedAt: (session) => session.started_at,
     wordsPerMinute: (session) => session.words_per_minute,
     lesson: (session, _, { lessons }) => lessons.load(String(session.lesson_id)),
+    student: (session, _, { students }) => students.load(String(session.student_id)),
   },
 };
 
@@ -103,7 +117,15 @@ function context() {
     const byId = new Map(page.results.map((lesson) => [String(lesson.id), lesson]));
     return ids.map((id) => byId.get(id) ?? null);
   });
-  return Promise.resolve({ services, lessons });
+  const students = new DataLoader(async (ids) => {
+    const sorted = [...ids].sort((a, b) => Number(a) - Number(b));
+    const page = await services.students.get('users/', {
+      params: { ids: sorted.join(','), page_size: String(sorted.length) },
+    });
+    const byId = new Map(page.results.map((student) => [String(student.id), student]));
+    return ids.map((id) => byId.get(id) ?? null);
+  });
+  return Promise.resolve({ services, lessons, students });
 }
 
 const server = new ApolloServer({ typeDefs, resolvers });

@@ -1,6 +1,6 @@
 //! The results as a PNG: one row per scenario that ran (REST passthrough,
-//! the `Dashboard` operation, the large answer, so that their scales do not
-//! share an axis),
+//! the `Dashboard` operation, the large answer, the fan-out, so that their
+//! scales do not share an axis),
 //! four panels each, led by the headline, CPU µs per request, then
 //! throughput, p99 latency and peak RSS; one bar per target, each target in
 //! its own colour in the order of the Markdown table. Titles, names and
@@ -45,8 +45,12 @@ pub fn draw(path: &Path, report: &Value) -> Result<()> {
         ("p99_ms", "p99 latency (ms)"),
         ("peak_rss_mib", "peak RSS (MiB)"),
     ];
-    let all_kinds =
-        [("rest", "REST", " REST"), ("dashboard", "Dashboard", " Dashboard"), ("large", "Large answer", " Large")];
+    let all_kinds = [
+        ("rest", "REST", " REST"),
+        ("dashboard", "Dashboard", " Dashboard"),
+        ("large", "Large answer", " Large"),
+        ("fanout", "Fan-out", " Fan-out"),
+    ];
     // A row per scenario that ran (`--scenarios`); all rows when none did.
     let ran: Vec<_> =
         all_kinds.iter().filter(|(kind, ..)| targets.iter().any(|(_, target)| target["kind"] == *kind)).collect();

@@ -16,14 +16,22 @@
 //!   recorded per run and the report warns when the load core was
 //!   saturated, when targets tie at its ceiling, when the target was not the
 //!   limit, or when other processes shared the target's core (`report.rs`).
-//! - Three scenarios (`--scenarios`, all by default): the REST passthrough,
-//!   the contract's `Dashboard` (four backend calls) and a large answer,
-//!   `students(first: 500)` with every student's reading sessions and
-//!   their lessons: about 1 MB of response JSON from 502 backend calls per
-//!   operation, reported as MiB/s of response JSON per core as well. The
-//!   large answers of all targets must be equal JSON (their `data`), so
-//!   that no target is measured answering less; the size is measured from
-//!   each target's actual answer.
+//! - Four scenarios (`--scenarios`, all by default): the REST passthrough,
+//!   the contract's `Dashboard` (four backend calls), a large answer and a
+//!   large fan-out, both reported as MiB/s of response JSON per core as
+//!   well. The large answer, `readingSessions(studentId: 1000, first:
+//!   6000)` with each session's lesson and student, is about 1 MB of
+//!   response JSON from three backend calls (one long sessions page, one
+//!   batched lesson call, one batched student call): it measures what
+//!   the gateway does with backend JSON, and issue 12's 300 MiB/s and
+//!   5 × Node targets apply to it. The fan-out, `students(first: 500)` with
+//!   every student's reading sessions and their lessons, is also about
+//!   1 MB but from 502 backend calls (one per student, by the contract):
+//!   it measures HTTP fan-out more than JSON, and its numbers are reported
+//!   without those targets. The answers of all targets of either scenario
+//!   must be equal JSON (their `data`), so that no target is measured
+//!   answering less; the size is measured from each target's actual
+//!   answer.
 //! - One operation per target is counted at the stubs (NGINX's
 //!   `stub_status`, less the health checks the stubs log): the backend calls
 //!   and new backend connections of the first operation and of one after
@@ -35,8 +43,8 @@
 //!   with perf (`profile.rs`).
 //!
 //! `--smoke` runs portico and NGINX only (debug build, a second per
-//! target, a large answer of 50 students for three seconds, pinned the
-//! same way, no Node) so that a test keeps this command from rotting; its
+//! target, a large answer of 500 sessions and a fan-out of 50 students for
+//! three seconds each, pinned the same way, no Node) so that a test keeps this command from rotting; its
 //! checks are reported, never enforced.
 
 mod chart;
@@ -67,11 +75,22 @@ use tools::Cpus;
 /// The contract's reference operation.
 const DASHBOARD: &str = "query Dashboard($id: ID!) { student(id: $id) { fullName \
     readingSessions { wordsPerMinute accuracy lesson { title level } } payments { amount currency status } } }";
-/// The large answer: every student of the stubs' `/users/` page with
-/// their sessions (one backend call per student) and the sessions' lessons
+/// The fan-out: every student of the stubs' `/users/` page with their
+/// sessions (one backend call per student) and the sessions' lessons
 /// (batched).
-const LARGE: &str = "query Large { students(first: 500) { id fullName \
+const FAN_OUT: &str = "query FanOut { students(first: 500) { id fullName \
     readingSessions { wordsPerMinute lesson { title level } } } }";
+
+/// The large answer: one student's `sessions` reading sessions (one
+/// backend page), their lessons and their student (each batched into one
+/// call).
+fn large_query(sessions: u32) -> String {
+    format!(
+        "query Sessions {{ readingSessions(studentId: {}, first: {sessions}) {{ id startedAt wordsPerMinute \
+         accuracy lesson {{ title level }} student {{ fullName }} }} }}",
+        stub::READER
+    )
+}
 const REST_PATH: &str = "/student-api/users/1/";
 const WRK_SCRIPT: &str = include_str!("../../bench/report.lua");
 const NODE_SERVER: &str = include_str!("../../bench/node/server.js");
@@ -98,18 +117,26 @@ pub struct Options {
     pub profile: bool,
     /// Which scenarios run.
     pub scenarios: Vec<Kind>,
-    /// Open connections for the large answer: each of its operations fans
-    /// out into 500 backend calls at once, so a few keep the target busy,
-    /// and with few open at the end of a run, little of the run's CPU time
-    /// goes to requests it does not count (a slow target answers a handful
-    /// per run).
+    /// Open connections for the large answer: a few keep the target busy
+    /// while others wait on the stubs, and with few open at the end of a
+    /// run, little of the run's CPU time goes to requests it does not count
+    /// (a slow target answers a few dozen per run).
     pub large_concurrency: u32,
     /// Seconds per large-answer run when not `seconds`: the smoke mode's
-    /// debug build takes seconds for one answer.
+    /// debug build takes a second for one answer.
     pub large_seconds: Option<u32>,
-    /// Students in the large answer (`stub::STUDENTS`; fewer in the smoke
-    /// mode, whose debug build would take seconds per answer).
-    pub large_students: u32,
+    /// Sessions in the large answer (`stub::READER_SESSIONS`; fewer in the
+    /// smoke mode).
+    pub large_sessions: u32,
+    /// Open connections for the fan-out: each of its operations fans out
+    /// into 500 backend calls at once, so two keep the target busy, and a
+    /// slow target answers a handful per run.
+    pub fanout_concurrency: u32,
+    /// Seconds per fan-out run when not `seconds`.
+    pub fanout_seconds: Option<u32>,
+    /// Students in the fan-out (`stub::STUDENTS`; fewer in the smoke mode,
+    /// whose debug build would take seconds per answer).
+    pub fanout_students: u32,
 }
 
 impl Options {
@@ -124,9 +151,12 @@ impl Options {
             before: None,
             profile: false,
             scenarios: Kind::ALL.to_vec(),
-            large_concurrency: 2,
+            large_concurrency: 4,
             large_seconds: None,
-            large_students: stub::STUDENTS,
+            large_sessions: stub::READER_SESSIONS,
+            fanout_concurrency: 2,
+            fanout_seconds: None,
+            fanout_students: stub::STUDENTS,
         }
     }
 
@@ -143,7 +173,10 @@ impl Options {
             scenarios: Kind::ALL.to_vec(),
             large_concurrency: 1,
             large_seconds: Some(3),
-            large_students: 50,
+            large_sessions: 500,
+            fanout_concurrency: 1,
+            fanout_seconds: Some(3),
+            fanout_students: 50,
         }
     }
 
@@ -162,14 +195,16 @@ impl Options {
                 "--large-concurrency" => {
                     options.large_concurrency = value()?.parse().context("--large-concurrency")?;
                 }
+                "--fanout-concurrency" => {
+                    options.fanout_concurrency = value()?.parse().context("--fanout-concurrency")?;
+                }
                 "--scenarios" => {
                     options.scenarios = value()?
                         .split(',')
                         .map(|name| {
-                            Kind::ALL
-                                .into_iter()
-                                .find(|kind| kind.label() == name.trim())
-                                .with_context(|| format!("unknown scenario {name:?} (rest, dashboard and large exist)"))
+                            Kind::ALL.into_iter().find(|kind| kind.label() == name.trim()).with_context(|| {
+                                format!("unknown scenario {name:?} (rest, dashboard, large and fanout exist)")
+                            })
                         })
                         .collect::<Result<_>>()?;
                 }
@@ -177,14 +212,18 @@ impl Options {
             }
         }
         ensure!(
-            options.seconds > 0 && options.rounds > 0 && options.concurrency > 0 && options.large_concurrency > 0,
+            options.seconds > 0
+                && options.rounds > 0
+                && options.concurrency > 0
+                && options.large_concurrency > 0
+                && options.fanout_concurrency > 0,
             "bench options must be positive"
         );
         ensure!(!options.scenarios.is_empty(), "--scenarios names none");
         if options.profile {
             ensure!(
-                options.scenarios.contains(&Kind::Rest) || options.scenarios.contains(&Kind::Dashboard),
-                "--profile records the REST and Dashboard scenarios; add one of them to --scenarios"
+                [Kind::Rest, Kind::Dashboard, Kind::Large].iter().any(|kind| options.scenarios.contains(kind)),
+                "--profile records the REST, Dashboard and large-answer scenarios; add one of them to --scenarios"
             );
         }
         Ok(options)
@@ -219,18 +258,37 @@ struct Target {
 pub enum Kind {
     Rest,
     Dashboard,
+    /// About 1 MB of JSON from three backend calls.
     Large,
+    /// About 1 MB of JSON from 502 backend calls.
+    FanOut,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Rest, Kind::Dashboard, Kind::Large];
+    const ALL: [Kind; 4] = [Kind::Rest, Kind::Dashboard, Kind::Large, Kind::FanOut];
 
     fn label(self) -> &'static str {
         match self {
             Kind::Rest => "rest",
             Kind::Dashboard => "dashboard",
             Kind::Large => "large",
+            Kind::FanOut => "fanout",
         }
+    }
+
+    /// How target names end: "portico Large", "Node Fan-out".
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Rest => "REST",
+            Kind::Dashboard => "Dashboard",
+            Kind::Large => "Large",
+            Kind::FanOut => "Fan-out",
+        }
+    }
+
+    /// A ~1 MB answer, checked in full and reported in MiB/s per core.
+    fn is_large(self) -> bool {
+        matches!(self, Kind::Large | Kind::FanOut)
     }
 }
 
@@ -282,7 +340,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     let stubs = nginx::Instance::write(
         scratch.path(),
         "stubs",
-        &stub::http_body(stub_port, &stub_data, options.large_students)?,
+        &stub::http_body(stub_port, &stub_data, options.fanout_students, options.large_sessions)?,
     )?;
     stubs.check(&nginx)?;
     step(format!("starting the NGINX stub backends on :{stub_port} (CPU {})", cpus.load));
@@ -299,6 +357,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         (Kind::Rest, "portico-rest", "portico-before-rest"),
         (Kind::Dashboard, "portico-dashboard", "portico-before-dashboard"),
         (Kind::Large, "portico-large", "portico-before-large"),
+        (Kind::FanOut, "portico-fanout", "portico-before-fanout"),
     ] {
         if !wants(kind) {
             continue;
@@ -329,7 +388,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     let mut node_ports = Vec::new();
     if !options.smoke {
         let node_dir = install_node_peer(workspace)?;
-        for (kind, process) in [(Kind::Dashboard, "node"), (Kind::Large, "node-large")] {
+        for (kind, process) in [(Kind::Dashboard, "node"), (Kind::Large, "node-large"), (Kind::FanOut, "node-fanout")] {
             if !wants(kind) {
                 continue;
             }
@@ -356,9 +415,18 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             Kind::Dashboard => {
                 (Some(dashboard_body()), Some(format!("Bearer {token}")), options.concurrency, options.seconds)
             }
-            Kind::Large => {
-                (Some(large_body()), None, options.large_concurrency, options.large_seconds.unwrap_or(options.seconds))
-            }
+            Kind::Large => (
+                Some(large_body(options.large_sessions)),
+                None,
+                options.large_concurrency,
+                options.large_seconds.unwrap_or(options.seconds),
+            ),
+            Kind::FanOut => (
+                Some(fan_out_body()),
+                None,
+                options.fanout_concurrency,
+                options.fanout_seconds.unwrap_or(options.seconds),
+            ),
         };
         Target {
             name,
@@ -376,12 +444,8 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
         }
     };
     let portico_target = |kind: Kind, who: &str, process, port: u16| {
-        let (path, scenario) = match kind {
-            Kind::Rest => (REST_PATH, "REST"),
-            Kind::Dashboard => ("/graphql", "Dashboard"),
-            Kind::Large => ("/graphql", "Large"),
-        };
-        target(format!("{who} {scenario}"), kind, process, format!("http://{}{path}", local(port)))
+        let path = if kind == Kind::Rest { REST_PATH } else { "/graphql" };
+        target(format!("{who} {}", kind.title()), kind, process, format!("http://{}{path}", local(port)))
     };
     let mut targets = Vec::new();
     for kind in Kind::ALL {
@@ -393,8 +457,7 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             targets.push(target("NGINX REST".to_owned(), kind, "nginx", format!("http://{}{REST_PATH}", local(port))));
         }
         for (_, process, port) in node_ports.iter().filter(|(of, ..)| *of == kind) {
-            let name = if kind == Kind::Large { "Node Large" } else { "Node Dashboard" };
-            targets.push(target(name.to_owned(), kind, process, format!("http://{}/", local(*port))));
+            targets.push(target(format!("Node {}", kind.title()), kind, process, format!("http://{}/", local(*port))));
         }
         for (_, who, process, port) in of_kind {
             targets.push(portico_target(kind, who, process, *port));
@@ -403,23 +466,28 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
 
     let script = scratch.path().join("report.lua");
     std::fs::write(&script, WRK_SCRIPT)?;
-    let mut large_data: Option<(String, Value)> = None;
+    // The first answer of each large scenario, which the others must equal.
+    let mut large_data: Vec<(Kind, String, Value)> = Vec::new();
     let counter = Counter { address: backend, health_log: stub_data.join(stub::HEALTH_LOG) };
     for target in &mut targets {
         let (answer, tally) = counter.calls(|| check_answer(target))?;
         target.response_bytes = answer.len() as u64;
         target.first_calls = Some(tally.calls);
-        if target.kind == Kind::Large {
-            let data = large_answer_data(&target.name, &answer, options.large_students)?;
-            match &large_data {
-                None => large_data = Some((target.name.clone(), data)),
-                Some((first, expected)) => ensure!(
+        if target.kind.is_large() {
+            let data = match target.kind {
+                Kind::FanOut => fan_out_answer_data(&target.name, &answer, options.fanout_students)?,
+                _ => large_answer_data(&target.name, &answer, options.large_sessions)?,
+            };
+            match large_data.iter().find(|(kind, ..)| *kind == target.kind) {
+                None => large_data.push((target.kind, target.name.clone(), data)),
+                Some((_, first, expected)) => ensure!(
                     same_json(expected, &data),
-                    "{} and {first} answered the large query differently: the benchmark would compare unequal work",
-                    target.name
+                    "{} and {first} answered the {} query differently: the benchmark would compare unequal work",
+                    target.name,
+                    target.kind.label()
                 ),
             }
-            println!("    {}: large answer of {} bytes, data equal to every other target's", target.name, answer.len());
+            println!("    {}: answer of {} bytes, data equal to every other target's", target.name, answer.len());
         }
     }
 
@@ -456,12 +524,13 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
     }
 
     step(format!(
-        "measuring: {} rounds × {} targets × {} s, {} connections ({} for the large answer)",
+        "measuring: {} rounds × {} targets × {} s, {} connections ({} for the large answer, {} for the fan-out)",
         options.rounds,
         targets.len(),
         options.seconds,
         options.concurrency,
-        options.large_concurrency
+        options.large_concurrency,
+        options.fanout_concurrency
     ));
     let mut runs: Vec<Vec<Run>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..options.rounds {
@@ -478,9 +547,12 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
 
     if options.profile {
         // The gateway under each of its own scenarios that ran.
-        for (name, what) in [("rest", format!("GET {REST_PATH}")), ("dashboard", "the Dashboard operation".to_owned())]
-        {
-            let wanted = if name == "rest" { "portico REST" } else { "portico Dashboard" };
+        let profiled = [
+            ("rest", "portico REST", format!("GET {REST_PATH}")),
+            ("dashboard", "portico Dashboard", "the Dashboard operation".to_owned()),
+            ("large", "portico Large", "the large answer".to_owned()),
+        ];
+        for (name, wanted, what) in profiled {
             let Some(target) = targets.iter().find(|target| target.name == wanted) else { continue };
             let pid = children.pid(target.process).context("portico's process")?;
             step(format!("profiling portico under {what}: perf record -g and perf stat for {} s", options.seconds));
@@ -490,9 +562,9 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             let result = load(&script, target, options.seconds, cpus)?;
             let path = recording.finish(
                 &format!(
-                    "portico ({}) under {what}, {} connections: {:.0} req/s while recorded",
+                    "portico ({}) under {what}, {} connections: {:.1} req/s while recorded",
                     portico.display(),
-                    options.concurrency,
+                    target.concurrency,
                     result.throughput()
                 ),
                 result.requests,
@@ -528,6 +600,9 @@ pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
             "stubs": "NGINX return 200, one worker",
             "concurrency": options.concurrency,
             "large_concurrency": options.large_concurrency,
+            "fanout_concurrency": options.fanout_concurrency,
+            "large_query": large_query(options.large_sessions),
+            "fanout_query": FAN_OUT,
             "scenarios": options.scenarios.iter().map(|kind| kind.label()).collect::<Vec<_>>(),
             "seconds_per_run": options.seconds,
             "rounds": options.rounds,
@@ -626,10 +701,10 @@ fn print_run(target: &Target, run: &Run, cpus: Cpus) {
         run.target_share() * 100.0,
         cpus.load,
         load_busy,
-        match target.kind {
-            Kind::Large =>
-                format!("  {:.1} MiB/s of JSON per core", report::mib_per_s_per_core(target.response_bytes, run)),
-            _ => String::new(),
+        if target.kind.is_large() {
+            format!("  {:.1} MiB/s of JSON per core", report::mib_per_s_per_core(target.response_bytes, run))
+        } else {
+            String::new()
         },
         if load_busy >= report::SATURATED * 100.0 { "  WARNING: load core saturated" } else { "" },
     );
@@ -642,11 +717,12 @@ fn command_line(options: &Options) -> String {
     }
     let _ = write!(
         line,
-        " --rounds {} --seconds {} --concurrency {} --large-concurrency {} --scenarios {}",
+        " --rounds {} --seconds {} --concurrency {} --large-concurrency {} --fanout-concurrency {} --scenarios {}",
         options.rounds,
         options.seconds,
         options.concurrency,
         options.large_concurrency,
+        options.fanout_concurrency,
         options.scenarios.iter().map(|kind| kind.label()).collect::<Vec<_>>().join(",")
     );
     if options.before.is_some() {
@@ -666,7 +742,7 @@ fn load(script: &Path, target: &Target, seconds: u32, cpus: Cpus) -> Result<Run>
         .arg(format!("-c{}", target.concurrency))
         .arg(format!("-d{seconds}s"))
         // A large answer from a slow target takes seconds.
-        .args(["--timeout", if target.kind == Kind::Large { "60s" } else { "5s" }, "-s"])
+        .args(["--timeout", if target.kind.is_large() { "60s" } else { "5s" }, "-s"])
         .arg(script)
         .arg(&target.url)
         .env("BENCH_BODY", target.body.as_deref().unwrap_or(""))
@@ -717,8 +793,8 @@ fn check_answer(target: &Target) -> Result<String> {
         Kind::Dashboard => {
             body.contains("\"fullName\":\"Ada Lovelace\"") && body.contains("Lesson 7") && !body.contains("\"errors\"")
         }
-        // Checked in full by `large_answer_data`.
-        Kind::Large => true,
+        // Checked in full by `large_answer_data` and `fan_out_answer_data`.
+        Kind::Large | Kind::FanOut => true,
     };
     ensure!(complete, "{} did not answer in full:\n{body}", target.name);
     Ok(body)
@@ -783,22 +859,41 @@ fn dechunk(mut payload: &str) -> Result<String> {
     }
 }
 
-/// The `data` of a large answer, checked to be complete: every student of
+/// The `data` of an answer without errors.
+fn answer_data(name: &str, answer: &str) -> Result<Value> {
+    let mut answer: Value = serde_json::from_str(answer).with_context(|| format!("{name}'s answer is not JSON"))?;
+    ensure!(answer.get("errors").is_none(), "{name}'s answer has errors: {}", answer["errors"]);
+    Ok(answer["data"].take())
+}
+
+/// The `data` of a large answer, checked to be complete: every session of
+/// the reader's page, each with its lesson and its student.
+fn large_answer_data(name: &str, answer: &str, expected: u32) -> Result<Value> {
+    let data = answer_data(name, answer)?;
+    let sessions =
+        data["readingSessions"].as_array().with_context(|| format!("{name}'s large answer has no sessions"))?;
+    ensure!(sessions.len() == expected as usize, "{name} answered {} sessions, not {expected}", sessions.len());
+    let reader = format!("Student {}", stub::READER);
+    let complete = sessions
+        .iter()
+        .all(|session| session["lesson"]["title"].is_string() && session["student"]["fullName"] == reader.as_str());
+    ensure!(complete, "{name}'s large answer lacks lessons or students");
+    Ok(data)
+}
+
+/// The `data` of a fan-out answer, checked to be complete: every student of
 /// the stubs, none missing its sessions, no errors.
-fn large_answer_data(name: &str, answer: &str, students: u32) -> Result<Value> {
-    let mut answer: Value =
-        serde_json::from_str(answer).with_context(|| format!("{name}'s large answer is not JSON"))?;
-    ensure!(answer.get("errors").is_none(), "{name}'s large answer has errors: {}", answer["errors"]);
-    let data = answer["data"].take();
+fn fan_out_answer_data(name: &str, answer: &str, students: u32) -> Result<Value> {
+    let data = answer_data(name, answer)?;
     let expected = students;
-    let students = data["students"].as_array().with_context(|| format!("{name}'s large answer has no students"))?;
+    let students = data["students"].as_array().with_context(|| format!("{name}'s fan-out has no students"))?;
     ensure!(students.len() == expected as usize, "{name} answered {} students, not {expected}", students.len());
     let complete = students.iter().all(|student| {
         student["readingSessions"].as_array().is_some_and(|sessions| {
             !sessions.is_empty() && sessions.iter().all(|session| session["lesson"]["title"].is_string())
         })
     });
-    ensure!(complete, "{name}'s large answer lacks sessions or lessons");
+    ensure!(complete, "{name}'s fan-out lacks sessions or lessons");
     Ok(data)
 }
 
@@ -868,16 +963,20 @@ fn dashboard_body() -> String {
     json!({"query": DASHBOARD, "operationName": "Dashboard", "variables": {"id": "1"}}).to_string()
 }
 
-fn large_body() -> String {
-    json!({"query": LARGE, "operationName": "Large"}).to_string()
+fn large_body(sessions: u32) -> String {
+    json!({"query": large_query(sessions), "operationName": "Sessions"}).to_string()
+}
+
+fn fan_out_body() -> String {
+    json!({"query": FAN_OUT, "operationName": "FanOut"}).to_string()
 }
 
 /// portico over the stubs: every service on the one stub, the REST route,
 /// JWT auth for the Dashboard; access logs off (`warn`), as NGINX's
 /// `access_log off`, while metrics, request ids and trace context stay on
-/// (their defaults). The large answer's cost (500 students, each with up to
-/// 50 sessions by `@listSize`) is above the default `max_cost`, which
-/// protects a public API; the benchmark raises it.
+/// (their defaults). The large answers' costs (6000 sessions; 500
+/// students, each with up to 50 sessions by `@listSize`) are above the
+/// default `max_cost`, which protects a public API; the benchmark raises it.
 fn portico_config(port: u16, backend: SocketAddr) -> String {
     let service = |name: &str| {
         format!(
@@ -987,8 +1086,8 @@ mod tests {
 
     /// The smoke mode, so that the command cannot rot: portico and NGINX
     /// over the NGINX stubs, each measured with its CPU per request and the
-    /// cores' busy shares, and portico's large answer (a short one) with its
-    /// size, MiB/s per core and backend calls. `cargo test --workspace` has
+    /// cores' busy shares, and portico's large answer and fan-out (short
+    /// ones) with their size, MiB/s per core and backend calls. `cargo test --workspace` has
     /// built the debug `portico` binary (the integration tests need it)
     /// before any test runs.
     #[test]
@@ -1006,7 +1105,11 @@ mod tests {
         let report = bench(&workspace, &options).expect("the smoke benchmark runs");
         let targets = report["targets"].as_array().expect("targets");
         let names: Vec<&str> = targets.iter().filter_map(|target| target["target"].as_str()).collect();
-        assert_eq!(names, ["portico REST", "NGINX REST", "portico Dashboard", "portico Large"], "{report}");
+        assert_eq!(
+            names,
+            ["portico REST", "NGINX REST", "portico Dashboard", "portico Large", "portico Fan-out"],
+            "{report}"
+        );
         for target in targets {
             assert!(target["requests"].as_u64().unwrap_or(0) > 0, "{target}");
             assert!(target["peak_rss_mib"].as_f64().unwrap_or(0.0) > 0.0, "{target}");
@@ -1017,14 +1120,17 @@ mod tests {
         }
         // The REST passthrough is one call; the Dashboard's first operation
         // is the contract's four (a warm one may take the lessons from
-        // portico's cache); the large answer one per student and more.
+        // portico's cache); the large answer's three (sessions, lessons,
+        // student); the fan-out one per student and more.
         let calls = |index: usize, key: &str| targets[index][key].as_u64().unwrap_or(0);
         assert_eq!((calls(0, "first_backend_calls"), calls(0, "backend_calls")), (1, 1), "{report}");
         assert_eq!(calls(2, "first_backend_calls"), 4, "{report}");
-        assert!(calls(3, "first_backend_calls") > 50 && calls(3, "backend_calls") > 50, "{report}");
-        let large = &targets[3];
-        assert!(large["response_bytes"].as_u64().unwrap_or(0) > 50_000, "{large}");
-        assert!(large["response_mib_per_s_per_core"].as_f64().unwrap_or(0.0) > 0.0, "{large}");
+        assert_eq!(calls(3, "first_backend_calls"), 3, "{report}");
+        assert!(calls(4, "first_backend_calls") > 50 && calls(4, "backend_calls") > 50, "{report}");
+        for large in &targets[3..] {
+            assert!(large["response_bytes"].as_u64().unwrap_or(0) > 50_000, "{large}");
+            assert!(large["response_mib_per_s_per_core"].as_f64().unwrap_or(0.0) > 0.0, "{large}");
+        }
         let comparison = &report["comparisons"][0];
         assert_eq!(comparison["label"], "REST passthrough: portico / NGINX", "{report}");
         assert!(comparison["ratios"]["cpu_us_per_request"].as_f64().is_some(), "{report}");
@@ -1064,8 +1170,8 @@ mod tests {
         assert_eq!(options.before.as_deref(), Some(Path::new("/old/portico")));
         assert_eq!((options.rounds, options.concurrency), (2, 50));
         assert_eq!(options.scenarios, Kind::ALL);
-        let options = Options::parse(&workspace, &["--scenarios", "large,dashboard"]).expect("parsed");
-        assert_eq!(options.scenarios, [Kind::Large, Kind::Dashboard]);
+        let options = Options::parse(&workspace, &["--scenarios", "fanout,large,dashboard"]).expect("parsed");
+        assert_eq!(options.scenarios, [Kind::FanOut, Kind::Large, Kind::Dashboard]);
         assert!(Options::parse(&workspace, &["--scenarios", "graphql"]).is_err());
         assert!(Options::parse(&workspace, &["--rounds", "0"]).is_err());
         assert!(Options::parse(&workspace, &["--bogus"]).is_err());

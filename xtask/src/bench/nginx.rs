@@ -139,7 +139,7 @@ mod tests {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let backend: SocketAddr = "127.0.0.1:9".parse().expect("address");
-        let stub = super::super::stub::http_body(2, dir.path(), 3).expect("stub files written");
+        let stub = super::super::stub::http_body(2, dir.path(), 3, 5).expect("stub files written");
         for (name, body) in [("proxy", proxy_body(1, backend)), ("stub", stub)] {
             let instance = Instance::write(dir.path(), name, &body).expect("written");
             instance.check(&nginx).expect("nginx -t passes");

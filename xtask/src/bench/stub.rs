@@ -6,16 +6,23 @@
 //! The three services share one server: no two of them use the same path.
 //! Answers do not depend on the query string (`location =` ignores it),
 //! except that `/sessions/` tells student 1 (the `Dashboard`'s) from the
-//! others and names the asked-for student in its answer. Every session
-//! names lesson 3, 4 or 7, so `/lesson/` answers exactly the batch either
-//! scenario asks for.
+//! others and names the asked-for student in its answer, and `/users/`
+//! answers `?ids=1000` (the large answer's student batch) with that student
+//! alone. Every session names lesson 3, 4 or 7, so `/lesson/` answers
+//! exactly the batch any scenario asks for.
 //!
-//! The large-answer scenario (`students(first: 500)`) reads `/users/`, a
-//! page of [`STUDENTS`] users, and one `/sessions/` page per student. Those
-//! bodies are longer than an NGINX configuration string may be (4 KiB), so
-//! they are files, one per student for the sessions, written once before
-//! NGINX starts and served from its open-file cache: NGINX still only
-//! copies bytes. `/nginx-status/` (NGINX's `stub_status`) counts the
+//! The fan-out scenario (`students(first: 500)`) reads `/users/`, a page
+//! of [`STUDENTS`] users, and one `/sessions/` page per student. The large
+//! answer (`readingSessions(studentId: 1000, first: 6000)`) reads one long
+//! `/sessions/` page of student [`READER`] (not on the `/users/` page, so
+//! that the fan-out's pages stay as they are), whose batched `/users/?ids=`
+//! call is answered with that student alone. Those bodies are longer than
+//! an NGINX configuration string may be (4 KiB), so they are files, one per
+//! student for the sessions, written once before NGINX starts and served
+//! from its open-file cache: NGINX still only copies bytes. The long page
+//! is larger than the contract's maximum page size (500): the stub serves
+//! it regardless, as one backend answer of about 1 MB whose projection into
+//! the response is what the scenario measures. `/nginx-status/` (NGINX's `stub_status`) counts the
 //! requests served, which is how the benchmark counts backend calls; the
 //! gateways' health checks, which it counts too, are logged to
 //! [`HEALTH_LOG`] (they are few) so that they can be told apart.
@@ -53,9 +60,16 @@ const PAYMENTS: &str = concat!(
     r#"]}"#
 );
 
-/// Students on the `/users/` page of the large answer (the contract's
+/// Students on the `/users/` page of the fan-out (the contract's
 /// largest page size); the smoke mode serves fewer.
 pub const STUDENTS: u32 = 500;
+
+/// The student of the large answer's long `/sessions/` page.
+pub const READER: u32 = 1000;
+
+/// Sessions on [`READER`]'s page in the full run: with the fields the
+/// large answer selects, about 1 MB of response JSON.
+pub const READER_SESSIONS: u32 = 6000;
 
 /// Sessions per student other than student 1 on `/sessions/`: with
 /// [`STUDENTS`] students the large answer is about 1 MB of JSON (within the
@@ -68,17 +82,20 @@ pub const STATUS_PATH: &str = "/nginx-status/";
 /// The file, in the stubs' directory, with one line per health check.
 pub const HEALTH_LOG: &str = "health.log";
 
+/// Student `id` of the users page (and [`READER`], who is not on it).
+fn user(id: u32) -> String {
+    match id {
+        1 => USER.to_owned(),
+        id => format!(
+            r#"{{"id":{id},"username":"student{id}","email":"student{id}@example.com","full_name":"Student {id}","grade":{},"created_at":"2026-01-02T03:04:05Z"}}"#,
+            id % 8 + 1
+        ),
+    }
+}
+
 /// `GET /users/?page_size=500`: students 1 (Ada, as [`USER`]) to `students`.
 fn users_page(students: u32) -> String {
-    let users: Vec<String> = (1..=students)
-        .map(|id| match id {
-            1 => USER.to_owned(),
-            id => format!(
-                r#"{{"id":{id},"username":"student{id}","email":"student{id}@example.com","full_name":"Student {id}","grade":{},"created_at":"2026-01-02T03:04:05Z"}}"#,
-                id % 8 + 1
-            ),
-        })
-        .collect();
+    let users: Vec<String> = (1..=students).map(user).collect();
     format!(r#"{{"count":{students},"next":null,"previous":null,"results":[{}]}}"#, users.join(","))
 }
 
@@ -99,10 +116,31 @@ fn sessions_page(student: u32) -> String {
     format!(r#"{{"count":{SESSIONS_PER_STUDENT},"next":null,"previous":null,"results":[{}]}}"#, sessions.join(","))
 }
 
-/// Writes the large answer's bodies for `students` students into `dir`
+/// `GET /sessions/?student_id=1000`: [`READER`]'s `count` sessions, over
+/// lessons 3, 4 and 7, each started at its own minute.
+fn reader_page(count: u32) -> String {
+    let sessions: Vec<String> = (0..count)
+        .map(|index| {
+            format!(
+                r#"{{"id":{},"student_id":{READER},"lesson_id":{},"started_at":"2026-02-{:02}T{:02}:{:02}:00Z","words_per_minute":{}.5,"accuracy":0.9{}}}"#,
+                100_000 + index,
+                [3, 4, 7][index as usize % 3],
+                index / 1440 % 28 + 1,
+                index / 60 % 24,
+                index % 60,
+                80 + index % 40,
+                index % 10,
+            )
+        })
+        .collect();
+    format!(r#"{{"count":{count},"next":null,"previous":null,"results":[{}]}}"#, sessions.join(","))
+}
+
+/// Writes the fan-out's bodies for `students` students and the large
+/// answer's page of `reader_sessions` sessions into `dir`
 /// (which NGINX's workers must be able to read) and returns the stub's
 /// `http` block content: one server on `port`.
-pub fn http_body(port: u16, dir: &Path, students: u32) -> Result<String> {
+pub fn http_body(port: u16, dir: &Path, students: u32, reader_sessions: u32) -> Result<String> {
     let write = |name: &str, body: String| {
         let path = dir.join(name);
         std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))
@@ -112,6 +150,8 @@ pub fn http_body(port: u16, dir: &Path, students: u32) -> Result<String> {
     for student in 2..=students {
         write(&format!("sessions/{student}.json"), sessions_page(student))?;
     }
+    write(&format!("sessions/{READER}.json"), reader_page(reader_sessions))?;
+    let reader = format!(r#"{{"count":1,"next":null,"previous":null,"results":[{}]}}"#, user(READER));
     let dir = dir.display();
     let mut text = format!(
         "\x20   server {{\n\
@@ -133,7 +173,10 @@ pub fn http_body(port: u16, dir: &Path, students: u32) -> Result<String> {
     // The rewrites serve a file under `root` from this location (`break`:
     // no second location match); an unknown student is a 404.
     text.push_str(&format!(
-        "\x20       location = /users/ {{ rewrite ^ /users.json break; }}\n\
+        "\x20       location = /users/ {{\n\
+         \x20           if ($arg_ids = \"{READER}\") {{ return 200 '{reader}'; }}\n\
+         \x20           rewrite ^ /users.json break;\n\
+         \x20       }}\n\
          \x20       location = /sessions/ {{\n\
          \x20           if ($arg_student_id = \"1\") {{ return 200 '{SESSIONS}'; }}\n\
          \x20           rewrite ^ /sessions/$arg_student_id.json break;\n\
@@ -193,5 +236,24 @@ mod tests {
             let wpm = session["words_per_minute"].as_f64().expect("words_per_minute");
             assert!(wpm.fract() != 0.0, "{session}");
         }
+    }
+
+    /// The large answer's long page: every session the reader's, over
+    /// lessons the lesson batch serves, with timestamps in RFC 3339; and the
+    /// reader's user answer is a page of that student alone.
+    #[test]
+    fn the_readers_page_is_the_contracts_shape() {
+        let page: serde_json::Value = serde_json::from_str(&reader_page(READER_SESSIONS)).expect("sessions JSON");
+        let sessions = page["results"].as_array().expect("results");
+        assert_eq!(sessions.len(), READER_SESSIONS as usize);
+        for session in sessions {
+            assert_eq!(session["student_id"], READER);
+            assert!([3, 4, 7].contains(&session["lesson_id"].as_u64().expect("lesson_id")), "{session}");
+            let started = session["started_at"].as_str().expect("started_at");
+            assert!(started.len() == 20 && started.starts_with("2026-02-") && started.ends_with(":00Z"), "{session}");
+        }
+        let reader: serde_json::Value = serde_json::from_str(&user(READER)).expect("user JSON");
+        assert_eq!((reader["id"].as_u64(), reader["full_name"].as_str()), (Some(1000), Some("Student 1000")));
+        assert!(!user(READER).contains(['\'', '\\', '$']));
     }
 }
