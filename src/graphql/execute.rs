@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use serde_json::Value as Json;
 use tracing::Instrument as _;
 
-use super::connector::{RestConnector, Scope};
+use super::connector::{Expr, RestConnector, Scope};
 use super::error::FetchError;
 use super::model::SchemaModel;
 use super::plan::{CallPlan, FieldPlan, ParentRead, Plan, Selection, ValueSource};
@@ -104,8 +104,11 @@ pub enum CallState {
     Done(Node),
     /// The call failed.
     Failed(FetchError),
-    /// A batch's answers, by match key.
-    Batch(HashMap<Box<str>, Node>),
+    /// A batch's keys, by the index parents hold, while its calls run.
+    Gathered(HashMap<Box<str>, u32>),
+    /// A batch's answers, by the key index parents hold (`Null`: the
+    /// backend has no object for that key).
+    Batch(Vec<Node>),
 }
 
 /// A call's status, body, and (when its service lets any through) its
@@ -122,7 +125,8 @@ enum Finished {
 /// A batch collecting keys.
 struct Gathering {
     call: u32,
-    keys: Vec<Box<str>>,
+    /// Distinct keys, each with the index parents hold.
+    keys: HashMap<Box<str>, u32>,
 }
 
 /// One operation's execution.
@@ -286,28 +290,14 @@ impl<'p> Execution<'p> {
     /// Starts (or joins) the call of `field` for the parent in `slots`;
     /// the node its slot then holds.
     fn start(&mut self, field: &'p FieldPlan, call: &'p CallPlan, slots: &[Node]) -> Node {
+        if let Some(batch) = &call.connector.batch {
+            return self.gather(field, call, &batch.key, slots);
+        }
         let args = self.args_of(call);
         let parent = (!call.parent_reads.is_empty()).then(|| ParentRead::json(&call.parent_reads, slots));
         let context = Arc::clone(&self.context);
         let scope = Scope { args: Some(&args), parent: parent.as_ref(), claims: context.claims.as_deref() };
         let connector = &call.connector;
-
-        if let Some(batch) = &connector.batch {
-            let Some(key) = batch.key.evaluate(&scope).as_ref().and_then(scalar_key) else { return Node::Null };
-            let batch_call = match &mut self.gathering[call.id] {
-                Some(gathering) => {
-                    gathering.keys.push(key.clone());
-                    gathering.call
-                }
-                None => {
-                    let id = self.new_call(field, CallState::Running);
-                    self.outstanding[call.id] += 1;
-                    self.gathering[call.id] = Some(Gathering { call: id, keys: vec![key.clone()] });
-                    id
-                }
-            };
-            return Node::Keyed { call: batch_call, key };
-        }
 
         let url = match connector.render_url(&scope, self.runtime.max_url_value_length) {
             Ok(url) => url,
@@ -354,6 +344,49 @@ impl<'p> Execution<'p> {
         Node::Call(id)
     }
 
+    /// Adds the parent's key to the field's batch; the node its slot then
+    /// holds. A key read straight from a parent's slot (`$parent.id`, the
+    /// usual case) is looked up without building anything.
+    fn gather(&mut self, field: &'p FieldPlan, call: &'p CallPlan, key: &Expr, slots: &[Node]) -> Node {
+        let direct = match key {
+            Expr::Parent(path) if path.len() == 1 => {
+                call.parent_reads.iter().find(|read| *read.key == *path[0]).and_then(|read| slots.get(read.slot))
+            }
+            _ => None,
+        };
+        let index = match direct {
+            Some(node) => with_key(node, |key| self.key_index(field, call, key)),
+            None => {
+                let args = self.args_of(call);
+                let parent = ParentRead::json(&call.parent_reads, slots);
+                let context = Arc::clone(&self.context);
+                let scope = Scope { args: Some(&args), parent: Some(&parent), claims: context.claims.as_deref() };
+                key.evaluate(&scope).as_ref().and_then(scalar_key).map(|key| self.key_index(field, call, &key))
+            }
+        };
+        match index {
+            Some((batch_call, key)) => Node::Keyed { call: batch_call, key },
+            // No key, no call: the field is null.
+            None => Node::Null,
+        }
+    }
+
+    /// The batch call gathering `call`'s keys, and `key`'s index in it.
+    fn key_index(&mut self, field: &'p FieldPlan, call: &'p CallPlan, key: &str) -> (u32, u32) {
+        if self.gathering[call.id].is_none() {
+            let id = self.new_call(field, CallState::Running);
+            self.outstanding[call.id] += 1;
+            self.gathering[call.id] = Some(Gathering { call: id, keys: HashMap::new() });
+        }
+        let Some(gathering) = &mut self.gathering[call.id] else { unreachable!("made above") };
+        let next = u32::try_from(gathering.keys.len()).unwrap_or(u32::MAX);
+        let index = match gathering.keys.get(key) {
+            Some(index) => *index,
+            None => *gathering.keys.entry(key.into()).or_insert(next),
+        };
+        (gathering.call, index)
+    }
+
     /// Sends the batches whose parents are all known.
     fn flush_ready_batches(&mut self) {
         for call_id in 0..self.gathering.len() {
@@ -362,15 +395,16 @@ impl<'p> Execution<'p> {
             {
                 continue;
             }
-            let Some(Gathering { call, mut keys }) = self.gathering[call_id].take() else { continue };
+            let Some(Gathering { call, keys: index }) = self.gathering[call_id].take() else { continue };
             let field = self.field_of[call as usize];
             let ValueSource::Call(plan) = &field.source else { continue };
             // Sorted, distinct keys give stable, cacheable URLs.
+            let mut keys: Vec<Box<str>> = index.keys().cloned().collect();
             keys.sort_by(|a, b| match (a.parse::<i64>(), b.parse::<i64>()) {
                 (Ok(a), Ok(b)) => a.cmp(&b),
                 _ => a.cmp(b),
             });
-            keys.dedup();
+            self.calls[call as usize] = CallState::Gathered(index);
             let args = self.args_of(plan);
             let service = match upstream_service(self.runtime, &plan.connector) {
                 Ok(service) => service,
@@ -428,19 +462,26 @@ impl<'p> Execution<'p> {
                 }
             }
             Finished::Batch(Ok(answers)) => {
-                let mut found = HashMap::new();
+                let keys = match std::mem::replace(&mut self.calls[index], CallState::Running) {
+                    CallState::Gathered(keys) => keys,
+                    _ => HashMap::new(),
+                };
+                let mut found = vec![Node::Null; keys.len()];
                 let mut failure = None;
                 for (status, bytes, headers) in answers {
                     self.answer_headers[index].extend(headers);
                     match value(service(), call, status, &bytes) {
                         Ok(Node::List(items)) => {
                             for item in items {
-                                let key = match (&item, call.match_slot) {
-                                    (Node::Object(slots), Some(slot)) => slots.get(slot).and_then(node_key),
+                                let position = match (&item, call.match_slot) {
+                                    (Node::Object(slots), Some(slot)) => slots
+                                        .get(slot)
+                                        .and_then(|key| with_key(key, |key| keys.get(key).copied()))
+                                        .flatten(),
                                     _ => None,
                                 };
-                                if let Some(key) = key {
-                                    found.insert(key, item);
+                                if let Some(slot) = position.and_then(|position| found.get_mut(position as usize)) {
+                                    *slot = item;
                                 }
                             }
                         }
@@ -462,7 +503,7 @@ impl<'p> Execution<'p> {
         if let Some(selection) = &field.selection {
             match &mut state {
                 CallState::Done(node) => self.scan(selection, node),
-                CallState::Batch(found) => found.values_mut().for_each(|node| self.scan(selection, node)),
+                CallState::Batch(found) => found.iter_mut().for_each(|node| self.scan(selection, node)),
                 _ => {}
             }
         }
@@ -519,11 +560,13 @@ fn scalar_key(value: &Json) -> Option<Box<str>> {
     }
 }
 
-fn node_key(node: &Node) -> Option<Box<str>> {
+/// Calls `f` with a scalar node's text as a batch key (numbers formatted
+/// on the stack).
+fn with_key<R>(node: &Node, f: impl FnOnce(&str) -> R) -> Option<R> {
     match node {
-        Node::Str(text) => Some(text.as_str().into()),
-        Node::Int(number) => Some(number.to_string().into()),
-        Node::UInt(number) => Some(number.to_string().into()),
+        Node::Str(text) => Some(f(text.as_str())),
+        Node::Int(number) => Some(f(itoa::Buffer::new().format(*number))),
+        Node::UInt(number) => Some(f(itoa::Buffer::new().format(*number))),
         _ => None,
     }
 }

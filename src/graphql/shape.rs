@@ -204,12 +204,12 @@ pub enum Node {
     Json(Box<Json>),
     /// The result of the call with this id (see `execute`).
     Call(u32),
-    /// The answer to `key` in the batched call with this id.
+    /// The answer for one key of the batched call with this id.
     Keyed {
         /// The batch's call id.
         call: u32,
-        /// The parent's key.
-        key: Box<str>,
+        /// The index of the parent's key among the batch's keys.
+        key: u32,
     },
 }
 

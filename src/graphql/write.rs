@@ -79,35 +79,44 @@ struct Writer<'e, 'p> {
 
 impl<'e, 'p> Writer<'e, 'p> {
     fn object(&mut self, selection: &'e Selection, node: &Node) -> Result<(), Bubble> {
-        let fields = self.included(selection);
         self.out.push(b'{');
-        for (index, field) in fields.into_iter().enumerate() {
-            if index > 0 {
-                self.out.push(b',');
+        if selection.conditional {
+            for (index, field) in self.included(selection).into_iter().enumerate() {
+                self.member(index, field, node)?;
             }
-            self.out.extend_from_slice(&field.key_json);
-            self.path.push(Segment::Key(&field.key));
-            let mark = self.out.len();
-            let written = self.field(field, node);
-            self.path.pop();
-            if written.is_err() {
-                if !field.ty.nullable {
-                    return Err(Bubble);
-                }
-                self.out.truncate(mark);
-                self.out.extend_from_slice(b"null");
+        } else {
+            for (index, field) in selection.fields.iter().enumerate() {
+                self.member(index, field, node)?;
             }
         }
         self.out.push(b'}');
         Ok(())
     }
 
-    /// The fields to write, in the order of their first included occurrence.
+    /// One `"key":value` of an object.
+    fn member(&mut self, index: usize, field: &'e FieldPlan, node: &Node) -> Result<(), Bubble> {
+        if index > 0 {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(&field.key_json);
+        self.path.push(Segment::Key(&field.key));
+        let mark = self.out.len();
+        let written = self.field(field, node);
+        self.path.pop();
+        if written.is_err() {
+            if !field.ty.nullable {
+                return Err(Bubble);
+            }
+            self.out.truncate(mark);
+            self.out.extend_from_slice(b"null");
+        }
+        Ok(())
+    }
+
+    /// The fields of a conditional selection to write, in the order of
+    /// their first included occurrence.
     fn included(&self, selection: &'e Selection) -> Vec<&'e FieldPlan> {
         let flags = &self.execution.flags;
-        if !selection.conditional {
-            return selection.fields.iter().collect();
-        }
         let mut fields: Vec<(u32, &FieldPlan)> = selection
             .fields
             .iter()
@@ -160,7 +169,7 @@ impl<'e, 'p> Writer<'e, 'p> {
                     },
                     Some(Node::Keyed { call, key }) => match calls.get(*call as usize) {
                         Some(CallState::Batch(found)) => {
-                            self.value(field, &field.ty, found.get(key).unwrap_or(&Node::Null))
+                            self.value(field, &field.ty, found.get(*key as usize).unwrap_or(&Node::Null))
                         }
                         Some(CallState::Failed(error)) => self.failure(field, error),
                         _ => self.internal(field),
