@@ -219,6 +219,21 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Why [`UpstreamService::send_before`] gave up.
+#[derive(Debug)]
+pub enum SendError {
+    /// The call failed.
+    Upstream(UpstreamError),
+    /// The caller's deadline passed before an answer's head.
+    DeadlinePassed,
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        Self::Upstream(error)
+    }
+}
+
 /// A backend's answer and how it was obtained.
 #[derive(Debug)]
 pub struct UpstreamResponse {
@@ -362,6 +377,31 @@ impl UpstreamService {
     /// Sends `request` (its URI a path and query) to a replica, failing over
     /// to others where that is safe and the retry budget allows.
     pub async fn send(&self, request: Request<UpstreamRequestBody>) -> Result<UpstreamResponse, UpstreamError> {
+        match self.send_within(request, None).await {
+            Ok(answer) => Ok(answer),
+            Err(SendError::Upstream(error)) => Err(error),
+            // Cannot happen: without a caller's deadline only attempts time
+            // out, and they fail with `UpstreamError::Timeout`.
+            Err(SendError::DeadlinePassed) => Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) }),
+        }
+    }
+
+    /// Like [`UpstreamService::send`], giving up when `deadline` passes
+    /// before an answer's head (retries included). The attempts' timer
+    /// doubles as the deadline's, so a request arms one timer, not two.
+    pub async fn send_before(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpstreamResponse, SendError> {
+        self.send_within(request, Some(deadline)).await
+    }
+
+    async fn send_within(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<UpstreamResponse, SendError> {
         let (mut parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let idempotent = is_idempotent(&parts.method);
@@ -370,7 +410,7 @@ impl UpstreamService {
         let mut tried: u64 = 0;
         let mut retries = 0;
         let Some(mut index) = self.pick(tried) else {
-            return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) });
+            return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) }.into());
         };
         loop {
             if index < 64 {
@@ -393,7 +433,16 @@ impl UpstreamService {
 
             let in_flight = endpoint.start_request();
             let started = tokio::time::Instant::now();
-            let outcome = tokio::time::timeout(self.request_timeout, endpoint.send(attempt)).await;
+            let attempt_deadline = started + self.request_timeout;
+            let (limit, callers) = match deadline {
+                Some(deadline) if deadline < attempt_deadline => (deadline, true),
+                _ => (attempt_deadline, false),
+            };
+            let outcome = tokio::time::timeout_at(limit, endpoint.send(attempt)).await;
+            if callers && outcome.is_err() {
+                // As if the caller had dropped the call: nothing is recorded.
+                return Err(SendError::DeadlinePassed);
+            }
             if let Some(metrics) = self.metrics.endpoint(index) {
                 let observed = match &outcome {
                     Ok(Ok((response, _))) => UpstreamOutcome::Status(response.status()),
@@ -437,7 +486,8 @@ impl UpstreamService {
                         endpoint: Arc::clone(&endpoint.label),
                         retries,
                         after: self.request_timeout,
-                    });
+                    }
+                    .into());
                 }
             };
             drop(in_flight);
@@ -448,7 +498,8 @@ impl UpstreamService {
                     endpoint: Arc::clone(&endpoint.label),
                     retries,
                     source,
-                });
+                }
+                .into());
             }
             self.record_failure(index);
             let connect_failed = error.is_connect();
@@ -474,11 +525,11 @@ impl UpstreamService {
                 continue;
             }
             let (service, endpoint) = (Arc::clone(&self.name), Arc::clone(&endpoint.label));
-            return Err(if connect_failed {
+            return Err(SendError::Upstream(if connect_failed {
                 UpstreamError::Connect { service, endpoint, retries, source: error }
             } else {
                 UpstreamError::Protocol { service, endpoint, retries, source: error }
-            });
+            }));
         }
     }
 
