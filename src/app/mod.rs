@@ -17,7 +17,6 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder};
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutBody;
 
 use crate::auth::{self, AuthLayer, AuthSetupError, Authenticator};
@@ -288,9 +287,7 @@ pub fn app(
     ServiceBuilder::new()
         .map_request(|request: Request<Incoming>| request.map(Body::new))
         .option_layer(config.server.hsts_layer())
-        .map_request(telemetry::drop_unfit_request_id)
-        .layer(SetRequestIdLayer::x_request_id(telemetry::RandomRequestId))
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(telemetry::RequestIdLayer)
         .layer(ClientAddressLayer::new(trusted_proxies))
         .layer(AccessLogLayer::new(state.telemetry.clone()))
         .map_request(move |request: Request<Body>| {

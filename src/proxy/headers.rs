@@ -1,6 +1,8 @@
 //! Header rules for passthrough: what is removed, added or rewritten on the
 //! way to the backend and back.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::client::ClientAddress;
@@ -25,6 +27,12 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass comparing names is cheaper than
+    // hashing each of them for a removal (`Connection`, which may name
+    // more, is one of them).
+    if !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -60,7 +68,7 @@ pub fn prepare_request_headers(
     headers.remove(header::HOST);
 
     // An address prints as plain ASCII, so these conversions cannot fail.
-    if let Ok(peer) = HeaderValue::try_from(address.peer.to_string()) {
+    if let Some(peer) = address_value(address.peer) {
         let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
             Some(earlier) if !earlier.trim().is_empty() => {
                 HeaderValue::try_from(format!("{earlier}, {}", address.peer)).unwrap_or_else(|_| peer.clone())
@@ -68,11 +76,7 @@ pub fn prepare_request_headers(
             _ => peer.clone(),
         };
         headers.insert(X_FORWARDED_FOR, forwarded_for);
-        let real_ip = if address.client == address.peer {
-            peer
-        } else {
-            HeaderValue::try_from(address.client.to_string()).unwrap_or(peer)
-        };
+        let real_ip = if address.client == address.peer { peer } else { address_value(address.client).unwrap_or(peer) };
         headers.insert(X_REAL_IP, real_ip);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(client_scheme));
@@ -80,6 +84,18 @@ pub fn prepare_request_headers(
         Some(host) => headers.insert(X_FORWARDED_HOST, host.clone()),
         None => headers.remove(X_FORWARDED_HOST),
     };
+}
+
+/// An address as a header value, written without a growing `String`.
+fn address_value(address: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write as _;
+    // The longest address text: eight groups of four hex digits, the last
+    // two written as a dotted IPv4 address.
+    let mut text = [0_u8; 45];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    write!(cursor, "{address}").ok()?;
+    let length = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(&text[..length]).ok()
 }
 
 #[cfg(test)]
@@ -119,5 +135,13 @@ mod tests {
         prepare_request_headers(&mut headers, address, None, "https");
         assert_eq!(headers["x-forwarded-for"], "198.51.100.7, 10.0.0.2");
         assert_eq!(headers["x-real-ip"], "198.51.100.7");
+    }
+
+    #[test]
+    fn the_longest_addresses_are_written_whole() {
+        for text in ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:255.255.255.255", "255.255.255.255"] {
+            let address: IpAddr = text.parse().expect("ip");
+            assert_eq!(address_value(address).expect("a value"), text);
+        }
     }
 }

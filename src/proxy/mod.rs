@@ -29,7 +29,7 @@ use crate::client::ClientAddress;
 use crate::identity::Identity;
 use crate::request::ConnectionInfo;
 use crate::telemetry::RequestLog;
-use crate::upstream::{UpstreamError, UpstreamRequestBody};
+use crate::upstream::{SendError, UpstreamError, UpstreamRequestBody};
 
 /// Why the proxy refused a request before any backend was called.
 #[derive(Debug, thiserror::Error)]
@@ -68,14 +68,15 @@ pub enum ProxyError {
 /// which abandons the backend connection. The answer's body is not covered:
 /// it streams under the service's idle timeout.
 pub async fn forward(route: Arc<Route>, request: Request<Body>) -> Result<Response, ProxyError> {
-    let timeout = route.timeout();
-    match tokio::time::timeout(timeout, forward_within(&route, request)).await {
-        Ok(outcome) => outcome,
-        Err(_elapsed) => Err(ProxyError::DeadlineExceeded { timeout }),
-    }
+    let deadline = tokio::time::Instant::now() + route.timeout();
+    forward_before(&route, request, deadline).await
 }
 
-async fn forward_within(route: &Route, request: Request<Body>) -> Result<Response, ProxyError> {
+async fn forward_before(
+    route: &Route,
+    request: Request<Body>,
+    deadline: tokio::time::Instant,
+) -> Result<Response, ProxyError> {
     let (mut parts, body) = request.into_parts();
     // The canonical-path layer has normalised the path already. The URI is
     // shared bytes, so keeping a copy costs a reference count, not a string.
@@ -137,9 +138,10 @@ async fn forward_within(route: &Route, request: Request<Body>) -> Result<Respons
     *upstream_request.uri_mut() = path_and_query.into();
     *upstream_request.headers_mut() = parts.headers;
 
-    let answer = match route.service.send(upstream_request).instrument(span).await {
+    let answer = match route.service.send_before(upstream_request, deadline).instrument(span).await {
         Ok(answer) => answer,
-        Err(error) => {
+        Err(SendError::DeadlinePassed) => return Err(ProxyError::DeadlineExceeded { timeout: route.timeout() }),
+        Err(SendError::Upstream(error)) => {
             // The access log names the replica that failed, not only the one that answers.
             if let (Some(log), Some((endpoint, retries))) = (&log, error.attempt()) {
                 log.set_upstream(endpoint, retries);

@@ -35,7 +35,7 @@ pub use access_log::{AccessLog, AccessLogLayer, RequestLog};
 pub use error_chain::ErrorChain;
 pub use metrics::Metrics;
 pub use otlp::OtlpConfig;
-pub use request_id::{drop_unfit_request_id, RandomRequestId};
+pub use request_id::{drop_unfit_request_id, RandomRequestId, RequestIdLayer};
 
 use crate::client::{peer_in, PeerNetwork};
 use crate::problems::Problems;

@@ -7,6 +7,7 @@
 //! for a retry. A body that turned out to be empty (a `DELETE` without
 //! `Content-Length`, say) has sent nothing, so it replays like no body.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,8 +18,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tower_http::timeout::TimeoutBody;
+use tokio::time::Sleep;
 
+use super::pool::Lent;
 use super::InFlightGuard;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -165,13 +167,27 @@ impl Body for AttemptBody {
 
 pin_project! {
     /// A backend's answer body. It times out when the backend pauses too
-    /// long, and keeps the replica's in-flight count until it is finished.
+    /// long, keeps the replica's in-flight count until it is finished, and
+    /// gives its connection back to the pool once it has been read whole
+    /// (a body dropped before its end takes the connection with it).
     pub struct UpstreamResponseBody {
         #[pin]
-        inner: TimeoutBody<Incoming>,
+        inner: Incoming,
+        idle_timeout: Duration,
+        // The pause being timed; armed only when the backend has nothing
+        // to give yet, so data that is already there costs no timer.
+        #[pin]
+        pause: Option<Sleep>,
         in_flight: InFlightGuard,
+        connection: Option<Lent>,
     }
 }
+
+/// The backend paused longer than the service's `request_timeout` in the
+/// middle of its answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent no data within the designated timeout")]
+pub struct BackendPaused;
 
 impl std::fmt::Debug for UpstreamResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,8 +196,16 @@ impl std::fmt::Debug for UpstreamResponseBody {
 }
 
 impl UpstreamResponseBody {
-    pub(super) fn new(body: Incoming, idle_timeout: Duration, in_flight: InFlightGuard) -> Self {
-        Self { inner: TimeoutBody::new(idle_timeout, body), in_flight }
+    pub(super) fn new(body: Incoming, idle_timeout: Duration, in_flight: InFlightGuard, connection: Lent) -> Self {
+        // An answer without a body (`204`, `304`, `Content-Length: 0`) may
+        // never be polled: its connection is free at once.
+        let connection = if body.is_end_stream() {
+            connection.check_in();
+            None
+        } else {
+            Some(connection)
+        };
+        Self { inner: body, idle_timeout, pause: None, in_flight, connection }
     }
 }
 
@@ -190,7 +214,37 @@ impl Body for UpstreamResponseBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        let mut this = self.project();
+        let frame = match this.inner.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if this.pause.is_some() {
+                    this.pause.set(None);
+                }
+                frame.map(|frame| frame.map_err(BoxError::from))
+            }
+            Poll::Pending => {
+                if this.pause.is_none() {
+                    this.pause.set(Some(tokio::time::sleep(*this.idle_timeout)));
+                }
+                if let Some(pause) = this.pause.as_pin_mut() {
+                    std::task::ready!(pause.poll(cx));
+                }
+                *this.connection = None;
+                return Poll::Ready(Some(Err(Box::new(BackendPaused))));
+            }
+        };
+        match &frame {
+            // hyper stops polling a sized body once it has its length, so
+            // the end is noticed with the last data, not only at `None`.
+            Some(Ok(_)) if !this.inner.is_end_stream() => {}
+            Some(Ok(_)) | None => {
+                if let Some(connection) = this.connection.take() {
+                    connection.check_in();
+                }
+            }
+            Some(Err(_)) => *this.connection = None,
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -25,7 +25,7 @@ pub enum UpstreamError {
         retries: u32,
         /// The client's error, for logs.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: AttemptError,
     },
     /// The replica did not start answering in time.
     #[error("service {service} did not answer within {after:?}")]
@@ -64,7 +64,7 @@ pub enum UpstreamError {
         retries: u32,
         /// The client's error, for logs.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: AttemptError,
     },
 }
 
@@ -90,5 +90,24 @@ impl UpstreamError {
             | Self::RequestBody { endpoint, retries, .. }
             | Self::Protocol { endpoint, retries, .. } => Some((endpoint, *retries)),
         }
+    }
+}
+
+/// Why one attempt on a replica failed before its answer's head.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// No connection could be opened (TCP or TLS).
+    #[error("could not connect")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed: the request could not be written, or the
+    /// answer's head was not HTTP, or the replica hung up.
+    #[error(transparent)]
+    Http(hyper::Error),
+}
+
+impl AttemptError {
+    /// Whether nothing reached the replica because no connection was made.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Self::Connect(_))
     }
 }

@@ -11,6 +11,7 @@ mod body;
 mod config;
 mod error;
 mod health;
+mod pool;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,7 @@ use hashbrown::HashMap;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
 use tokio_rustls::rustls::RootCertStore;
 use tower::retry::budget::{Budget, TpsBudget};
 
@@ -35,14 +35,13 @@ pub use config::{
     EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig,
     UpstreamTlsConfig,
 };
-pub use error::UpstreamError;
+pub use error::{AttemptError, UpstreamError};
 pub use health::HealthCheckTasks;
 pub use tls::{public_connector, CaFileError, Connector};
 
 use body::AttemptBody;
 use health::{CheckStreak, EndpointHealth, HealthClock};
-
-type HttpClient = Client<tls::Connector, AttemptBody>;
+use pool::Pool;
 
 /// Every configured backend service, by name.
 #[derive(Clone, Debug, Default)]
@@ -160,6 +159,8 @@ pub struct Endpoint {
     weight: u32,
     in_flight: Arc<AtomicUsize>,
     health: EndpointHealth,
+    /// Idle connections, once the service has given the replica its pool.
+    pool: Option<Arc<Pool>>,
 }
 
 impl Endpoint {
@@ -174,6 +175,7 @@ impl Endpoint {
             weight: config.weight(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             health: EndpointHealth::default(),
+            pool: None,
         })
     }
 
@@ -198,12 +200,22 @@ impl Endpoint {
         InFlightGuard(Arc::clone(&self.in_flight))
     }
 
-    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, http::Error> {
+    /// What the connector dials: `scheme://authority/`.
+    fn target(&self) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
-            .path_and_query(path_and_query)
+            .path_and_query(PathAndQuery::from_static("/"))
             .build()
+    }
+
+    /// Sends one attempt (its URI in origin form) on a pooled connection.
+    async fn send(&self, request: Request<AttemptBody>) -> Result<(Response<Incoming>, pool::Lent), AttemptError> {
+        match &self.pool {
+            Some(pool) => pool.send(request).await,
+            // Every endpoint of a service gets its pool when it is built.
+            None => Err(AttemptError::Connect("the endpoint has no connection pool".into())),
+        }
     }
 }
 
@@ -228,6 +240,21 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// Why [`UpstreamService::send_before`] gave up.
+#[derive(Debug)]
+pub enum SendError {
+    /// The call failed.
+    Upstream(UpstreamError),
+    /// The caller's deadline passed before an answer's head.
+    DeadlinePassed,
+}
+
+impl From<UpstreamError> for SendError {
+    fn from(error: UpstreamError) -> Self {
+        Self::Upstream(error)
+    }
+}
+
 /// A backend's answer and how it was obtained.
 #[derive(Debug)]
 pub struct UpstreamResponse {
@@ -244,7 +271,6 @@ pub struct UpstreamService {
     name: Arc<str>,
     endpoints: Box<[Endpoint]>,
     selector: Box<dyn Selector>,
-    client: HttpClient,
     clock: HealthClock,
     request_timeout: Duration,
     health_check: HealthCheckConfig,
@@ -279,7 +305,7 @@ impl UpstreamService {
         public_roots: &Arc<RootCertStore>,
         metrics: &Metrics,
     ) -> Result<Self, UpstreamBuildError> {
-        let endpoints = config
+        let mut endpoints = config
             .endpoints
             .iter()
             .enumerate()
@@ -304,12 +330,13 @@ impl UpstreamService {
         };
         let connector = tls::connector(roots, config.connect_timeout, Duration::from_secs(60))
             .map_err(|error| tls_error(error.to_string()))?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_max_idle_per_host(config.max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        for (index, endpoint) in endpoints.iter_mut().enumerate() {
+            let target = endpoint.target().map_err(|error| UpstreamBuildError {
+                key: format!("services.{name}.endpoints[{index}]"),
+                message: error.to_string(),
+            })?;
+            endpoint.pool = Some(Pool::new(connector.clone(), target, config.max_idle_per_host, config.idle_timeout));
+        }
 
         let retry = &config.retry;
         let labels: Vec<Arc<str>> = endpoints.iter().map(|endpoint| Arc::clone(&endpoint.label)).collect();
@@ -318,7 +345,6 @@ impl UpstreamService {
             name: Arc::from(name),
             selector: selector_for(config.load_balancing, &endpoints),
             endpoints,
-            client,
             clock: HealthClock::start(),
             request_timeout: config.request_timeout,
             health_check: config.health_check.clone(),
@@ -372,6 +398,31 @@ impl UpstreamService {
     /// Sends `request` (its URI a path and query) to a replica, failing over
     /// to others where that is safe and the retry budget allows.
     pub async fn send(&self, request: Request<UpstreamRequestBody>) -> Result<UpstreamResponse, UpstreamError> {
+        match self.send_within(request, None).await {
+            Ok(answer) => Ok(answer),
+            Err(SendError::Upstream(error)) => Err(error),
+            // Cannot happen: without a caller's deadline only attempts time
+            // out, and they fail with `UpstreamError::Timeout`.
+            Err(SendError::DeadlinePassed) => Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) }),
+        }
+    }
+
+    /// Like [`UpstreamService::send`], giving up when `deadline` passes
+    /// before an answer's head (retries included). The attempts' timer
+    /// doubles as the deadline's, so a request arms one timer, not two.
+    pub async fn send_before(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        deadline: tokio::time::Instant,
+    ) -> Result<UpstreamResponse, SendError> {
+        self.send_within(request, Some(deadline)).await
+    }
+
+    async fn send_within(
+        &self,
+        request: Request<UpstreamRequestBody>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<UpstreamResponse, SendError> {
         let (mut parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
         let idempotent = is_idempotent(&parts.method);
@@ -380,7 +431,7 @@ impl UpstreamService {
         let mut tried: u64 = 0;
         let mut retries = 0;
         let Some(mut index) = self.pick(tried) else {
-            return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) });
+            return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) }.into());
         };
         loop {
             if index < 64 {
@@ -389,12 +440,9 @@ impl UpstreamService {
             let endpoint = &self.endpoints[index];
             let may_retry_later = retries < self.max_retries;
 
-            let uri = endpoint
-                .uri(path_and_query.clone())
-                .map_err(|_| UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) })?;
             let mut attempt = Request::new(body.for_attempt());
             *attempt.method_mut() = parts.method.clone();
-            *attempt.uri_mut() = uri;
+            *attempt.uri_mut() = Uri::from(path_and_query.clone());
             *attempt.version_mut() = http::Version::HTTP_11;
             // Only an attempt that may be followed by another needs the
             // headers kept; the last one takes them.
@@ -406,10 +454,19 @@ impl UpstreamService {
 
             let in_flight = endpoint.start_request();
             let started = tokio::time::Instant::now();
-            let outcome = tokio::time::timeout(self.request_timeout, self.client.request(attempt)).await;
+            let attempt_deadline = started + self.request_timeout;
+            let (limit, callers) = match deadline {
+                Some(deadline) if deadline < attempt_deadline => (deadline, true),
+                _ => (attempt_deadline, false),
+            };
+            let outcome = tokio::time::timeout_at(limit, endpoint.send(attempt)).await;
+            if callers && outcome.is_err() {
+                // As if the caller had dropped the call: nothing is recorded.
+                return Err(SendError::DeadlinePassed);
+            }
             if let Some(metrics) = self.metrics.endpoint(index) {
                 let observed = match &outcome {
-                    Ok(Ok(response)) => UpstreamOutcome::Status(response.status()),
+                    Ok(Ok((response, _))) => UpstreamOutcome::Status(response.status()),
                     Ok(Err(error)) if error.is_connect() => UpstreamOutcome::ConnectError,
                     Ok(Err(_)) => UpstreamOutcome::ProtocolError,
                     Err(_elapsed) => UpstreamOutcome::Timeout,
@@ -417,7 +474,7 @@ impl UpstreamService {
                 metrics.attempt(observed, started.elapsed());
             }
             let error = match outcome {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, connection))) => {
                     let status = response.status();
                     if status.is_server_error() {
                         self.record_failure(index);
@@ -437,8 +494,9 @@ impl UpstreamService {
                         index = next;
                         continue;
                     }
-                    let response =
-                        response.map(|incoming| UpstreamResponseBody::new(incoming, self.request_timeout, in_flight));
+                    let response = response.map(|incoming| {
+                        UpstreamResponseBody::new(incoming, self.request_timeout, in_flight, connection)
+                    });
                     return Ok(UpstreamResponse { response, endpoint: Arc::clone(&endpoint.label), retries });
                 }
                 Ok(Err(error)) => error,
@@ -449,7 +507,8 @@ impl UpstreamService {
                         endpoint: Arc::clone(&endpoint.label),
                         retries,
                         after: self.request_timeout,
-                    });
+                    }
+                    .into());
                 }
             };
             drop(in_flight);
@@ -460,7 +519,8 @@ impl UpstreamService {
                     endpoint: Arc::clone(&endpoint.label),
                     retries,
                     source,
-                });
+                }
+                .into());
             }
             self.record_failure(index);
             let connect_failed = error.is_connect();
@@ -486,11 +546,11 @@ impl UpstreamService {
                 continue;
             }
             let (service, endpoint) = (Arc::clone(&self.name), Arc::clone(&endpoint.label));
-            return Err(if connect_failed {
+            return Err(SendError::Upstream(if connect_failed {
                 UpstreamError::Connect { service, endpoint, retries, source: error }
             } else {
                 UpstreamError::Protocol { service, endpoint, retries, source: error }
-            });
+            }));
         }
     }
 
@@ -568,13 +628,13 @@ impl UpstreamService {
         let Ok(path) = PathAndQuery::try_from(self.health_check.path.as_str()) else {
             return false;
         };
-        let Ok(uri) = endpoint.uri(path) else {
-            return false;
-        };
         let mut request = Request::new(AttemptBody::Empty);
-        *request.uri_mut() = uri;
-        match tokio::time::timeout(self.health_check.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => response.status().is_success(),
+        *request.uri_mut() = Uri::from(path);
+        if let Some(host) = &endpoint.host {
+            request.headers_mut().insert(HOST, host.clone());
+        }
+        match tokio::time::timeout(self.health_check.timeout, endpoint.send(request)).await {
+            Ok(Ok((response, _))) => response.status().is_success(),
             _ => false,
         }
     }

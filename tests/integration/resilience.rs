@@ -1,7 +1,8 @@
 //! Passive ejection and recovery, active health checks, retries and the
 //! retry budget, client-side timeouts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -380,4 +381,62 @@ async fn a_refused_connection_is_502_before_and_after_the_replica_is_ejected() {
         StatusCode::SERVICE_UNAVAILABLE,
         "readiness still reports the service down"
     );
+}
+
+/// A keep-alive backend that counts the connections it accepts; with
+/// `close_after_answer` it hangs up after each answer, without saying so.
+async fn counting_backend(close_after_answer: bool) -> (SocketAddr, Arc<AtomicUsize>, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buffer = [0_u8; 1024];
+                loop {
+                    // Every request of the test has a head and no body.
+                    while let Some(end) = pending.windows(4).position(|window| window == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err()
+                            || close_after_answer
+                        {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => pending.extend_from_slice(&buffer[..read]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_one_the_backend_closed_is_not_reused() {
+    let (addr, accepted, _backend) = counting_backend(false).await;
+    let gateway = Gateway::start(&config(&service("api", &[format!("http://{addr}")], no_checks()))).await;
+    for request in 0..5 {
+        let response = client().get(gateway.url("/api/x/")).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "request {request}");
+        assert_eq!(response.text().await.expect("body"), "ok", "request {request}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection serves one request after the other");
+
+    // A POST may not be repeated once sent, so a connection the backend
+    // has closed must be noticed before the request goes out on it.
+    let (addr, accepted, _backend) = counting_backend(true).await;
+    let gateway = Gateway::start(&config(&service("api", &[format!("http://{addr}")], no_checks()))).await;
+    for request in 0..5 {
+        let response = client().post(gateway.url("/api/x/")).send().await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK, "request {request}");
+        assert_eq!(response.text().await.expect("body"), "ok", "request {request}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5, "a new connection for each request");
 }
