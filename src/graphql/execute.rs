@@ -174,7 +174,7 @@ impl<'p> Execution<'p> {
             same_call: HashMap::new(),
             same_url: HashMap::new(),
             in_flight: FuturesUnordered::new(),
-            root: Node::Object(vec![Node::Null; plan.root_calls].into_boxed_slice()),
+            root: Node::Object(shape::empty_slots(plan.root_calls)),
         }
     }
 
@@ -242,8 +242,8 @@ impl<'p> Execution<'p> {
         match node {
             Node::List(items) => items.iter_mut().for_each(|item| self.scan(selection, item)),
             Node::Object(slots) => {
-                for field in &selection.fields {
-                    self.visit(field, slots);
+                for &index in &selection.with_calls {
+                    self.visit(&selection.fields[index], slots);
                 }
             }
             _ => {}
@@ -466,7 +466,7 @@ impl<'p> Execution<'p> {
                     CallState::Gathered(keys) => keys,
                     _ => HashMap::new(),
                 };
-                let mut found = vec![Node::Null; keys.len()];
+                let mut found: Vec<Node> = shape::empty_slots(keys.len()).into_vec();
                 let mut failure = None;
                 for (status, bytes, headers) in answers {
                     self.answer_headers[index].extend(headers);

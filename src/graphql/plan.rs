@@ -76,6 +76,10 @@ pub struct Selection {
     /// Whether some field has a variable `@skip`/`@include`: then the order
     /// is decided per request (the first *included* occurrence counts).
     pub conditional: bool,
+    /// The fields that make calls or hold fields that may: all the
+    /// executor visits of each object (a list of 6,000 objects with six
+    /// scalars and two calls visits two fields per object).
+    pub with_calls: Vec<usize>,
 }
 
 /// One response key of a selection.
@@ -444,6 +448,14 @@ impl<'a> Compiler<'a> {
                     self.field(definition, key, guard, &occurrences, shape, ancestors)?
                 }
             };
+            let makes_calls = match &plan.source {
+                ValueSource::Call(_) => true,
+                ValueSource::Key { .. } => plan.selection.as_ref().is_some_and(|child| !child.with_calls.is_empty()),
+                ValueSource::Typename(_) | ValueSource::Introspection => false,
+            };
+            if makes_calls {
+                selection.with_calls.push(selection.fields.len());
+            }
             selection.fields.push(plan);
         }
         Ok(selection)

@@ -246,17 +246,22 @@ impl Node {
                 Node::List(items.into_iter().map(|item| Node::from_json(item, inner)).collect())
             }
             (Json::Object(mut map), Shape::Object(object)) => {
-                let mut slots = vec![Node::Null; object.slots()];
+                let mut slots = empty_slots(object.slots());
                 for (slot, (key, shape)) in object.keys.iter().enumerate() {
                     if let Some(value) = map.remove(&**key) {
                         slots[slot] = Node::from_json(value, shape);
                     }
                 }
-                Node::Object(slots.into_boxed_slice())
+                Node::Object(slots)
             }
             (json, _) => Node::Json(Box::new(json)),
         }
     }
+}
+
+/// `n` null slots. Not `vec![Node::Null; n]`, which clones a node per slot.
+pub fn empty_slots(n: usize) -> Box<[Node]> {
+    (0..n).map(|_| Node::Null).collect()
 }
 
 /// Parses a backend answer, keeping what `shape` reads.
@@ -355,7 +360,7 @@ impl<'de> Visitor<'de> for Reader<'_> {
             let json: Json = de::Deserialize::deserialize(de::value::MapAccessDeserializer::new(map))?;
             return Ok(Node::Json(Box::new(json)));
         };
-        let mut slots = vec![Node::Null; object.slots()].into_boxed_slice();
+        let mut slots = empty_slots(object.slots());
         while let Some(slot) = map.next_key_seed(KeySlot(object))? {
             match slot {
                 Some(slot) => {
