@@ -105,7 +105,10 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(config) => {
+            for warning in config.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             println!("{}: configuration is valid", path.display());
             ExitCode::SUCCESS
         }
@@ -175,6 +178,9 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let _entered = runtime.enter();
         config.telemetry.init()
     };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -135,6 +135,22 @@ impl Config {
             service.load_tls_files(base_dir, &format!("services.{name}"), &mut problems);
         }
         config.auth.load_files(base_dir, &mut problems);
+        if let Some(caller) = &config.graphql.playground_caller {
+            match config.auth.jwt.as_ref().and_then(|jwt| jwt.secret.as_ref().map(|secret| (jwt, secret))) {
+                Some((jwt, secret)) => {
+                    config.graphql.playground_signer = Some(Arc::new(crate::graphql::PlaygroundSigner {
+                        caller: caller.clone(),
+                        secret: secret.clone(),
+                        issuer: jwt.issuer.clone(),
+                        audience: jwt.audience.clone(),
+                    }));
+                }
+                None => problems.push(
+                    "graphql.playground_caller",
+                    "needs [auth.jwt] with a `secret` to sign the playground's token; remove it or set the secret",
+                ),
+            }
+        }
         if config.graphql.enabled {
             config.graphql.load_trusted_documents(base_dir, &mut problems);
             let services = config.services.keys().cloned().collect();
@@ -156,6 +172,20 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems.into_iter().map(located).collect()))
         }
+    }
+
+    /// Settings that work but that an operator should know about; `portico
+    /// check` prints them and `serve` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if let (Some(caller), false) = (&self.graphql.playground_caller, self.server.listen.ip().is_loopback()) {
+            warnings.push(format!(
+                "graphql.playground_caller: the playground gives a token for sub {:?} to anyone who can load {} on {}; \
+                 a development-only option: remove it, or listen on loopback",
+                caller.sub, self.graphql.path, self.server.listen
+            ));
+        }
+        warnings
     }
 
     /// Cross-section checks: each concern validates its own section, then the
@@ -261,6 +291,24 @@ mod tests {
             }
         }
         assert!(parsed >= 1, "no example configs found in {}", dir.display());
+    }
+
+    #[test]
+    fn a_playground_caller_needs_a_jwt_secret_and_is_warned_about_off_loopback() {
+        let caller = "[graphql]\nplayground_caller = { sub = \"1\", scopes = [\"payments:read\"] }\n";
+        let refused = problems(caller);
+        assert!(
+            refused.iter().any(|problem| problem.contains("graphql.playground_caller") && problem.contains("secret")),
+            "{refused:?}"
+        );
+
+        let jwt = "[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"a-test-secret-that-is-long-enough-for-hs256\"\n";
+        let open =
+            Config::parse(&format!("[server]\nlisten = \"0.0.0.0:8080\"\n{jwt}{caller}"), "t.toml").expect("valid");
+        assert!(open.warnings().iter().any(|warning| warning.contains("development-only")), "{:?}", open.warnings());
+        let local =
+            Config::parse(&format!("[server]\nlisten = \"127.0.0.1:8080\"\n{jwt}{caller}"), "t.toml").expect("valid");
+        assert!(local.warnings().is_empty(), "{:?}", local.warnings());
     }
 
     #[test]

@@ -74,6 +74,54 @@ pub struct GraphqlConfig {
     /// validation so that `portico check` catches a broken manifest.
     #[serde(skip)]
     pub(crate) trusted: Option<Arc<TrustedDocuments>>,
+    /// Development only: the playground opens with an `Authorization`
+    /// header for this caller, a token signed with `auth.jwt.secret` when
+    /// the page is served (`portico check` warns when the listener is not
+    /// on loopback: anyone who can load the page gets the token).
+    pub playground_caller: Option<PlaygroundCaller>,
+    /// What signs the playground's token, taken from `[auth.jwt]` when the
+    /// configuration is loaded.
+    #[serde(skip)]
+    pub(crate) playground_signer: Option<Arc<PlaygroundSigner>>,
+}
+
+/// `graphql.playground_caller = { sub = "1", scopes = ["payments:read"] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaygroundCaller {
+    /// The token's subject.
+    pub sub: String,
+    /// The scopes it grants.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The playground caller with the JWT settings that sign its token.
+#[derive(Debug)]
+pub struct PlaygroundSigner {
+    /// The caller.
+    pub caller: PlaygroundCaller,
+    /// The HS* secret.
+    pub secret: String,
+    /// `iss`, if the gateway checks it.
+    pub issuer: Option<String>,
+    /// `aud`, if the gateway checks it.
+    pub audience: Vec<String>,
+}
+
+impl PlaygroundSigner {
+    /// A fresh token, valid for an hour.
+    pub fn token(&self) -> Option<String> {
+        crate::auth::mint_token(
+            &self.secret,
+            &self.caller.sub,
+            &self.caller.scopes,
+            Duration::from_secs(3600),
+            self.issuer.as_deref(),
+            &self.audience,
+        )
+        .ok()
+    }
 }
 
 /// Trusted documents by lowercase hash.
@@ -105,6 +153,8 @@ impl Default for GraphqlConfig {
             persisted_queries: true,
             trusted_documents: None,
             trusted: None,
+            playground_caller: None,
+            playground_signer: None,
         }
     }
 }

@@ -63,6 +63,7 @@ pub struct GraphqlEndpoint {
     trusted: Option<Arc<TrustedDocuments>>,
     operation_timeout: Duration,
     playground: Option<HashMap<&'static str, Bytes>>,
+    playground_signer: Option<Arc<super::PlaygroundSigner>>,
 }
 
 impl std::fmt::Debug for GraphqlEndpoint {
@@ -87,6 +88,8 @@ pub struct EndpointSettings<'a> {
     pub operation_timeout: Duration,
     /// Where the playground's assets are, if the playground is on.
     pub playground_assets: Option<&'a Path>,
+    /// Signs the token the playground opens with (development only).
+    pub playground_signer: Option<Arc<super::PlaygroundSigner>>,
 }
 
 impl GraphqlEndpoint {
@@ -129,6 +132,7 @@ impl GraphqlEndpoint {
             trusted: settings.trusted,
             operation_timeout: settings.operation_timeout,
             playground,
+            playground_signer: settings.playground_signer,
         }
     }
 
@@ -175,7 +179,7 @@ pub async fn handle(State(endpoint): State<Arc<GraphqlEndpoint>>, request: Reque
         && request.uri().query().is_none_or(|query| !query.contains("query=") && !query.contains("extensions="))
     {
         return match (&endpoint.playground, accepts(request.headers(), "text/html")) {
-            (Some(_), true) => playground_page(&endpoint.path),
+            (Some(_), true) => playground_page(&endpoint.path, endpoint.playground_signer.as_deref()),
             _ => RequestError::QueryParameterMissing.to_response(graphql_response_type),
         };
     }
@@ -554,8 +558,14 @@ pub async fn asset(State(endpoint): State<Arc<GraphqlEndpoint>>, AxumPath(name):
     }
 }
 
-fn playground_page(path: &str) -> Response {
-    let page = PLAYGROUND_HTML.replace("{{PATH}}", path);
+fn playground_page(path: &str, signer: Option<&super::PlaygroundSigner>) -> Response {
+    // The default headers, as a JS string (JSON text is a JS literal; `<`
+    // escaped so nothing can close the script element).
+    let headers = signer
+        .and_then(super::PlaygroundSigner::token)
+        .map(|token| json!({ "Authorization": format!("Bearer {token}") }).to_string())
+        .map_or_else(|| "undefined".to_owned(), |headers| Json::from(headers).to_string().replace('<', "\\u003c"));
+    let page = PLAYGROUND_HTML.replace("{{PATH}}", path).replace("{{HEADERS}}", &headers);
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], page).into_response()
 }
 
@@ -575,7 +585,8 @@ const PLAYGROUND_HTML: &str = r#"<!doctype html>
   <script src="{{PATH}}/assets/graphiql.min.js"></script>
   <script>
     // A link such as /graphql#query=...&variables=...&headers=... opens with
-    // that operation (headers as a JSON object, e.g. an Authorization token).
+    // that operation (headers as a JSON object, e.g. an Authorization token);
+    // without headers in the link, those of graphql.playground_caller.
     const shared = new URLSearchParams(window.location.hash.slice(1));
     const fetcher = GraphiQL.createFetcher({ url: window.location.origin + "{{PATH}}" });
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
@@ -584,7 +595,7 @@ const PLAYGROUND_HTML: &str = r#"<!doctype html>
         defaultEditorToolsVisibility: true,
         query: shared.get("query") || undefined,
         variables: shared.get("variables") || undefined,
-        headers: shared.get("headers") || undefined,
+        headers: shared.get("headers") || {{HEADERS}},
       })
     );
   </script>

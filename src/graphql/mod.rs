@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use config::{GraphqlConfig, TrustedDocuments, TrustedDocumentsError};
+pub use config::{GraphqlConfig, PlaygroundCaller, PlaygroundSigner, TrustedDocuments, TrustedDocumentsError};
 pub use http::GraphqlEndpoint;
 
 use crate::headers::{RequestHeaderRules, ResponseHeaderRules};
@@ -160,6 +160,7 @@ impl GraphqlConfig {
                 operation_timeout: self.operation_timeout,
                 trusted,
                 playground_assets: self.playground.then_some(assets.as_path()),
+                playground_signer: self.playground_signer.clone(),
             },
         ))
     }

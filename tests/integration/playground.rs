@@ -6,10 +6,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::graphql::{backends, token, Behaviour, DASHBOARD};
-use crate::harness::{eventually, Gateway};
+use crate::graphql::{backends, token, Behaviour, DASHBOARD, SECRET};
+use crate::harness::{client, eventually, Gateway};
 
 /// chromedriver on a free port, stopped when dropped.
 struct ChromeDriver {
@@ -118,4 +118,50 @@ fn url_fragment(pairs: &[(&str, &str)]) -> String {
     let encode =
         |text: &str| percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string();
     pairs.iter().map(|(key, value)| format!("{key}={}", encode(value))).collect::<Vec<_>>().join("&")
+}
+
+/// The token in a playground page's default headers, if it has one.
+fn page_token(page: &str) -> Option<String> {
+    let start = page.find("Bearer ")? + "Bearer ".len();
+    let rest = &page[start..];
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'))?;
+    Some(rest[..end].to_owned())
+}
+
+#[tokio::test]
+async fn a_development_playground_caller_opens_the_page_with_a_token_and_only_when_configured() {
+    let backends = backends(Behaviour::default(), "").await;
+    let page = |gateway: &Gateway| {
+        let url = gateway.url("/graphql");
+        async move {
+            client().get(url).header("accept", "text/html").send().await.expect("page").text().await.expect("text")
+        }
+    };
+    let plain = Gateway::start(&backends.toml).await;
+    assert_eq!(page_token(&page(&plain).await), None, "no caller configured: the playground starts empty");
+
+    let with_caller = backends.toml.replace(
+        "[graphql]\nenabled = true\n",
+        "[graphql]\nenabled = true\nplayground_caller = { sub = \"1\", scopes = [\"payments:read\"] }\n",
+    );
+    let gateway = Gateway::start(&with_caller).await;
+    let token = page_token(&page(&gateway).await).expect("a token in the page's default headers");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    let claims =
+        jsonwebtoken::decode::<Value>(&token, &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()), &validation)
+            .expect("a token the gateway's secret signed")
+            .claims;
+    assert_eq!(claims["sub"], "1");
+    assert_eq!(claims["scope"], "payments:read");
+    // And the gateway accepts it: the payments come back.
+    let answer = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ payments(studentId: 1) { amount } }"}))
+        .send()
+        .await
+        .expect("answer");
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body["data"]["payments"][0]["amount"], "49.00", "{body}");
 }
