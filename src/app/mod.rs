@@ -51,21 +51,26 @@ pub struct AppState {
     config_hash: Option<Arc<str>>,
 }
 
+/// The GraphQL endpoint of a validated configuration, if it serves one.
+fn graphql_endpoint(config: &Config, upstreams: &Upstreams) -> Result<Option<Arc<GraphqlEndpoint>>, StateError> {
+    match (&config.schema, config.graphql.enabled) {
+        (Some(model), true) => Ok(Some(Arc::new(config.graphql.endpoint(
+            &config.base_dir,
+            Arc::clone(model),
+            upstreams,
+            &config.services,
+        )?))),
+        _ => Ok(None),
+    }
+}
+
 impl AppState {
     /// Builds the state for a validated configuration. `telemetry` is the
     /// one the upstreams were built with, so every metric lands in one
     /// registry.
     pub fn new(config: &Config, upstreams: Upstreams, telemetry: Telemetry) -> Result<Self, StateError> {
         let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
-        let graphql = match (&config.schema, config.graphql.enabled) {
-            (Some(model), true) => Some(Arc::new(config.graphql.endpoint(
-                &config.base_dir,
-                Arc::clone(model),
-                &upstreams,
-                &config.services,
-            )?)),
-            _ => None,
-        };
+        let graphql = graphql_endpoint(config, &upstreams)?;
         let rate_limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
         let cache = Arc::new(Cache::new(&config.cache)?);
         report_cache(&telemetry, &cache);
@@ -88,15 +93,7 @@ impl AppState {
     ) -> Result<Self, StateError> {
         let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
         let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
-        let graphql = match (&config.schema, config.graphql.enabled) {
-            (Some(model), true) => Some(Arc::new(config.graphql.endpoint(
-                &config.base_dir,
-                Arc::clone(model),
-                &upstreams,
-                &config.services,
-            )?)),
-            _ => None,
-        };
+        let graphql = graphql_endpoint(config, &upstreams)?;
         let rate_limiter =
             if same(&(&old.rate_limiting, &old.rate_limits), &(&config.rate_limiting, &config.rate_limits)) {
                 Arc::clone(&previous.rate_limiter)

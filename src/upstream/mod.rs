@@ -62,14 +62,7 @@ impl Upstreams {
         configs: &BTreeMap<String, ServiceConfig>,
         metrics: &Metrics,
     ) -> Result<Self, UpstreamBuildError> {
-        let public_roots = Arc::new(tls::public_roots());
-        let services = configs
-            .iter()
-            .map(|(name, config)| {
-                Ok((name.clone(), Arc::new(UpstreamService::new(name, config, &public_roots, metrics)?)))
-            })
-            .collect::<Result<_, UpstreamBuildError>>()?;
-        Ok(Self { services: Arc::new(services) })
+        Self::reusing(&Self { services: Arc::default() }, |_| false, configs, metrics)
     }
 
     /// Like [`Upstreams::with_metrics`] for a reloaded configuration: the
