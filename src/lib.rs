@@ -65,5 +65,7 @@ pub mod upstream;
 
 pub use app::app;
 pub use app::serve;
+pub use app::serve_loaded;
 pub use app::serve_reloading;
+pub use app::LoadedFile;
 pub use config::Config;

@@ -169,7 +169,18 @@ fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = load(config_path.as_deref())?;
+    // The file is read once: what is checked here is what is served.
+    let file = match config_path {
+        Some(path) => Some(portico::LoadedFile::load(path).map_err(|error| {
+            print_config_error(&error);
+            anyhow::anyhow!("the configuration is invalid")
+        })?),
+        None => None,
+    };
+    let config = match &file {
+        Some(file) => file.config.clone(),
+        None => load(None)?,
+    };
     let shutdown = ShutdownSignals::listen(config.server.shutdown_timeout)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
@@ -187,8 +198,8 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("binding {}", config.server.listen))?;
         // A configuration file is reloaded on SIGHUP and when it changes;
         // the embedded default has nothing to reload.
-        match config_path {
-            Some(path) => portico::serve_reloading(path, listener, shutdown.first()).await?,
+        match file {
+            Some(file) => portico::serve_loaded(file, listener, shutdown.first()).await?,
             None => portico::serve(config, listener, shutdown.first()).await?,
         }
         anyhow::Ok(())

@@ -4,6 +4,8 @@
 
 mod doors;
 mod reload;
+
+pub use reload::LoadedFile;
 mod route;
 
 use std::convert::Infallible;
@@ -74,9 +76,8 @@ impl AppState {
         let rate_limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
         let cache = Arc::new(Cache::new(&config.cache)?);
         report_cache(&telemetry, &cache);
-        for circuit in rate_limiter.redis_circuit().into_iter().chain(cache.redis_circuit()) {
-            telemetry.metrics().watch_redis(Arc::clone(circuit));
-        }
+        telemetry.metrics().watch_redis("ratelimit", rate_limiter.redis_circuit().cloned());
+        telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
         Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
     }
 
@@ -92,16 +93,21 @@ impl AppState {
         telemetry: Telemetry,
     ) -> Result<Self, StateError> {
         let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-        let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
+        // Kept when unchanged: a JWKS fetched from a URL stays, with its
+        // refresh schedule, rather than being fetched again. Key files are
+        // compared by the digest their loaded keys carry.
+        let auth = if same(&(&old.auth, &old.base_dir), &(&config.auth, &config.base_dir)) {
+            Arc::clone(&previous.auth)
+        } else {
+            Arc::new(Authenticator::new(&config.auth, &config.base_dir)?)
+        };
         let graphql = graphql_endpoint(config, &upstreams)?;
         let rate_limiter =
             if same(&(&old.rate_limiting, &old.rate_limits), &(&config.rate_limiting, &config.rate_limits)) {
                 Arc::clone(&previous.rate_limiter)
             } else {
                 let limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
-                if let Some(circuit) = limiter.redis_circuit() {
-                    telemetry.metrics().watch_redis(Arc::clone(circuit));
-                }
+                telemetry.metrics().watch_redis("ratelimit", limiter.redis_circuit().cloned());
                 limiter
             };
         let cache = if same(&old.cache, &config.cache) {
@@ -109,9 +115,7 @@ impl AppState {
         } else {
             let cache = Arc::new(Cache::new(&config.cache)?);
             report_cache(&telemetry, &cache);
-            if let Some(circuit) = cache.redis_circuit() {
-                telemetry.metrics().watch_redis(Arc::clone(circuit));
-            }
+            telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
             cache
         };
         Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
@@ -361,7 +365,16 @@ pub async fn serve_reloading(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let (config, hash) = reload::load_initial(&path)?;
+    serve_loaded(reload::LoadedFile::load(path)?, listener, shutdown).await
+}
+
+/// [`serve_reloading`] for a file the caller has loaded already.
+pub async fn serve_loaded(
+    file: reload::LoadedFile,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let reload::LoadedFile { path, config, hash } = file;
     let telemetry = Telemetry::new(&config.telemetry);
     let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
     telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));

@@ -98,11 +98,25 @@ fn load(path: &Path) -> Result<(Config, String), ConfigError> {
     Config::parse_in(&text, &path.display().to_string(), &base_dir).map(|config| (config, text))
 }
 
-/// Loads the file at start, with the hash of what was loaded.
-pub fn load_initial(path: &Path) -> Result<(Config, Arc<str>), ConfigError> {
-    let (config, text) = load(path)?;
-    let hash = config_hash(&text, &config);
-    Ok((config, hash))
+/// A configuration file loaded at start, read once: the binary checks and
+/// logs it, then serves it with [`super::serve_loaded`].
+#[derive(Debug)]
+pub struct LoadedFile {
+    /// The file, watched for changes.
+    pub path: PathBuf,
+    /// What it says, validated.
+    pub config: Config,
+    /// The hash `/readyz` reports.
+    pub hash: Arc<str>,
+}
+
+impl LoadedFile {
+    /// Reads and validates the file as `portico check` does.
+    pub fn load(path: PathBuf) -> Result<Self, ConfigError> {
+        let (config, text) = load(&path)?;
+        let hash = config_hash(&text, &config);
+        Ok(Self { path, config, hash })
+    }
 }
 
 /// Background tasks of one configuration's state, stopped when dropped.
@@ -117,13 +131,15 @@ impl Background {
     /// Starts everything `state` needs running.
     pub fn start(state: &AppState) -> Self {
         let mut background = Self::default();
-        background.restart(state, true);
+        background.restart(state, true, true);
         background
     }
 
-    fn restart(&mut self, state: &AppState, new_rate_limiter: bool) {
+    fn restart(&mut self, state: &AppState, new_auth: bool, new_rate_limiter: bool) {
         self.health_checks = Some(Box::new(state.upstreams.spawn_health_checks()));
-        self.auth = state.authenticator().spawn_background().map(|task| Box::new(task) as Box<dyn Send>);
+        if new_auth {
+            self.auth = state.authenticator().spawn_background().map(|task| Box::new(task) as Box<dyn Send>);
+        }
         if new_rate_limiter {
             self.housekeeping = Some(Box::new(state.rate_limiter().spawn_housekeeping()));
         }
@@ -335,9 +351,10 @@ impl<S: Send + Sync + 'static> Reloader<S> {
             }
         };
         let new_rate_limiter = !Arc::ptr_eq(previous.rate_limiter(), state.rate_limiter());
+        let new_auth = !Arc::ptr_eq(previous.authenticator(), state.authenticator());
         self.telemetry.metrics().watch_endpoints(Arc::new(state.upstreams.clone()));
         self.live.swap((self.build)(state.clone(), &config));
-        self.background.restart(&state, new_rate_limiter);
+        self.background.restart(&state, new_auth, new_rate_limiter);
         let kept: Vec<&str> = config
             .services
             .keys()

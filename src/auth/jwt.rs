@@ -82,12 +82,15 @@ impl JwtSetupError {
 
 /// The keys read from `public_key_file` or `jwks_file` during validation,
 /// so that `serve` verifies with exactly what `portico check` accepted.
+/// The file's SHA-256 is kept so that a reload sees a changed file (the
+/// configuration's `Debug` rendering, which reloads compare, shows it).
 #[derive(Clone)]
-pub struct LoadedKeys(Arc<Vec<VerifyingKey>>);
+pub struct LoadedKeys(Arc<Vec<VerifyingKey>>, [u8; 32]);
 
 impl std::fmt::Debug for LoadedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedKeys").field("keys", &self.0.len()).finish()
+        let digest: String = self.1.iter().map(|byte| format!("{byte:02x}")).collect();
+        f.debug_struct("LoadedKeys").field("keys", &self.0.len()).field("sha256", &digest).finish()
     }
 }
 
@@ -122,7 +125,8 @@ pub(crate) fn load_key_file(config: &JwtConfig, base: &Path) -> Result<Option<Lo
         }
         keys
     };
-    Ok(Some(LoadedKeys(Arc::new(keys))))
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&bytes).into();
+    Ok(Some(LoadedKeys(Arc::new(keys), digest)))
 }
 
 fn names(algorithms: &[Algorithm]) -> String {

@@ -153,15 +153,15 @@ where
     let mut fallback = None;
     if let Some((_, stored)) = cache.lookup(&base, request.headers()).await {
         if let Some(answer) = stored.answer() {
-            let if_none_match = request.headers().get(header::IF_NONE_MATCH);
+            let conditions = Conditions::of(request.headers());
             match (mode, answer.freshness(now)) {
                 (RequestMode::UseStored, Freshness::Fresh) => {
                     Counters::count(&cache.counters.hits);
-                    return Ok(serve(answer, "HIT", now, head, if_none_match));
+                    return Ok(serve(answer, "HIT", now, head, &conditions));
                 }
                 (RequestMode::UseStored, Freshness::StaleRevalidate) => {
                     Counters::count(&cache.counters.stale);
-                    let response = serve(answer, "STALE", now, head, if_none_match);
+                    let response = serve(answer, "STALE", now, head, &conditions);
                     if stored.claim_refresh() {
                         spawn_refresh(Arc::clone(&cache), policy, &request, next, origin, Arc::clone(&stored));
                     }
@@ -211,8 +211,8 @@ where
                 Ok(Some(filled)) if same_variant(&filled, &base, request.headers()) => match filled.stored.answer() {
                     Some(answer) => {
                         Counters::count(&cache.counters.hits);
-                        let if_none_match = request.headers().get(header::IF_NONE_MATCH);
-                        return Ok(serve(answer, "HIT", SystemTime::now(), false, if_none_match));
+                        let conditions = Conditions::of(request.headers());
+                        return Ok(serve(answer, "HIT", SystemTime::now(), false, &conditions));
                     }
                     None => break None,
                 },
@@ -231,7 +231,7 @@ where
     if origin.partition.is_public() && mode == RequestMode::UseStored {
         if let Some(stored) = cache.shared_lookup(&base, now).await {
             if let Some(answer) = stored.answer() {
-                let response = serve(answer, "HIT", now, false, request.headers().get(header::IF_NONE_MATCH));
+                let response = serve(answer, "HIT", now, false, &Conditions::of(request.headers()));
                 guard.finish(Some(Filled { key: base, vary: Arc::from([]), stored: Arc::clone(&stored) }));
                 return Ok(response);
             }
@@ -240,7 +240,8 @@ where
 
     // The cache fetches the whole answer and judges the client's
     // conditions itself, so the stored answer is never a 304.
-    let if_none_match = request.headers_mut().remove(header::IF_NONE_MATCH);
+    let conditions = Conditions::of(request.headers());
+    request.headers_mut().remove(header::IF_NONE_MATCH);
     request.headers_mut().remove(header::IF_MODIFIED_SINCE);
     let request_headers = request.headers().clone();
     let outcome = next.oneshot(request).await;
@@ -252,7 +253,7 @@ where
         {
             guard.finish(None);
             Counters::count(&cache.counters.stale);
-            return Ok(serve(answer, "STALE", now, false, if_none_match.as_ref()));
+            return Ok(serve(answer, "STALE", now, false, &conditions));
         }
     }
     let response = match outcome {
@@ -295,7 +296,7 @@ where
             let answer = Answer { status: parts.status, headers: parts.headers, body, received_at: now, lifetimes };
             let filled = cache.store_answer(&origin, &base, vary, &request_headers, answer).await;
             let response = match filled.stored.answer() {
-                Some(answer) => serve(answer, "MISS", now, false, if_none_match.as_ref()),
+                Some(answer) => serve(answer, "MISS", now, false, &conditions),
                 None => mark(Response::new(Body::empty()), "MISS"),
             };
             guard.finish(Some(filled));
@@ -407,20 +408,21 @@ fn mark(mut response: Response, label: &'static str) -> Response {
 }
 
 /// A stored answer for one client: `Age` and `X-Cache` added, a 304 when
-/// the client's `If-None-Match` names the answer's `ETag`.
-fn serve(
-    answer: &Answer,
-    label: &'static str,
-    now: SystemTime,
-    head: bool,
-    if_none_match: Option<&HeaderValue>,
-) -> Response {
-    let mut response = if etag_matches(answer.headers.get(header::ETAG), if_none_match) {
+/// the client's conditions say it has the answer already.
+fn serve(answer: &Answer, label: &'static str, now: SystemTime, head: bool, conditions: &Conditions) -> Response {
+    let mut response = if conditions.not_modified(answer) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         for name in NOT_MODIFIED_HEADERS {
             for value in answer.headers.get_all(&name) {
                 response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        // RFC 9110 15.4.5: without an ETag, Last-Modified is what the
+        // client's cache revalidates by next time.
+        if !answer.headers.contains_key(header::ETAG) {
+            if let Some(last_modified) = answer.headers.get(header::LAST_MODIFIED) {
+                response.headers_mut().insert(header::LAST_MODIFIED, last_modified.clone());
             }
         }
         response
@@ -437,13 +439,61 @@ fn serve(
     mark(response, label)
 }
 
+/// A GET or HEAD's conditional headers, judged by the cache against a
+/// stored answer (RFC 9110 13.1.2, 13.1.3, 13.2.2; RFC 9111 4.3.2).
+#[derive(Debug, Default)]
+struct Conditions {
+    if_none_match: Option<HeaderValue>,
+    /// A valid HTTP-date; an invalid one is ignored, as 13.1.3 asks.
+    if_modified_since: Option<SystemTime>,
+}
+
+impl Conditions {
+    fn of(headers: &HeaderMap) -> Self {
+        let if_none_match = headers.get(header::IF_NONE_MATCH).cloned();
+        // If-None-Match takes precedence: If-Modified-Since is then ignored.
+        let if_modified_since = match if_none_match {
+            Some(_) => None,
+            None => headers.get(header::IF_MODIFIED_SINCE).and_then(http_date),
+        };
+        Self { if_none_match, if_modified_since }
+    }
+
+    /// Whether the client's copy is the stored answer: a 2xx answer whose
+    /// `ETag` the client names, or (without `If-None-Match`) not modified
+    /// since the client's date, by `Last-Modified`, else `Date`, else when
+    /// it was received.
+    fn not_modified(&self, answer: &Answer) -> bool {
+        if !answer.status.is_success() {
+            return false;
+        }
+        if let Some(wanted) = &self.if_none_match {
+            return etag_matches(answer.headers.get(header::ETAG), wanted);
+        }
+        let Some(since) = self.if_modified_since else { return false };
+        let modified = answer
+            .headers
+            .get(header::LAST_MODIFIED)
+            .or_else(|| answer.headers.get(header::DATE))
+            .and_then(http_date)
+            .unwrap_or(answer.received_at);
+        modified <= since
+    }
+}
+
+fn http_date(value: &HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(value.to_str().ok()?).ok()
+}
+
 /// Weak comparison of `If-None-Match` with an `ETag` (RFC 9110 13.1.2).
-fn etag_matches(etag: Option<&HeaderValue>, if_none_match: Option<&HeaderValue>) -> bool {
-    let (Some(etag), Some(wanted)) = (etag, if_none_match) else { return false };
-    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
-    let Ok(etag) = etag.to_str().map(opaque) else { return false };
+fn etag_matches(etag: Option<&HeaderValue>, wanted: &HeaderValue) -> bool {
     let Ok(wanted) = wanted.to_str() else { return false };
-    wanted.split(',').any(|candidate| candidate.trim() == "*" || opaque(candidate) == etag)
+    if wanted.trim() == "*" {
+        return true;
+    }
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    let Some(Ok(etag)) = etag.map(|etag| etag.to_str().map(opaque)) else { return false };
+    wanted.split(',').any(|candidate| opaque(candidate) == etag)
 }
 
 /// A body read into memory up to a limit.
@@ -504,11 +554,12 @@ mod tests {
     fn etags_compare_weakly() {
         let tag = HeaderValue::from_static("\"v1\"");
         let weak = HeaderValue::from_static("W/\"v1\"");
-        assert!(etag_matches(Some(&tag), Some(&weak)));
-        assert!(etag_matches(Some(&tag), Some(&HeaderValue::from_static("\"v0\", \"v1\""))));
-        assert!(etag_matches(Some(&tag), Some(&HeaderValue::from_static("*"))));
-        assert!(!etag_matches(Some(&tag), Some(&HeaderValue::from_static("\"v2\""))));
-        assert!(!etag_matches(None, Some(&weak)));
+        assert!(etag_matches(Some(&tag), &weak));
+        assert!(etag_matches(Some(&tag), &HeaderValue::from_static("\"v0\", \"v1\"")));
+        assert!(etag_matches(Some(&tag), &HeaderValue::from_static("*")));
+        assert!(etag_matches(None, &HeaderValue::from_static("*")), "`*`: any stored answer");
+        assert!(!etag_matches(Some(&tag), &HeaderValue::from_static("\"v2\"")));
+        assert!(!etag_matches(None, &weak));
     }
 
     #[tokio::test]

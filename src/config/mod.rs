@@ -229,6 +229,9 @@ impl Config {
         for (index, route) in self.routes.iter().enumerate() {
             route.headers.validate(&format!("routes[{index}].headers"), &identity_headers, &mut problems);
         }
+        for (name, rules) in &self.graphql.header_rules {
+            rules.validate(&format!("graphql.header_rules.{name}"), &identity_headers, &mut problems);
+        }
         let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
         let mut seen_prefixes = BTreeMap::new();
         for (index, route) in self.routes.iter().enumerate() {

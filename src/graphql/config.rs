@@ -1,7 +1,7 @@
 //! The `[graphql]` section: where the schema comes from and the limits that
 //! keep abusive documents away from the backends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use serde::Deserialize;
 
+use crate::headers::HeaderRulesConfig;
 use crate::problems::Problems;
 
 /// GraphQL endpoint settings.
@@ -83,6 +84,10 @@ pub struct GraphqlConfig {
     /// configuration is loaded.
     #[serde(skip)]
     pub(crate) playground_signer: Option<Arc<PlaygroundSigner>>,
+    /// Named header rules for `@rest` fields whose calls need their own
+    /// (`@rest(..., headerRules: "locale")`), written like
+    /// `[services.<name>.headers]` and applied after the called service's.
+    pub header_rules: BTreeMap<String, HeaderRulesConfig>,
 }
 
 /// `graphql.playground_caller = { sub = "1", scopes = ["payments:read"] }`.
@@ -155,6 +160,7 @@ impl Default for GraphqlConfig {
             trusted: None,
             playground_caller: None,
             playground_signer: None,
+            header_rules: BTreeMap::new(),
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct RestConnector {
     pub query: Vec<(String, Expr)>,
     /// Extra request headers; absent values are left out.
     pub headers: Vec<(HeaderName, Expr)>,
+    /// The `[graphql.header_rules.<name>]` applied after the service's.
+    pub header_rules: Option<String>,
     /// Request body.
     pub body: Option<BodyTemplate>,
     /// Key path into the answer where the field's value is.
@@ -362,6 +364,7 @@ mod tests {
             path: parse_path(path).expect("valid path"),
             query: query.iter().map(|(k, v)| ((*k).to_owned(), Expr::parse(v).expect("valid expr"))).collect(),
             headers: Vec::new(),
+            header_rules: None,
             body: None,
             selection: Vec::new(),
             batch: None,

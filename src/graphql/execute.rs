@@ -30,10 +30,10 @@ use tracing::Instrument as _;
 use super::connector::{Expr, RestConnector, Scope};
 use super::error::FetchError;
 use super::model::SchemaModel;
-use super::plan::{CallPlan, FieldPlan, ParentRead, Plan, Selection, ValueSource};
+use super::plan::{CallPlan, FieldPlan, HeaderRuleTable, ParentRead, Plan, Selection, ValueSource};
 use super::shape::{self, Node, Shape};
 use crate::cache::{Cache, FieldCall};
-use crate::headers::{RequestHeaderRules, ResponseHeaderMerge, ResponseHeaderRules};
+use crate::headers::{RequestHeaderRules, ResponseHeaderMerge};
 use crate::identity::Identity;
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
@@ -41,8 +41,9 @@ use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
 /// Limits and clients shared by every operation.
 #[derive(Debug)]
 pub struct Runtime {
-    /// Header rules of the services that have any (`[services.x.headers]`).
-    pub headers: HashMap<String, ServiceHeaders>,
+    /// Header rules of the services and `@rest(headerRules:)` tables that
+    /// have any (`[services.x.headers]`, `[graphql.header_rules.x]`).
+    pub headers: HeaderRuleTable,
     /// The GraphQL path, for the rules' `{route}`.
     pub route: Arc<str>,
     /// The backend services.
@@ -57,24 +58,13 @@ pub struct Runtime {
     pub max_response_size: usize,
 }
 
-impl Runtime {
-    /// The request rules of `service`, and whether its answers' headers
-    /// may reach the client.
-    fn header_rules(&self, service: &str) -> (Option<Arc<RequestHeaderRules>>, bool) {
-        match self.headers.get(service) {
-            Some(rules) => (rules.request.clone(), !rules.response.is_empty()),
-            None => (None, false),
-        }
+/// The request rules of a planned call, and whether its answers' headers
+/// may reach the client.
+fn header_rules(call: &CallPlan) -> (Option<Arc<RequestHeaderRules>>, bool) {
+    match &call.headers {
+        Some(rules) => (rules.request.clone(), !rules.response.is_empty()),
+        None => (None, false),
     }
-}
-
-/// One service's header rules for GraphQL calls.
-#[derive(Debug)]
-pub struct ServiceHeaders {
-    /// Which client headers a call carries, and which the gateway adds.
-    pub request: Option<Arc<RequestHeaderRules>>,
-    /// Which answer headers reach the client.
-    pub response: ResponseHeaderRules,
 }
 
 /// Who runs the operation, and what its calls carry.
@@ -205,7 +195,7 @@ impl<'p> Execution<'p> {
         let mut merge = ResponseHeaderMerge::new();
         for (field, answers) in self.field_of.iter().zip(&self.answer_headers) {
             let ValueSource::Call(call) = &field.source else { continue };
-            let Some(rules) = self.runtime.headers.get(&call.connector.service) else { continue };
+            let Some(rules) = &call.headers else { continue };
             for answer in answers {
                 merge.add(&rules.response, answer);
             }
@@ -318,7 +308,7 @@ impl<'p> Execution<'p> {
         if let Some(log) = &self.context.request_log {
             self.spans[id as usize] = Some(log.field_span(&field.name, &connector.service));
         }
-        let (request_headers, keep_answer_headers) = self.runtime.header_rules(&connector.service);
+        let (request_headers, keep_answer_headers) = header_rules(call);
         let backend_call = BackendCall {
             request_headers,
             keep_answer_headers,
@@ -334,7 +324,11 @@ impl<'p> Execution<'p> {
         };
         let exchange: BoxFuture<'p, Exchange> = if is_get {
             self.same_call.insert((call.id, url.clone()), id);
-            let key = format!("{} {url}", connector.service);
+            // Calls under different header rules carry different headers.
+            let key = match &connector.header_rules {
+                Some(rules) => format!("{} {rules} {url}", connector.service),
+                None => format!("{} {url}", connector.service),
+            };
             let shared = self.same_url.entry(key).or_insert_with(|| backend_call.run().boxed().shared()).clone();
             shared.boxed()
         } else {
@@ -419,7 +413,7 @@ impl<'p> Execution<'p> {
             let context = Arc::clone(&self.context);
             let runtime = self.runtime;
             let chunks: Vec<Vec<Box<str>>> = keys.chunks(runtime.max_batch_size.max(1)).map(<[_]>::to_vec).collect();
-            let (request_headers, keep_answer_headers) = runtime.header_rules(&plan.connector.service);
+            let (request_headers, keep_answer_headers) = header_rules(plan);
             let exchanges = chunks.into_iter().map(move |chunk| {
                 let scope = Scope { args: Some(&args), parent: None, claims: context.claims.as_deref() };
                 let keys: Vec<String> = chunk.iter().map(|key| key.to_string()).collect();

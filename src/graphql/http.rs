@@ -394,7 +394,15 @@ async fn compile(
         Err(errors) => Compiled::Invalid(errors.into()),
         Ok(()) => {
             let cache_control = cache_control::header_value(model, document, operation, root_type);
-            match plan::compile(model, document, operation, root_type, cache_control, shape.cost) {
+            match plan::compile(
+                model,
+                document,
+                operation,
+                root_type,
+                cache_control,
+                shape.cost,
+                &endpoint.runtime.headers,
+            ) {
                 Ok(plan) => Compiled::Plan(Arc::new(plan)),
                 Err(error) => {
                     tracing::error!(%error, "a validated operation has no plan: the schema model and the executable schema disagree");

@@ -43,10 +43,9 @@ use std::sync::Arc;
 pub use config::{GraphqlConfig, PlaygroundCaller, PlaygroundSigner, TrustedDocuments, TrustedDocumentsError};
 pub use http::GraphqlEndpoint;
 
-use crate::headers::{RequestHeaderRules, ResponseHeaderRules};
+use crate::headers::CallHeaderRules;
 use crate::upstream::{ServiceConfig, Upstreams};
 use execute::Runtime;
-use execute::ServiceHeaders;
 use http::EndpointSettings;
 use limits::Limits;
 use model::SchemaModel;
@@ -95,7 +94,8 @@ impl GraphqlConfig {
                 })
                 .collect::<Result<_, _>>()?
         };
-        sdl::load(&sources, services).map_err(GraphqlSetupError::Schema)
+        let header_rules = self.header_rules.keys().cloned().collect();
+        sdl::load_with_header_rules(&sources, services, &header_rules).map_err(GraphqlSetupError::Schema)
     }
 
     /// The document limits this section sets.
@@ -119,17 +119,17 @@ impl GraphqlConfig {
         upstreams: &Upstreams,
         services: &BTreeMap<String, ServiceConfig>,
     ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
-        let headers = services
-            .iter()
-            .map(|(name, service)| {
-                let rules = ServiceHeaders {
-                    request: RequestHeaderRules::new([&service.headers]),
-                    response: ResponseHeaderRules::new(&service.headers),
-                };
-                (name.clone(), rules)
-            })
-            .filter(|(_, rules)| rules.request.is_some() || !rules.response.is_empty())
-            .collect();
+        let mut headers = plan::HeaderRuleTable::new();
+        for (name, service) in services {
+            if let Some(rules) = CallHeaderRules::new(&[&service.headers]) {
+                headers.insert((name.clone(), None), rules);
+            }
+            for (rule_set, field_rules) in &self.header_rules {
+                if let Some(rules) = CallHeaderRules::new(&[&service.headers, field_rules]) {
+                    headers.insert((name.clone(), Some(rule_set.clone())), rules);
+                }
+            }
+        }
         let runtime = Arc::new(Runtime {
             headers,
             route: Arc::from(self.path.as_str()),

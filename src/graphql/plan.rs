@@ -31,6 +31,11 @@ use serde_json::Value as Json;
 use super::connector::{BodyTemplate, Expr, PathPart, RestConnector};
 use super::model::{Access, FieldModel, FieldSource, ObjectModel, SchemaModel};
 use super::shape::{Need, ObjectShape, Shape, ShapeBuilder};
+use crate::headers::CallHeaderRules;
+
+/// The compiled header rules of every (service, `headerRules` name) pair
+/// that has any, built once per endpoint; plans take theirs from it.
+pub type HeaderRuleTable = std::collections::HashMap<(String, Option<String>), Arc<CallHeaderRules>>;
 
 /// A compiled operation.
 #[derive(Debug)]
@@ -143,6 +148,8 @@ pub struct CallPlan {
     pub value: Shape,
     /// For a batched call: the slot of the match key in each item.
     pub match_slot: Option<usize>,
+    /// The call's header rules (its service's, then its field's own).
+    pub headers: Option<Arc<CallHeaderRules>>,
 }
 
 /// A parent key a connector reads.
@@ -335,6 +342,7 @@ pub fn compile(
     root_type: &str,
     cache_control: HeaderValue,
     cost: u64,
+    header_rules: &HeaderRuleTable,
 ) -> Result<Plan, PlanError> {
     let variables: Vec<VariableSpec> = operation
         .variable_definitions
@@ -347,6 +355,7 @@ pub fn compile(
         .collect();
     let mut compiler = Compiler {
         model,
+        header_rules,
         document,
         variables: &variables,
         calls: 0,
@@ -375,6 +384,7 @@ pub fn compile(
 
 struct Compiler<'a> {
     model: &'a SchemaModel,
+    header_rules: &'a HeaderRuleTable,
     document: &'a ExecutableDocument,
     variables: &'a [VariableSpec],
     calls: usize,
@@ -586,6 +596,10 @@ impl<'a> Compiler<'a> {
                     answer,
                     value,
                     match_slot,
+                    headers: self
+                        .header_rules
+                        .get(&(connector.service.clone(), connector.header_rules.clone()))
+                        .cloned(),
                 };
                 (ValueSource::Call(Box::new(call)), selection)
             }

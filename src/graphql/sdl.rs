@@ -29,7 +29,7 @@ use super::model::{
 /// leaves them out of the client-facing schema.
 pub const GATEWAY_DIRECTIVES: &str = r#"
 "Fetches the field from a backend service."
-directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], body: JSON, selection: String, batch: RestBatch, invalidates: [String!]) on FIELD_DEFINITION
+directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], headerRules: String, body: JSON, selection: String, batch: RestBatch, invalidates: [String!]) on FIELD_DEFINITION
 "Reads the field from a differently named JSON key."
 directive @map(from: String!) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 "Only verified callers may read the field, or any field returning the type."
@@ -78,6 +78,7 @@ struct Checker<'a> {
     problems: Vec<SchemaProblem>,
     file: String,
     services: &'a BTreeSet<String>,
+    header_rules: &'a BTreeSet<String>,
 }
 
 impl Checker<'_> {
@@ -94,6 +95,16 @@ struct Located<T> {
 
 /// Parses and checks every source; `services` are the configured service names.
 pub fn load(sources: &[SchemaSource], services: &BTreeSet<String>) -> Result<SchemaModel, Vec<SchemaProblem>> {
+    load_with_header_rules(sources, services, &BTreeSet::new())
+}
+
+/// [`load`], where `header_rules` are the names of `[graphql.header_rules]`
+/// that `@rest(headerRules: ...)` may name.
+pub fn load_with_header_rules(
+    sources: &[SchemaSource],
+    services: &BTreeSet<String>,
+    header_rules: &BTreeSet<String>,
+) -> Result<SchemaModel, Vec<SchemaProblem>> {
     let mut problems = Vec::new();
     let mut definitions: Vec<Located<Positioned<TypeDefinition>>> = Vec::new();
     let mut roots: (Option<String>, Option<String>) = (None, None);
@@ -133,7 +144,7 @@ pub fn load(sources: &[SchemaSource], services: &BTreeSet<String>) -> Result<Sch
         mutation: roots.1,
         ..SchemaModel::default()
     };
-    let mut checker = Checker { problems, file: String::new(), services };
+    let mut checker = Checker { problems, file: String::new(), services, header_rules };
 
     // First pass: names, so that types may be used before they are declared.
     let mut declared: HashSet<String> = BUILT_IN_SCALARS.iter().map(|name| (*name).to_owned()).collect();
@@ -648,8 +659,10 @@ fn rest_connector(
     is_root: bool,
 ) -> Option<RestConnector> {
     let directive_pos = arguments.directive.pos;
-    arguments
-        .only(checker, &["service", "path", "method", "query", "headers", "body", "selection", "batch", "invalidates"]);
+    arguments.only(
+        checker,
+        &["service", "path", "method", "query", "headers", "headerRules", "body", "selection", "batch", "invalidates"],
+    );
     let service = arguments.string(checker, "service", true);
     if let Some(service) = &service {
         if !checker.services.contains(service) {
@@ -740,6 +753,22 @@ fn rest_connector(
             }
         }
         Some((_, pos)) => checker.problem(pos, "@rest: headers must be a list of {name: ..., value: ...}"),
+    }
+
+    let header_rules = arguments.string(checker, "headerRules", false);
+    if let Some(name) = &header_rules {
+        if !checker.header_rules.contains(name) {
+            let known: Vec<&str> = checker.header_rules.iter().map(String::as_str).collect();
+            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            let position = arguments.get("headerRules").map_or(directive_pos, |value| value.pos);
+            checker.problem(
+                position,
+                format!(
+                    "@rest on {type_name}.{field_name}: unknown header rules {name:?} (known: {known}); \
+                     define them as [graphql.header_rules.{name}] in the configuration"
+                ),
+            );
+        }
     }
 
     let body = match arguments.get("body") {
@@ -842,6 +871,7 @@ fn rest_connector(
         path,
         query,
         headers,
+        header_rules,
         body,
         selection,
         batch,

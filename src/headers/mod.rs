@@ -212,10 +212,20 @@ pub struct ResponseHeaderRules {
 impl ResponseHeaderRules {
     /// The rules of a service's `headers.response` (validated configuration).
     pub fn new(config: &HeaderRulesConfig) -> Self {
-        Self {
-            allowed: config.response.iter().filter_map(|name| Matcher::parse(name)).collect(),
-            conflict: config.response_conflict,
+        Self::layered([config])
+    }
+
+    /// The `response` lists of several tables together (a service's, then
+    /// a field's); the last table that lists any decides the conflict rule.
+    pub fn layered<'a>(tables: impl IntoIterator<Item = &'a HeaderRulesConfig>) -> Self {
+        let mut rules = Self::default();
+        for table in tables {
+            if !table.response.is_empty() {
+                rules.conflict = table.response_conflict;
+            }
+            rules.allowed.extend(table.response.iter().filter_map(|name| Matcher::parse(name)));
         }
+        rules
     }
 
     /// Whether no answer header is allowed (the default).
@@ -225,6 +235,29 @@ impl ResponseHeaderRules {
 
     fn allows(&self, name: &HeaderName) -> bool {
         self.allowed.iter().any(|matcher| matcher.matches(name))
+    }
+}
+
+/// The header rules of one kind of GraphQL backend call: its service's
+/// `headers`, followed by the field's `@rest(headerRules: ...)` table if it
+/// names one. Compiled once at start; plans hold them.
+#[derive(Debug, Default)]
+pub struct CallHeaderRules {
+    /// Which client headers the call carries, and which the gateway adds.
+    pub request: Option<Arc<RequestHeaderRules>>,
+    /// Which answer headers reach the client.
+    pub response: ResponseHeaderRules,
+}
+
+impl CallHeaderRules {
+    /// The tables in order (validated configuration); `None` when they
+    /// hold no rule at all.
+    pub fn new(tables: &[&HeaderRulesConfig]) -> Option<Arc<Self>> {
+        let rules = Self {
+            request: RequestHeaderRules::new(tables.iter().copied()),
+            response: ResponseHeaderRules::layered(tables.iter().copied()),
+        };
+        (rules.request.is_some() || !rules.response.is_empty()).then(|| Arc::new(rules))
     }
 }
 

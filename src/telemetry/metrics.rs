@@ -587,10 +587,13 @@ impl Metrics {
         caches.push((Arc::from(name), Arc::new(snapshot)));
     }
 
-    /// Reads a Redis circuit breaker at every scrape, labelled with its
-    /// component (`ratelimit`, `cache`).
-    pub fn watch_redis(&self, circuit: Arc<RedisCircuit>) {
-        self.sources.redis.lock().unwrap_or_else(PoisonError::into_inner).push(circuit);
+    /// Reads `component`'s Redis circuit breaker (`ratelimit`, `cache`) at
+    /// every scrape, in place of the one it had before a reload (`None`:
+    /// the component no longer uses Redis).
+    pub fn watch_redis(&self, component: &'static str, circuit: Option<Arc<RedisCircuit>>) {
+        let mut circuits = self.sources.redis.lock().unwrap_or_else(PoisonError::into_inner);
+        circuits.retain(|watched| watched.component() != component);
+        circuits.extend(circuit);
     }
 
     /// Reads every replica's health at every scrape.
@@ -778,6 +781,21 @@ mod tests {
         assert_eq!(&*labels.label("Dashboard"), "Dashboard", "known names stay");
         assert_eq!(&*BoundedLabels::new(9).label("a b"), OTHER);
         assert_eq!(&*BoundedLabels::new(9).label(&"x".repeat(65)), OTHER);
+    }
+
+    #[test]
+    fn a_rebuilt_redis_circuit_replaces_the_one_it_follows() {
+        let metrics = Metrics::new(10);
+        metrics.watch_redis("ratelimit", Some(RedisCircuit::new("ratelimit", false)));
+        metrics.watch_redis("cache", Some(RedisCircuit::new("cache", false)));
+        // A reload with a new [rate_limiting] section builds a new circuit.
+        metrics.watch_redis("ratelimit", Some(RedisCircuit::new("ratelimit", true)));
+        let text = metrics.encode();
+        let series: Vec<&str> = text.lines().filter(|line| line.starts_with("portico_redis_up{")).collect();
+        assert_eq!(series.len(), 2, "one series per component: {series:?}");
+        assert!(series.contains(&"portico_redis_up{component=\"ratelimit\"} 0"), "the new circuit's: {series:?}");
+        metrics.watch_redis("cache", None);
+        assert!(!metrics.encode().contains("component=\"cache\""), "a component without Redis has no series");
     }
 
     #[test]

@@ -24,9 +24,18 @@ fn gateway_config(services: &DjangoServices) -> String {
         let endpoints: Vec<String> = addresses.iter().map(|address| format!("\"http://{address}\"")).collect();
         toml.push_str(&format!(
             "[services.{name}]\nendpoints = [{}]\nhealth_check = {{ interval = \"200ms\" }}\n\
-             passive_health = {{ consecutive_failures = 1 }}\n\n",
+             passive_health = {{ consecutive_failures = 1 }}\n",
             endpoints.join(", ")
         ));
+        // The profile speaks the caller's language and remembers it in a
+        // cookie: both reach a GraphQL client through these rules.
+        if *name == "student_api" {
+            toml.push_str(
+                "headers = { request = [{ name = \"accept-language\" }], \
+                 response = [\"set-cookie\", \"content-language\", \"vary\"] }\n",
+            );
+        }
+        toml.push('\n');
         let prefix = name.replace('_', "-");
         toml.push_str(&format!("[[routes]]\nprefix = \"/{prefix}/\"\nservice = \"{name}\"\n\n"));
     }

@@ -32,6 +32,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("a_token_lets_a_student_check_out_and_start_reading", |g| {
         Box::pin(a_token_lets_a_student_check_out_and_start_reading(g))
     }),
+    ("a_services_cookie_and_the_clients_language_cross_the_graphql_door", |g| {
+        Box::pin(a_services_cookie_and_the_clients_language_cross_the_graphql_door(g))
+    }),
 ];
 
 /// The HS256 secret of the end-to-end gateway.
@@ -253,4 +256,38 @@ async fn a_token_lets_a_student_check_out_and_start_reading(gateway: &Gateway) {
         .await
         .expect("response");
     assert_eq!(response.status(), StatusCode::CREATED);
+}
+
+/// student_api's `/profile/` answers in the caller's `Accept-Language` and
+/// sets a `lang` cookie; the service's header rules carry the client's
+/// header to the call and the cookie back to the GraphQL client.
+async fn a_services_cookie_and_the_clients_language_cross_the_graphql_door(gateway: &Gateway) {
+    let query = "{ me { fullName } lessons(first: 1) { title } }";
+    let ask = |language: Option<&'static str>| {
+        let mut request =
+            client().post(gateway.url("/graphql")).bearer_auth(token("1", "")).json(&json!({"query": query}));
+        if let Some(language) = language {
+            request = request.header("accept-language", language);
+        }
+        request.send()
+    };
+    let response = ask(Some("de-CH, en;q=0.5")).await.expect("response");
+    let headers = response.headers().clone();
+    let body: Value = response.json().await.expect("JSON");
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["me"]["fullName"], "Ada Lovelace");
+    let cookies: Vec<&str> = headers.get_all("set-cookie").iter().map(|value| value.to_str().expect("text")).collect();
+    assert_eq!(cookies.len(), 1, "one line for Django's one cookie: {cookies:?}");
+    assert!(cookies[0].starts_with("lang=de; expires="), "{cookies:?}");
+    assert!(
+        cookies[0].contains("GMT; Max-Age=31536000; Path=/; SameSite=Lax"),
+        "whole, with its Expires comma: {cookies:?}"
+    );
+    assert_eq!(headers["content-language"], "de", "the client's Accept-Language reached the service");
+    assert_eq!(headers["vary"], "accept-language");
+    assert_eq!(headers["cache-control"], "no-store");
+
+    let response = ask(None).await.expect("response");
+    let cookie = response.headers().get("set-cookie").and_then(|value| value.to_str().ok()).unwrap_or("").to_owned();
+    assert!(cookie.starts_with("lang=en;"), "no header, the service's default: {cookie}");
 }

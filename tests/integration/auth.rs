@@ -26,11 +26,11 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
 
-fn claims(sub: &str) -> Value {
+pub(crate) fn claims(sub: &str) -> Value {
     json!({"sub": sub, "exp": now() + 600, "iat": now(), "scope": "payments:read lessons:read"})
 }
 
-fn sign(algorithm: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
+pub(crate) fn sign(algorithm: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
     let mut header = Header::new(algorithm);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, key).expect("signing works")
@@ -40,7 +40,7 @@ fn hs256(claims: &Value) -> String {
     sign(Algorithm::HS256, &EncodingKey::from_secret(SECRET.as_bytes()), None, claims)
 }
 
-fn rsa_key(name: &str) -> EncodingKey {
+pub(crate) fn rsa_key(name: &str) -> EncodingKey {
     EncodingKey::from_rsa_pem(&std::fs::read(fixture(name)).expect("key")).expect("RSA key")
 }
 
@@ -226,13 +226,13 @@ async fn a_configured_issuer_and_audience_are_required_of_every_token() {
 }
 
 /// A JWKS endpoint whose document the test can swap, counting fetches.
-struct JwksServer {
-    stub: Stub,
+pub(crate) struct JwksServer {
+    pub(crate) stub: Stub,
     document: Arc<Mutex<String>>,
-    fetches: Arc<AtomicUsize>,
+    pub(crate) fetches: Arc<AtomicUsize>,
 }
 
-async fn jwks_server(initial: &str) -> JwksServer {
+pub(crate) async fn jwks_server(initial: &str) -> JwksServer {
     let document = Arc::new(Mutex::new(std::fs::read_to_string(fixture(initial)).expect("jwks")));
     let fetches = Arc::new(AtomicUsize::new(0));
     let state = (Arc::clone(&document), Arc::clone(&fetches));
@@ -249,7 +249,7 @@ async fn jwks_server(initial: &str) -> JwksServer {
     JwksServer { stub: Stub::serve(router).await, document, fetches }
 }
 
-fn jwks_auth(url: &str, min_refresh: &str) -> String {
+pub(crate) fn jwks_auth(url: &str, min_refresh: &str) -> String {
     format!(
         "[auth.jwt]\nalgorithms = [\"RS256\"]\njwks_url = \"{url}/jwks.json\"\njwks_min_refresh_interval = \"{min_refresh}\"\n\
          jwks_refresh_interval = \"1h\"\n\n"

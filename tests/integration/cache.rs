@@ -74,9 +74,14 @@ async fn answer(
         .into_response(),
     };
     *response.status_mut() = StatusCode::from_u16(status).expect("status");
-    for (param, name) in
-        [("cc", "cache-control"), ("expires", "expires"), ("vary", "vary"), ("cookie", "set-cookie"), ("etag", "etag")]
-    {
+    for (param, name) in [
+        ("cc", "cache-control"),
+        ("expires", "expires"),
+        ("vary", "vary"),
+        ("cookie", "set-cookie"),
+        ("etag", "etag"),
+        ("modified", "last-modified"),
+    ] {
         if let Some(value) = query.get(param) {
             response.headers_mut().insert(name, value.parse().expect("header value"));
         }
@@ -368,6 +373,59 @@ async fn client_directives_revalidate_or_bypass_unless_the_route_says_otherwise(
     assert_eq!(label_of(&gateway, tagged).await, "MISS");
     let not_modified = fetch(&gateway, tagged, None, &[("if-none-match", "\"v1\"")]).await;
     assert_eq!((not_modified.status(), x_cache(&not_modified)), (StatusCode::NOT_MODIFIED, "HIT".to_owned()));
+}
+
+#[tokio::test]
+async fn stored_answers_answer_if_modified_since_with_304_and_if_none_match_takes_precedence() {
+    let (_, stub) = backend().await;
+    let gateway = Gateway::start(&config(&stub, "")).await;
+    let modified = "/pub/dated?modified=Wed,%2021%20Oct%202026%2007:28:00%20GMT&cc=max-age%3D60";
+    assert_eq!(label_of(&gateway, modified).await, "MISS");
+
+    let not_modified = fetch(&gateway, modified, None, &[("if-modified-since", "Wed, 21 Oct 2026 07:28:00 GMT")]).await;
+    assert_eq!((not_modified.status(), x_cache(&not_modified)), (StatusCode::NOT_MODIFIED, "HIT".to_owned()));
+    let headers = not_modified.headers();
+    assert_eq!(headers["cache-control"], "max-age=60", "a 304 repeats Cache-Control");
+    assert_eq!(headers["last-modified"], "Wed, 21 Oct 2026 07:28:00 GMT", "and, without an ETag, Last-Modified");
+    assert!(headers.get("content-type").is_none(), "but no other representation metadata");
+    assert!(headers.contains_key("age"));
+
+    let later = fetch(&gateway, modified, None, &[("if-modified-since", "Thu, 22 Oct 2026 07:28:00 GMT")]).await;
+    assert_eq!(later.status(), StatusCode::NOT_MODIFIED);
+    let older = fetch(&gateway, modified, None, &[("if-modified-since", "Tue, 20 Oct 2026 07:28:00 GMT")]).await;
+    assert_eq!((older.status(), x_cache(&older)), (StatusCode::OK, "HIT".to_owned()), "changed since: the answer");
+    let invalid = fetch(&gateway, modified, None, &[("if-modified-since", "yesterday")]).await;
+    assert_eq!(invalid.status(), StatusCode::OK, "an invalid date is ignored");
+
+    // If-None-Match decides alone when both are sent (RFC 9110 13.1.3).
+    let tagged = "/pub/both?etag=%22v2%22&modified=Wed,%2021%20Oct%202026%2007:28:00%20GMT";
+    assert_eq!(label_of(&gateway, tagged).await, "MISS");
+    let other_tag = fetch(
+        &gateway,
+        tagged,
+        None,
+        &[("if-none-match", "\"v1\""), ("if-modified-since", "Thu, 22 Oct 2026 07:28:00 GMT")],
+    )
+    .await;
+    assert_eq!(other_tag.status(), StatusCode::OK, "another ETag: the answer, whatever the date says");
+    let same_tag = fetch(
+        &gateway,
+        tagged,
+        None,
+        &[("if-none-match", "W/\"v2\""), ("if-modified-since", "Tue, 20 Oct 2026 07:28:00 GMT")],
+    )
+    .await;
+    assert_eq!(same_tag.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(same_tag.headers()["etag"], "\"v2\"");
+    assert!(same_tag.headers().get("last-modified").is_none(), "with an ETag, the ETag is what revalidates");
+
+    assert_eq!(stub.hits(), 2, "every conditional request above was answered from the cache");
+
+    // An error is never "not modified".
+    let missing = "/pub/gone?status=404&cc=max-age%3D60";
+    assert_eq!(label_of(&gateway, missing).await, "MISS");
+    let gone = fetch(&gateway, missing, None, &[("if-modified-since", "Thu, 22 Oct 2026 07:28:00 GMT")]).await;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -105,3 +105,98 @@ async fn a_services_cookies_reach_the_rest_client_as_separate_lines() {
     assert_eq!(answer.headers()["etag"], "\"v1\"");
     assert_eq!(answer.headers()["last-modified"], "Wed, 21 Oct 2026 07:28:00 GMT");
 }
+
+/// A backend that answers which language and tenant a call carried, with a
+/// cookie named after the path it was called on.
+async fn language_stub() -> Stub {
+    Stub::serve(Router::new().fallback(|request: axum::extract::Request| async move {
+        let header = |name: &str| request.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let path = request.uri().path().trim_matches('/').to_owned();
+        (
+            axum::response::AppendHeaders([
+                ("set-cookie", format!("from-{path}=1; Path=/")),
+                ("content-language", "de".to_owned()),
+            ]),
+            axum::Json(serde_json::json!({"language": header("accept-language"), "tenant": header("x-tenant")})),
+        )
+            .into_response()
+    }))
+    .await
+}
+
+const FIELD_RULES_SCHEMA: &str = r#"
+type Query {
+  plain: Seen @rest(service: "api", path: "/plain/")
+  localized: Seen @rest(service: "api", path: "/localized/", headerRules: "locale")
+}
+type Seen { language: String tenant: String }
+"#;
+
+fn field_rules_config(backend: &Stub, schema: &std::path::Path, rules: &str) -> String {
+    config(&format!(
+        "[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{SECRET}\"\n\n\
+         [services.api]\nendpoints = [\"{}\"]\nhealth_check = {{ enabled = false }}\n\
+         headers = {{ add = {{ \"x-gateway\" = \"portico\" }} }}\n\n\
+         [graphql]\nenabled = true\nschema = [{:?}]\n\n\
+         [graphql.header_rules.locale]\n{rules}\n",
+        backend.url(),
+        schema.display().to_string(),
+    ))
+}
+
+#[tokio::test]
+async fn a_rest_fields_own_header_rules_apply_to_its_calls_only() {
+    let backend = language_stub().await;
+    let schema = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(schema.path(), FIELD_RULES_SCHEMA).expect("schema written");
+    let rules = r#"request = [{ name = "accept-language", default = "en" }]
+add = { "x-tenant" = "{claim:sub}" }
+response = ["set-cookie"]"#;
+    let gateway = Gateway::start(&field_rules_config(&backend, schema.path(), rules)).await;
+
+    let answer = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(token("42", ""))
+        .header("accept-language", "de-CH")
+        .json(&serde_json::json!({"query": "{ plain { language tenant } localized { language tenant } }"}))
+        .send()
+        .await
+        .expect("answer");
+    let cookies: Vec<String> =
+        answer.headers().get_all("set-cookie").iter().map(|value| value.to_str().expect("ascii").to_owned()).collect();
+    assert!(answer.headers().get("content-language").is_none(), "only the listed answer headers come back");
+    let body = json_of(answer).await;
+    assert_eq!(
+        body["data"],
+        serde_json::json!({"plain": {"language": null, "tenant": null}, "localized": {"language": "de-CH", "tenant": "42"}}),
+        "the field's rules apply to its own call, not to the service's other fields"
+    );
+    assert_eq!(cookies, ["from-localized=1; Path=/"], "only the field whose rules allow it passes its cookie");
+
+    let anonymous = client()
+        .post(gateway.url("/graphql"))
+        .json(&serde_json::json!({"query": "{ localized { language tenant } }"}))
+        .send()
+        .await
+        .expect("answer");
+    let body = json_of(anonymous).await;
+    assert_eq!(body["data"]["localized"], serde_json::json!({"language": "en", "tenant": null}));
+}
+
+#[tokio::test]
+async fn field_header_rules_are_checked_when_the_configuration_loads() {
+    let backend = language_stub().await;
+    let schema = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(schema.path(), FIELD_RULES_SCHEMA.replace("\"locale\"", "\"locales\"")).expect("schema written");
+    let toml = field_rules_config(&backend, schema.path(), r#"add = { "x-user-id" = "{claim:sub}" }"#);
+    let problems = match portico::Config::parse(&toml, "test.toml") {
+        Ok(_) => panic!("the configuration must be refused"),
+        Err(error) => error.to_string(),
+    };
+    assert!(problems.contains("graphql.header_rules.locale.add.x-user-id"), "{problems}");
+    assert!(
+        problems.contains("@rest on Query.localized: unknown header rules \"locales\" (known: locale)"),
+        "{problems}"
+    );
+    assert!(problems.contains(":4:"), "the problem names the line of the field: {problems}");
+}

@@ -254,3 +254,33 @@ async fn an_unchanged_service_keeps_its_pooled_connection_and_the_rate_limit_its
     );
     assert_eq!(client().get(gateway.url("/other/x")).send().await.expect("answer").status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn an_unchanged_auth_section_keeps_its_fetched_keys_across_a_reload() {
+    use crate::auth::{claims, jwks_auth, jwks_server, rsa_key, sign};
+    let jwks = jwks_server("jwks-1.json").await;
+    let backend = Stub::echo("api").await;
+    let other = Stub::echo("other").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("portico.toml");
+    let api =
+        format!("{}auth = \"required\"\n\n", service("api", &[backend.url()], "health_check = { enabled = false }"));
+    let auth = jwks_auth(&jwks.stub.url(), "1h");
+    std::fs::write(&path, config(&format!("{auth}{api}"))).expect("write");
+    let gateway = Gateway::start_file(&path).await;
+    let token = sign(jsonwebtoken::Algorithm::RS256, &rsa_key("rsa.key"), Some("key-1"), &claims("1"));
+    let status =
+        || async { client().get(gateway.url("/api/x/")).bearer_auth(&token).send().await.expect("answer").status() };
+    eventually(PATIENCE, || async { status().await == StatusCode::OK }).await;
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+    let first = served_hash(&gateway).await;
+    let second = reload_to(&gateway, &path, &config(&format!("{auth}{api}{}", quiet("other", &other))), &first).await;
+    assert_eq!(status().await, StatusCode::OK);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "[auth] did not change: its keys were kept, not fetched again");
+
+    let changed = auth.replace("jwks_refresh_interval = \"1h\"", "jwks_refresh_interval = \"2h\"");
+    reload_to(&gateway, &path, &config(&format!("{changed}{api}")), &second).await;
+    eventually(PATIENCE, || async { status().await == StatusCode::OK }).await;
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 2, "a changed [auth] is built anew");
+}

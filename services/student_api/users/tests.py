@@ -159,6 +159,18 @@ class UserApiTests(APITestCase):
         self.assertEqual(response.status_code, 200)
         self.assertEqual(response.json(), ADA)
 
+    def test_profile_speaks_the_preferred_language_and_remembers_it_in_a_cookie(self):
+        cases = [("", "en"), ("de-CH, en;q=0.8", "de"), ("es, fr;q=0.5, de;q=0.4", "fr"), ("ja", "en"), ("de;q=x", "en")]
+        for accept_language, expected in cases:
+            headers = {"X-User-Id": "1", "Accept-Language": accept_language}
+            response = self.client.get("/profile/", headers=headers)
+            self.assertEqual(response.status_code, 200, accept_language)
+            self.assertEqual(response["Content-Language"], expected, accept_language)
+            self.assertEqual(response["Vary"], "Accept-Language")
+            cookie = response.cookies["lang"]
+            self.assertEqual(cookie.value, expected)
+            self.assertEqual((cookie["path"], cookie["samesite"], cookie["max-age"]), ("/", "Lax", 31536000))
+
     def test_profile_requires_user(self):
         for headers in [{}, {"X-User-Id": ""}, {"X-User-Id": "abc"}, {"X-User-Id": "1.5"}, {"X-User-Id": "-1"}]:
             response = self.client.get("/profile/", headers=headers)
