@@ -60,6 +60,7 @@ pub mod redis_health;
 pub mod request;
 pub mod routing;
 pub mod server;
+pub mod signing;
 pub mod telemetry;
 pub mod upstream;
 

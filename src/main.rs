@@ -163,7 +163,7 @@ fn print_schema(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let schema =
         config.schema.clone().context("GraphQL is not enabled in this configuration ([graphql] enabled = true)")?;
     let upstreams = portico::upstream::Upstreams::new(&config.services)?;
-    let endpoint = config.graphql.endpoint(&config.base_dir, schema, &upstreams, &config.services)?;
+    let endpoint = config.graphql.endpoint(&config.base_dir, schema, &upstreams, &config.services, None)?;
     print!("{}", endpoint.sdl());
     Ok(())
 }

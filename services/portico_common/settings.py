@@ -13,8 +13,21 @@ COMMON_APPS = ["rest_framework"]
 
 # No CommonMiddleware: its APPEND_SLASH redirect would turn a POST to a slashless
 # path into a 500 (DEBUG) or a body-dropping 301. A slashless path is a plain 404.
-MIDDLEWARE = []
+# Identity headers must carry the gateway's RFC 9421 signature (portico_common/signing.py).
+MIDDLEWARE = ["portico_common.signing.GatewaySignatureMiddleware"]
 APPEND_SLASH = False
+
+# Keys the gateway may sign with, `id:secret` pairs separated by commas: two
+# during a rotation. The default is the demo's key, shared with
+# examples/portico.toml and the end-to-end harness; set it anywhere else.
+PORTICO_SIGNING_KEYS = os.environ.get("PORTICO_SIGNING_KEYS", "demo:portico-demo-signing-key-change-me-0123456789")
+# Headers that say who calls (the gateway's forward_claims and api_client_header).
+PORTICO_IDENTITY_HEADERS = [
+    name.strip() for name in os.environ.get("PORTICO_IDENTITY_HEADERS", "X-User-Id,X-Api-Client").split(",") if name.strip()
+]
+# A signature older than this (seconds) is a replay; one further ahead than the skew is refused too.
+PORTICO_SIGNATURE_MAX_AGE = int(os.environ.get("PORTICO_SIGNATURE_MAX_AGE", "60"))
+PORTICO_SIGNATURE_SKEW = int(os.environ.get("PORTICO_SIGNATURE_SKEW", "5"))
 
 TEMPLATES = []
 USE_I18N = False

@@ -34,6 +34,7 @@ use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
 use crate::routing::CanonicalPath;
 use crate::server::{self, HostGuard, ServerError};
+use crate::signing::IdentitySigner;
 use crate::telemetry::metrics::CacheSnapshot;
 use crate::telemetry::{self, AccessLogLayer, Telemetry};
 use crate::upstream::{UpstreamBuildError, Upstreams};
@@ -51,16 +52,23 @@ pub struct AppState {
     cache: Arc<Cache>,
     /// The served configuration's hash, when it came from a file.
     config_hash: Option<Arc<str>>,
+    /// Signs the identity both doors tell backends, with `[identity_signing]` keys.
+    signer: Option<Arc<IdentitySigner>>,
 }
 
 /// The GraphQL endpoint of a validated configuration, if it serves one.
-fn graphql_endpoint(config: &Config, upstreams: &Upstreams) -> Result<Option<Arc<GraphqlEndpoint>>, StateError> {
+fn graphql_endpoint(
+    config: &Config,
+    upstreams: &Upstreams,
+    signer: Option<&Arc<IdentitySigner>>,
+) -> Result<Option<Arc<GraphqlEndpoint>>, StateError> {
     match (&config.schema, config.graphql.enabled) {
         (Some(model), true) => Ok(Some(Arc::new(config.graphql.endpoint(
             &config.base_dir,
             Arc::clone(model),
             upstreams,
             &config.services,
+            signer.cloned(),
         )?))),
         _ => Ok(None),
     }
@@ -72,13 +80,14 @@ impl AppState {
     /// registry.
     pub fn new(config: &Config, upstreams: Upstreams, telemetry: Telemetry) -> Result<Self, StateError> {
         let auth = Arc::new(Authenticator::new(&config.auth, &config.base_dir)?);
-        let graphql = graphql_endpoint(config, &upstreams)?;
+        let signer = IdentitySigner::new(&config.identity_signing);
+        let graphql = graphql_endpoint(config, &upstreams, signer.as_ref())?;
         let rate_limiter = Arc::new(RateLimiter::new(&config.rate_limiting, &config.rate_limits)?);
         let cache = Arc::new(Cache::new(&config.cache)?);
         report_cache(&telemetry, &cache);
         telemetry.metrics().watch_redis("ratelimit", rate_limiter.redis_circuit().cloned());
         telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None, signer })
     }
 
     /// The state for a reloaded configuration `config`, replacing
@@ -101,7 +110,8 @@ impl AppState {
         } else {
             Arc::new(Authenticator::new(&config.auth, &config.base_dir)?)
         };
-        let graphql = graphql_endpoint(config, &upstreams)?;
+        let signer = IdentitySigner::new(&config.identity_signing);
+        let graphql = graphql_endpoint(config, &upstreams, signer.as_ref())?;
         let rate_limiter =
             if same(&(&old.rate_limiting, &old.rate_limits), &(&config.rate_limiting, &config.rate_limits)) {
                 Arc::clone(&previous.rate_limiter)
@@ -118,7 +128,7 @@ impl AppState {
             telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
             cache
         };
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None })
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None, signer })
     }
 
     /// The state, reporting `hash` as its configuration's on `/readyz`.
@@ -183,7 +193,8 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
     let rest_routes = config.routes.iter().filter_map(|route| {
         let service_headers = config.services.get(&route.service).map(|service| &service.headers);
         let rest = proxy::Route::new(route, &state.upstreams, server.request_timeout, server.request_body_limit)?
-            .with_request_headers(RequestHeaderRules::new(service_headers.into_iter().chain([&route.headers])));
+            .with_request_headers(RequestHeaderRules::new(service_headers.into_iter().chain([&route.headers])))
+            .with_identity_signer(state.signer.clone());
         let cache = route.cache.clone().map(|settings| {
             Arc::new(CachePolicy {
                 route: Arc::clone(&rest.prefix),

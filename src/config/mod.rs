@@ -23,6 +23,7 @@ use crate::problems::{line_and_column, ConfigProblem, Problems};
 use crate::proxy::RouteConfig;
 use crate::ratelimit::{PolicyConfig, RateLimitingConfig};
 use crate::server::ServerConfig;
+use crate::signing::IdentitySigningConfig;
 use crate::telemetry::TelemetryConfig;
 use crate::upstream::ServiceConfig;
 
@@ -54,6 +55,8 @@ pub struct Config {
     pub rate_limits: BTreeMap<String, PolicyConfig>,
     /// CORS policies for browser front ends, attached to routes by name.
     pub cors: CorsConfig,
+    /// RFC 9421 signatures over the identity headers backends receive.
+    pub identity_signing: IdentitySigningConfig,
     /// The folder relative paths are resolved against: the configuration
     /// file's folder (the working directory for the embedded default).
     #[serde(skip)]
@@ -216,6 +219,7 @@ impl Config {
             check_policy(format!("routes[{index}].rate_limit"), &route.rate_limit, &mut problems);
         }
         self.cors.validate(&mut problems);
+        self.identity_signing.validate(&mut problems);
         for (index, route) in self.routes.iter().enumerate() {
             self.cors.check_reference(format!("routes[{index}].cors"), route.cors.as_deref(), &mut problems);
         }

@@ -35,6 +35,7 @@ use super::shape::{self, Node, Shape};
 use crate::cache::{Cache, FieldCall};
 use crate::headers::{RequestHeaderRules, ResponseHeaderMerge};
 use crate::identity::Identity;
+use crate::signing::IdentitySigner;
 use crate::telemetry::RequestLog;
 use crate::upstream::{UpstreamRequestBody, UpstreamService, Upstreams};
 
@@ -44,6 +45,8 @@ pub struct Runtime {
     /// Header rules of the services and `@rest(headerRules:)` tables that
     /// have any (`[services.x.headers]`, `[graphql.header_rules.x]`).
     pub headers: HeaderRuleTable,
+    /// Signs the identity each call carries (`[identity_signing]`).
+    pub signer: Option<Arc<IdentitySigner>>,
     /// The GraphQL path, for the rules' `{route}`.
     pub route: Arc<str>,
     /// The backend services.
@@ -313,6 +316,7 @@ impl<'p> Execution<'p> {
             request_headers,
             keep_answer_headers,
             route: Arc::clone(&self.runtime.route),
+            signer: self.runtime.signer.clone(),
             service,
             method: connector.method.clone(),
             url: url.clone(),
@@ -423,6 +427,7 @@ impl<'p> Execution<'p> {
                     request_headers: request_headers.clone(),
                     keep_answer_headers,
                     route: Arc::clone(&runtime.route),
+                    signer: runtime.signer.clone(),
                     service: Arc::clone(&service),
                     method: Method::GET,
                     url,
@@ -590,6 +595,8 @@ struct BackendCall {
     keep_answer_headers: bool,
     /// The GraphQL path, for the rules' `{route}`.
     route: Arc<str>,
+    /// Signs the caller's identity headers.
+    signer: Option<Arc<IdentitySigner>>,
 }
 
 impl BackendCall {
@@ -671,6 +678,12 @@ impl BackendCall {
         for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::try_from(value) {
                 headers.insert(name.clone(), value);
+            }
+        }
+        if let (Some(signer), Some(identity)) = (&self.signer, &self.context.identity) {
+            let covered: Vec<&http::HeaderName> = identity.forwarded_headers.iter().map(|(name, _)| name).collect();
+            if !covered.is_empty() {
+                signer.sign(&self.method, &self.url, &covered, headers);
             }
         }
 

@@ -44,6 +44,7 @@ pub use config::{GraphqlConfig, PlaygroundCaller, PlaygroundSigner, TrustedDocum
 pub use http::GraphqlEndpoint;
 
 use crate::headers::CallHeaderRules;
+use crate::signing::IdentitySigner;
 use crate::upstream::{ServiceConfig, Upstreams};
 use execute::Runtime;
 use http::EndpointSettings;
@@ -118,6 +119,7 @@ impl GraphqlConfig {
         model: Arc<SchemaModel>,
         upstreams: &Upstreams,
         services: &BTreeMap<String, ServiceConfig>,
+        signer: Option<Arc<IdentitySigner>>,
     ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
         let mut headers = plan::HeaderRuleTable::new();
         for (name, service) in services {
@@ -132,6 +134,7 @@ impl GraphqlConfig {
         }
         let runtime = Arc::new(Runtime {
             headers,
+            signer,
             route: Arc::from(self.path.as_str()),
             upstreams: upstreams.clone(),
             model,
@@ -177,8 +180,11 @@ mod tests {
         let config = crate::Config::embedded_default().expect("the default configuration loads");
         let model = config.schema.clone().expect("GraphQL is enabled in the default configuration");
         let upstreams = Upstreams::new(&config.services).expect("upstreams");
-        let served =
-            config.graphql.endpoint(&config.base_dir, model, &upstreams, &config.services).expect("endpoint").sdl();
+        let served = config
+            .graphql
+            .endpoint(&config.base_dir, model, &upstreams, &config.services, None)
+            .expect("endpoint")
+            .sdl();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join("api.graphql");
         let checked_in = std::fs::read_to_string(&path).expect("schema/api.graphql exists");
         assert!(

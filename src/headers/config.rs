@@ -64,7 +64,7 @@ pub enum Conflict {
 
 /// Names a backend must only ever learn from the gateway, or that describe
 /// one connection: rules may not produce them.
-const RESERVED: [&str; 14] = [
+const RESERVED: [&str; 16] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -79,6 +79,8 @@ const RESERVED: [&str; 14] = [
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-real-ip",
+    "signature",
+    "signature-input",
 ];
 
 impl HeaderRulesConfig {

@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytesize::ByteSize;
 use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body::Body as _;
 use tracing::Instrument as _;
 
@@ -132,6 +132,20 @@ async fn forward_before(
         }
         None => tracing::Span::none(),
     };
+
+    if let Some(signer) = route.identity_signer() {
+        let identity = parts.extensions.get::<Arc<Identity>>();
+        let covered: Vec<&HeaderName> = identity
+            .map(|identity| identity.forwarded_headers.iter().map(|(name, _)| name).collect())
+            .unwrap_or_default();
+        if covered.is_empty() {
+            // Only the gateway's signature may reach a backend.
+            parts.headers.remove(&crate::signing::SIGNATURE);
+            parts.headers.remove(&crate::signing::SIGNATURE_INPUT);
+        } else {
+            signer.sign(&parts.method, path_and_query.as_str(), &covered, &mut parts.headers);
+        }
+    }
 
     let mut upstream_request = http::Request::new(body);
     *upstream_request.method_mut() = parts.method;

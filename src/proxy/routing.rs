@@ -10,6 +10,7 @@ use http::{HeaderName, Method};
 
 use crate::headers::RequestHeaderRules;
 use crate::routing::PathRewrite;
+use crate::signing::IdentitySigner;
 use crate::upstream::{UpstreamService, Upstreams};
 
 use super::RouteConfig;
@@ -27,6 +28,7 @@ pub struct Route {
     timeout: Duration,
     body_limit: ByteSize,
     request_headers: Option<Arc<RequestHeaderRules>>,
+    signer: Option<Arc<IdentitySigner>>,
 }
 
 impl Route {
@@ -48,6 +50,7 @@ impl Route {
             timeout: config.timeout.unwrap_or(default_timeout),
             body_limit,
             request_headers: None,
+            signer: None,
         })
     }
 
@@ -55,6 +58,17 @@ impl Route {
     pub fn with_request_headers(mut self, rules: Option<Arc<RequestHeaderRules>>) -> Self {
         self.request_headers = rules;
         self
+    }
+
+    /// Signs the identity the route's requests carry.
+    pub fn with_identity_signer(mut self, signer: Option<Arc<IdentitySigner>>) -> Self {
+        self.signer = signer;
+        self
+    }
+
+    /// The identity signer, if `[identity_signing]` has keys.
+    pub fn identity_signer(&self) -> Option<&IdentitySigner> {
+        self.signer.as_deref()
     }
 
     /// The request header rules, if any.

@@ -40,6 +40,11 @@ fn gateway_config(services: &DjangoServices) -> String {
         toml.push_str(&format!("[[routes]]\nprefix = \"/{prefix}/\"\nservice = \"{name}\"\n\n"));
     }
     toml.push_str(&format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{}\"\n\n", scenarios::SECRET));
+    // The services' default key (services/portico_common/settings.py).
+    toml.push_str(&format!(
+        "[identity_signing]\nkeys = [{{ id = \"demo\", secret = \"{}\" }}]\n\n",
+        scenarios::DEMO_SIGNING_KEY
+    ));
     toml.push_str("[graphql]\nenabled = true\n");
     toml
 }
@@ -63,6 +68,20 @@ fn main() -> ExitCode {
             Err(_) => {
                 println!("test {name} ... FAILED");
                 failures.push(*name);
+            }
+        }
+    }
+
+    if filter.as_deref().is_none_or(|filter| "identity_sent_straight_to_a_service_is_refused".contains(filter)) {
+        ran += 1;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(scenarios::identity_sent_straight_to_a_service_is_refused(&services))
+        }));
+        match outcome {
+            Ok(()) => println!("test identity_sent_straight_to_a_service_is_refused ... ok"),
+            Err(_) => {
+                println!("test identity_sent_straight_to_a_service_is_refused ... FAILED");
+                failures.push("identity_sent_straight_to_a_service_is_refused");
             }
         }
     }

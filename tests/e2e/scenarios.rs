@@ -291,3 +291,52 @@ async fn a_services_cookie_and_the_clients_language_cross_the_graphql_door(gatew
     let cookie = response.headers().get("set-cookie").and_then(|value| value.to_str().ok()).unwrap_or("").to_owned();
     assert!(cookie.starts_with("lang=en;"), "no header, the service's default: {cookie}");
 }
+
+/// The key the services accept by default, and the e2e gateway signs with.
+pub const DEMO_SIGNING_KEY: &str = "portico-demo-signing-key-change-me-0123456789";
+
+/// Straight to a service, past the gateway: identity without the gateway's
+/// signature, with a forged one, or with one replayed after a minute is
+/// refused; a fresh signature by the shared key and anonymous calls pass.
+pub async fn identity_sent_straight_to_a_service_is_refused(services: &DjangoServices) {
+    use portico::signing::{IdentitySigner, IdentitySigningConfig, SigningKeyConfig};
+    let address = services.addresses_of("student_api")[0];
+    let profile = format!("http://{address}/profile/");
+    let signer = |secret: &str| {
+        let config =
+            IdentitySigningConfig { keys: vec![SigningKeyConfig { id: "demo".to_owned(), secret: secret.to_owned() }] };
+        IdentitySigner::new(&config).expect("a key")
+    };
+    let user = http::HeaderName::from_static("x-user-id");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let call = |secret: &'static str, created: u64| {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(&user, http::HeaderValue::from_static("1"));
+        signer(secret).sign_at(&http::Method::GET, "/profile/", &[&user], &mut headers, created);
+        client().get(&profile).headers(headers).send()
+    };
+
+    let unsigned = client().get(&profile).header("x-user-id", "1").send().await.expect("answer");
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = unsigned.json().await.expect("JSON");
+    assert!(body["detail"].as_str().is_some_and(|detail| detail.contains("not signed by the gateway")), "{body}");
+
+    let forged = call("a-key-the-services-do-not-know-0123456789", now).await.expect("answer");
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED, "forged");
+    let replayed = call(DEMO_SIGNING_KEY, now - 120).await.expect("answer");
+    assert_eq!(replayed.status(), StatusCode::UNAUTHORIZED, "stale");
+
+    let mut tampered = http::HeaderMap::new();
+    tampered.insert(&user, http::HeaderValue::from_static("1"));
+    signer(DEMO_SIGNING_KEY).sign_at(&http::Method::GET, "/profile/", &[&user], &mut tampered, now);
+    tampered.insert(&user, http::HeaderValue::from_static("2"));
+    let other_user = client().get(&profile).headers(tampered).send().await.expect("answer");
+    assert_eq!(other_user.status(), StatusCode::UNAUTHORIZED, "another user under a valid signature");
+
+    let signed = call(DEMO_SIGNING_KEY, now).await.expect("answer");
+    assert_eq!(signed.status(), StatusCode::OK, "the gateway's signature");
+    let body: Value = signed.json().await.expect("JSON");
+    assert_eq!(body["username"], "ada");
+    let anonymous = client().get(format!("http://{address}/users/1/")).send().await.expect("answer");
+    assert_eq!(anonymous.status(), StatusCode::OK, "no identity, nothing to verify");
+}

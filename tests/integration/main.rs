@@ -20,6 +20,7 @@ mod reload;
 mod resilience;
 mod routing;
 mod shutdown;
+mod signing;
 mod streaming;
 mod telemetry;
 mod tls;

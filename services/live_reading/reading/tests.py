@@ -1,7 +1,7 @@
 from io import StringIO
 
 from django.core.management import call_command
-from rest_framework.test import APITestCase
+from portico_common.testing import APITestCase
 
 from reading.models import Lesson, ReadingSession
 

@@ -4,7 +4,7 @@ from unittest import mock
 from django.contrib.auth.hashers import check_password
 from django.core.management import call_command
 from django.test import override_settings
-from rest_framework.test import APITestCase
+from portico_common.testing import APITestCase
 
 from users.models import User
 
@@ -197,3 +197,4 @@ class ServerErrorTests(APITestCase):
             response = self.client.get("/users/1/")
         self.assertEqual(response.status_code, 500)
         self.assertEqual(response.json(), {"detail": "A server error occurred."})
+from portico_common.test_signing import GatewaySignatureTests  # noqa: F401,E402
