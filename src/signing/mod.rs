@@ -166,6 +166,23 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     }
 
+    #[test]
+    fn bad_keys_are_named_with_their_key_path() {
+        let toml = r#"
+            [identity_signing]
+            keys = [{ id = "k 1", secret = "short" }, { id = "k2", secret = "0123456789abcdef0123456789abcdef" },
+                    { id = "k2", secret = "0123456789abcdef0123456789abcdef" }]
+        "#;
+        let problems = match crate::Config::parse(toml, "test.toml") {
+            Ok(_) => panic!("the keys must be refused"),
+            Err(error) => error.to_string(),
+        };
+        assert!(problems.contains("identity_signing.keys[0].id"), "{problems}");
+        assert!(problems.contains("identity_signing.keys[0].secret"), "{problems}");
+        assert!(problems.contains("identity_signing.keys[2].id") && problems.contains("listed twice"), "{problems}");
+        assert!(!problems.contains("short"), "the secret is never echoed: {problems}");
+    }
+
     /// RFC 9421 Appendix B.2.5, "Signing a Request Using hmac-sha256".
     #[test]
     fn the_signature_base_and_signature_match_the_rfcs_hmac_example() {
