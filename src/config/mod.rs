@@ -19,6 +19,7 @@ use crate::cache::CacheConfig;
 use crate::cors::CorsConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
+use crate::operations::{OpenapiConfig, OperationConfig};
 use crate::problems::{line_and_column, ConfigProblem, Problems};
 use crate::proxy::RouteConfig;
 use crate::ratelimit::{PolicyConfig, RateLimitingConfig};
@@ -44,6 +45,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The GraphQL endpoint and its schema files.
     pub graphql: GraphqlConfig,
+    /// REST endpoints backed by stored GraphQL operations.
+    pub operations: Vec<OperationConfig>,
+    /// Where the OpenAPI document of the REST endpoints is served.
+    pub openapi: OpenapiConfig,
     /// How callers authenticate.
     pub auth: AuthConfig,
     /// Response caching: memory bound, admin endpoint, Redis tier.
@@ -155,7 +160,16 @@ impl Config {
             config.graphql.load_trusted_documents(base_dir, &mut problems);
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
-                Ok(model) => config.schema = Some(Arc::new(model)),
+                Ok(model) => {
+                    crate::operations::compile_all(
+                        &mut config.operations,
+                        base_dir,
+                        &model,
+                        &config.graphql,
+                        &mut problems,
+                    );
+                    config.schema = Some(Arc::new(model));
+                }
                 Err(GraphqlSetupError::Schema(schema_problems)) => {
                     problems.extend(schema_problems.into_iter().map(|problem| ConfigProblem {
                         source: problem.file,
@@ -216,6 +230,18 @@ impl Config {
             check_policy(format!("routes[{index}].rate_limit"), &route.rate_limit, &mut problems);
         }
         self.cors.validate(&mut problems);
+        self.openapi.validate(&mut problems);
+        if !self.operations.is_empty() && !self.graphql.enabled {
+            problems.push("operations", "stored operations run on the GraphQL endpoint: set [graphql] enabled = true");
+        }
+        for (index, operation) in self.operations.iter().enumerate() {
+            let key = format!("operations[{index}]");
+            check_policy(format!("{key}.rate_limit"), &operation.rate_limit, &mut problems);
+            self.cors.check_reference(format!("{key}.cors"), operation.cors.as_deref(), &mut problems);
+            if operation.cache.is_some() && operation.method != crate::operations::OperationMethod::Get {
+                problems.push(format!("{key}.cache"), "only GET answers are cached: remove `cache` or serve with GET");
+            }
+        }
         for (index, route) in self.routes.iter().enumerate() {
             self.cors.check_reference(format!("routes[{index}].cors"), route.cors.as_deref(), &mut problems);
         }
