@@ -117,7 +117,9 @@ impl OperationMethod {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PartialAnswers {
-    /// `200` with the data and an `errors` member (default).
+    /// `200` with the data and an `errors` member (default); when every
+    /// root field is null the operation failed, and the errors' status is
+    /// the answer.
     #[default]
     AnswerWithErrors,
     /// The status of the errors (502 for a failed backend, 401, ...), as if

@@ -174,7 +174,7 @@ impl OperationEndpoint {
             None => data,
             Some(errors) => {
                 let errors = body.slice(errors);
-                if &data[..] == b"null" || self.partial == PartialAnswers::Fail {
+                if self.partial == PartialAnswers::Fail || !any_root_value(&data) {
                     let errors = serde_json::from_slice(&errors).unwrap_or_default();
                     return Err(OperationError::Failed { codes: written.codes, errors });
                 }
@@ -354,6 +354,15 @@ fn first_variable(message: &str) -> String {
         .to_owned()
 }
 
+/// Whether some root field of the data has a value: if none has, the
+/// operation failed as a whole. Skims the JSON without building it.
+fn any_root_value(data: &[u8]) -> bool {
+    serde_json::from_slice::<Option<std::collections::HashMap<String, Option<serde::de::IgnoredAny>>>>(data)
+        .ok()
+        .flatten()
+        .is_some_and(|fields| fields.values().any(Option::is_some))
+}
+
 /// The data object with an `errors` member added: `{...,"errors":[...]}`.
 fn with_errors(data: &[u8], errors: &[u8]) -> Bytes {
     let mut body = BytesMut::with_capacity(data.len() + errors.len() + 12);
@@ -430,6 +439,13 @@ mod tests {
         assert_eq!(failure_status(&[UpstreamUnavailable]), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(failure_status(&[Forbidden, BadUserInput]), StatusCode::FORBIDDEN);
         assert_eq!(failure_status(&[]), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn data_whose_root_fields_are_all_null_is_no_answer() {
+        assert!(any_root_value(br#"{"a":null,"b":{"c":null}}"#));
+        assert!(!any_root_value(br#"{"a":null,"b":null}"#));
+        assert!(!any_root_value(b"null"));
     }
 
     #[test]
