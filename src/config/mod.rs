@@ -338,6 +338,44 @@ mod tests {
     }
 
     #[test]
+    fn stored_operations_that_do_not_fit_the_schema_or_their_path_are_problems_naming_the_key() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = folder.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let good = write("good.graphql", "query Student($id: ID!) { student(id: $id) { fullName } }");
+        let invalid = write("invalid.graphql", "query Student($id: ID!) { student(id: $id) { nickname } }");
+        let mutation = write("mutation.graphql", "mutation M($key: String!) { checkout(input: {studentId: \"1\", amount: \"1\", currency: \"USD\"}, idempotencyKey: $key) { id } }");
+        let operation = |method: &str, path: &str, document: &str| {
+            format!("[[operations]]\nmethod = \"{method}\"\npath = \"{path}\"\ndocument = \"{document}\"\n")
+        };
+        let text = [
+            ["student_api", "live_reading", "payment"]
+                .map(|name| format!("[services.{name}]\nendpoints = [\"http://127.0.0.1:9\"]\n"))
+                .concat(),
+            "[graphql]\nenabled = true\n".to_owned(),
+            operation("GET", "/a/{id}", &good),
+            operation("GET", "/b/{studentId}", &good),
+            operation("GET", "/c/{id}", &invalid),
+            operation("GET", "/d", &mutation),
+            operation("GET", "/e/{id}", "missing.graphql"),
+            operation("GET", "/a/{other}", &good),
+        ]
+        .concat();
+        let found = problems(&text);
+        let has = |key: &str, says: &str| found.iter().any(|problem| problem.contains(key) && problem.contains(says));
+        assert!(has("operations[1].path", "{studentId} is no variable"), "{found:?}");
+        assert!(has("operations[1].path", "declare $studentId"), "{found:?}");
+        assert!(has("operations[2].document", "does not validate"), "{found:?}");
+        assert!(has("operations[3].method", "POST"), "{found:?}");
+        assert!(has("operations[4].document", "cannot read"), "{found:?}");
+        assert!(has("operations[5].path", "already served by operations[0]"), "{found:?}");
+        assert_eq!(found.len(), 5 + 1, "{found:?}");
+    }
+
+    #[test]
     fn an_empty_file_is_a_working_config() {
         let config = Config::parse("", "empty.toml").expect("defaults are valid");
         assert_eq!(config.server.listen.port(), 8080);
