@@ -227,3 +227,39 @@ async fn the_openapi_document_describes_parameters_and_answers() {
         json!(["studentId", "amount", "currency"])
     );
 }
+
+/// The services' venv Python (`cargo xtask setup`), or `PORTICO_PYTHON`.
+fn python() -> std::path::PathBuf {
+    std::env::var_os("PORTICO_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("services/.venv/bin/python"))
+}
+
+/// Runs openapi-spec-validator (services/requirements.txt) on `document`.
+fn validate(document: &[u8]) -> std::process::Output {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), document).expect("write document");
+    std::process::Command::new(python())
+        .args(["-m", "openapi_spec_validator", "--schema", "3.1"])
+        .arg(file.path())
+        .output()
+        .expect("the services' Python runs (cargo xtask setup, or PORTICO_PYTHON)")
+}
+
+#[test]
+fn the_demo_openapi_document_passes_a_maintained_validator_which_refuses_a_broken_one() {
+    let config = portico::Config::embedded_default().expect("the demo configuration loads");
+    let document = portico::app::openapi_document(&config);
+    let checked = validate(&document);
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
+    let mut broken: Value = serde_json::from_slice(&document).expect("JSON");
+    broken["paths"]["/bff/dashboard/{id}"]["get"]["parameters"][0]["in"] = json!("cookie-jar");
+    let refused = validate(&serde_json::to_vec(&broken).expect("JSON"));
+    assert!(!refused.status.success(), "a parameter in no valid location must be refused");
+}
