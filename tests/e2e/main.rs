@@ -31,7 +31,12 @@ fn gateway_config(services: &DjangoServices) -> String {
         toml.push_str(&format!("[[routes]]\nprefix = \"/{prefix}/\"\nservice = \"{name}\"\n\n"));
     }
     toml.push_str(&format!("[auth.jwt]\nalgorithms = [\"HS256\"]\nsecret = \"{}\"\n\n", scenarios::SECRET));
-    toml.push_str("[graphql]\nenabled = true\n");
+    toml.push_str("[graphql]\nenabled = true\n\n");
+    let dashboard = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/operations/dashboard.graphql");
+    toml.push_str(&format!(
+        "[[operations]]\nmethod = \"GET\"\npath = \"/bff/dashboard/{{id}}\"\ndocument = \"{}\"\nauth = \"required\"\n",
+        dashboard.display()
+    ));
     toml
 }
 
