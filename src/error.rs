@@ -23,6 +23,8 @@ use tower::{Layer, Service};
 
 use crate::auth::AuthError;
 use crate::cache::CacheError;
+use crate::graphql::error::RequestError;
+use crate::operations::{self, OperationError};
 use crate::proxy::ProxyError;
 use crate::ratelimit::{retry_after_seconds, RateLimitError, Refused};
 use crate::request::REQUEST_ID;
@@ -55,6 +57,9 @@ pub enum GatewayError {
     /// The caller is over its rate limit.
     #[error(transparent)]
     RateLimit(#[from] Refused),
+    /// A stored operation's endpoint refused or failed the request.
+    #[error(transparent)]
+    Operation(#[from] OperationError),
 }
 
 /// How an error is presented.
@@ -65,11 +70,13 @@ struct Presentation {
     /// Close the connection after answering, because the request's framing
     /// can no longer be trusted.
     close: bool,
+    /// A failed operation's GraphQL errors.
+    errors: Option<serde_json::Value>,
 }
 
 impl Presentation {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), close: false }
+        Self { status, code, message: message.into(), close: false, errors: None }
     }
 
     fn closing(mut self) -> Self {
@@ -116,6 +123,7 @@ impl GatewayError {
             Self::RateLimit(Refused { error: error @ RateLimitError::Unavailable, .. }) => {
                 Presentation::new(StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable", error.to_string())
             }
+            Self::Operation(error) => present_operation(error),
             Self::Protocol(error @ ProtocolError::MissingHost) => {
                 Presentation::new(StatusCode::BAD_REQUEST, "missing_host", error.to_string()).closing()
             }
@@ -135,13 +143,16 @@ impl GatewayError {
             tracing::debug!(error = %ErrorChain(&self), code = presentation.code, "request refused");
         }
         let request_id = request_id.and_then(|value| value.to_str().ok());
-        let body = json!({
+        let mut body = json!({
             "error": {
                 "code": presentation.code,
                 "message": presentation.message,
                 "request_id": request_id,
             }
         });
+        if let Some(errors) = presentation.errors {
+            body["error"]["errors"] = errors;
+        }
         let mut response = (presentation.status, axum::Json(body)).into_response();
         if presentation.close {
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -154,6 +165,13 @@ impl GatewayError {
             }
             response.headers_mut().extend(refused.headers.clone());
         }
+        if let Self::Operation(OperationError::Refused(RequestError::OverBudget {
+            source: RateLimitError::Exceeded { retry_after },
+            ..
+        })) = &self
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
+        }
         if let Self::Auth(error) = &self {
             if let Ok(challenge) = HeaderValue::try_from(bearer_challenge(error)) {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
@@ -161,7 +179,8 @@ impl GatewayError {
         }
         let allowed = match &self {
             Self::Proxy(ProxyError::MethodNotAllowed { allowed, .. }) => Some(allowed.as_slice()),
-            Self::Route(RouteError::MethodNotAllowed { allowed }) => Some(*allowed),
+            Self::Route(RouteError::MethodNotAllowed { allowed })
+            | Self::Operation(OperationError::MethodNotAllowed { allowed }) => Some(*allowed),
             _ => None,
         };
         if let Some(allowed) = allowed {
@@ -265,6 +284,43 @@ fn present_proxy(error: &ProxyError) -> Presentation {
         ProxyError::Upstream(upstream) => present_upstream(upstream),
         ProxyError::DeadlineExceeded { .. } => {
             Presentation::new(StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded", error.to_string())
+        }
+    }
+}
+
+fn present_operation(error: &OperationError) -> Presentation {
+    let message = error.to_string();
+    match error {
+        OperationError::MethodNotAllowed { .. } => {
+            Presentation::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", message)
+        }
+        OperationError::UnknownParameter { .. } => {
+            Presentation::new(StatusCode::BAD_REQUEST, "unknown_parameter", message)
+        }
+        OperationError::MissingParameter { .. } => {
+            Presentation::new(StatusCode::BAD_REQUEST, "missing_parameter", message)
+        }
+        OperationError::RepeatedParameter { .. } | OperationError::InvalidParameter { .. } => {
+            Presentation::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+        }
+        OperationError::UnsupportedMediaType => {
+            Presentation::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+        }
+        OperationError::BodyTooLarge { .. } => {
+            Presentation::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message).closing()
+        }
+        OperationError::InvalidBody => Presentation::new(StatusCode::BAD_REQUEST, "malformed_body", message),
+        OperationError::Refused(refused) => {
+            let refusal = refused.refusal();
+            let mut presentation = Presentation::new(refusal.status, "operation_refused", message);
+            presentation.errors =
+                Some(json!([{ "message": refused.to_string(), "extensions": { "code": refusal.code.as_str() } }]));
+            presentation
+        }
+        OperationError::Failed { codes, errors } => {
+            let mut presentation = Presentation::new(operations::failure_status(codes), "operation_failed", message);
+            presentation.errors = Some(errors.clone());
+            presentation
         }
     }
 }

@@ -16,6 +16,8 @@
 //!   caller key.
 //! - [`proxy`]: the REST front door (prefix routes, passthrough).
 //! - [`graphql`]: the GraphQL front door (SDL with `@rest` connectors).
+//! - [`operations`]: REST endpoints backed by stored GraphQL operations,
+//!   and their OpenAPI document.
 //! - [`cors`]: CORS policies for browser front ends, per route.
 //! - [`headers`]: declarative header rules between clients and backends
 //!   (both doors), and the merge of several calls' answer headers.
@@ -53,6 +55,7 @@ pub mod fuzzing;
 pub mod graphql;
 pub mod headers;
 pub mod identity;
+pub mod operations;
 pub mod problems;
 pub mod proxy;
 pub mod ratelimit;

@@ -53,6 +53,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the OpenAPI 3.1 document of the REST endpoints: the stored
+    /// operations of `[[operations]]` and the passthrough routes.
+    Openapi {
+        /// Configuration file; without it, the embedded demo configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Work with the GraphQL schema.
     Schema {
         #[command(subcommand)]
@@ -88,6 +95,20 @@ fn main() -> ExitCode {
         },
         Command::Schema { command: SchemaCommand::Print { config } } => match print_schema(config) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("portico: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Openapi { config } => match load(config.as_deref()) {
+            Ok(config) => {
+                let mut stdout = std::io::stdout().lock();
+                let document = portico::app::openapi_document(&config);
+                // A closed pipe (`| head`) is the reader's choice, not a failure.
+                let _ = std::io::Write::write_all(&mut stdout, &document)
+                    .and_then(|()| std::io::Write::write_all(&mut stdout, b"\n"));
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 eprintln!("portico: {error:#}");
                 ExitCode::FAILURE

@@ -80,7 +80,15 @@ impl Service<Request<Body>> for Doors {
                     None => std::future::ready(Err(RouteError::NotFound.into())).boxed(),
                 }
             }
-            (Door::Graphql | Door::NotFound, _) => std::future::ready(Err(RouteError::NotFound.into())).boxed(),
+            (Door::Operation(operation), Some(endpoint)) => {
+                let (operation, endpoint) = (Arc::clone(operation), Arc::clone(endpoint));
+                // Its `@rest` GET calls go through the cache, as the GraphQL door's do.
+                request.extensions_mut().insert(Arc::clone(&self.cache));
+                async move { Ok(operation.answer(&endpoint, request).await?) }.boxed()
+            }
+            (Door::Graphql | Door::Operation(_) | Door::NotFound, _) => {
+                std::future::ready(Err(RouteError::NotFound.into())).boxed()
+            }
         }
     }
 }
@@ -92,12 +100,20 @@ pub struct Operations {
     telemetry: Telemetry,
     cache: Arc<Cache>,
     config_hash: Option<Arc<str>>,
+    /// The OpenAPI document, when it is served.
+    openapi: Option<bytes::Bytes>,
 }
 
 impl Operations {
     /// The endpoints, reporting on `upstreams` and `telemetry`.
     pub fn new(upstreams: Upstreams, telemetry: Telemetry, cache: Arc<Cache>) -> Self {
-        Self { upstreams, telemetry, cache, config_hash: None }
+        Self { upstreams, telemetry, cache, config_hash: None, openapi: None }
+    }
+
+    /// The endpoints, serving `document` as the OpenAPI document.
+    pub fn with_openapi(mut self, document: Option<bytes::Bytes>) -> Self {
+        self.openapi = document;
+        self
     }
 
     /// The endpoints, with `/readyz` naming the served configuration.
@@ -121,6 +137,14 @@ impl Operations {
             Operation::Ready => Ok(self.readiness()),
             Operation::Metrics => Ok(telemetry::scrape(State(self.telemetry.clone()), request).await),
             Operation::CacheAdmin => Ok(self.cache.admin(request).await?),
+            Operation::Openapi => match &self.openapi {
+                Some(document) => Ok((
+                    [(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"))],
+                    document.clone(),
+                )
+                    .into_response()),
+                None => Err(RouteError::NotFound.into()),
+            },
         }
     }
 

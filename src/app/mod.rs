@@ -30,9 +30,10 @@ use crate::cors::{CorsLayer, CorsPolicy};
 use crate::error::{ErrorEdgeLayer, GatewayError};
 use crate::graphql::{GraphqlEndpoint, GraphqlSetupError};
 use crate::headers::RequestHeaderRules;
+use crate::operations::OperationEndpoint;
 use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
-use crate::routing::CanonicalPath;
+use crate::routing::{CanonicalPath, PathRewrite};
 use crate::server::{self, HostGuard, ServerError};
 use crate::signing::IdentitySigner;
 use crate::telemetry::metrics::CacheSnapshot;
@@ -243,7 +244,36 @@ fn route_table(state: &AppState, config: &Config) -> RouteTable {
     if let Some(path) = state.cache.admin_path() {
         operations.push((Arc::from(path), Operation::CacheAdmin));
     }
-    RouteTable::new(operations, rest_routes.chain(graphql_route), unrouted)
+    if let Some(path) = &config.openapi.path {
+        operations.push((Arc::from(path.as_str()), Operation::Openapi));
+    }
+    let max_body_size = usize::try_from(graphql.max_body_size.as_u64()).unwrap_or(usize::MAX);
+    let templated = config
+        .operations
+        .iter()
+        .filter(|_| state.graphql.is_some())
+        .filter_map(|operation| {
+            let endpoint = Arc::new(OperationEndpoint::new(operation, max_body_size)?);
+            let cache = operation.cache.clone().map(|settings| {
+                Arc::new(CachePolicy {
+                    route: Arc::clone(&endpoint.label),
+                    service: Arc::from(""),
+                    rewrite: PathRewrite::keep(),
+                    settings,
+                })
+            });
+            Some(Arc::new(Route {
+                name: Arc::clone(&endpoint.label),
+                service: Arc::from(""),
+                auth: auth::Policy { mode: operation.auth, scopes: operation.scopes.clone() },
+                rate_limit: state.rate_limiter.policy_for(operation.rate_limit.as_deref()),
+                cache,
+                cors: cors_policy(operation.cors.as_deref()),
+                door: Door::Operation(endpoint),
+            }))
+        })
+        .collect();
+    RouteTable::new(operations, rest_routes.chain(graphql_route), templated, unrouted)
 }
 
 /// The gateway's whole HTTP stack, as the server runs it for every
@@ -293,7 +323,8 @@ pub fn app(
     let body_read_timeout = config.server.body_read_timeout;
     let table = route_table(&state, config);
     let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache))
-        .with_config_hash(state.config_hash.clone());
+        .with_config_hash(state.config_hash.clone())
+        .with_openapi(config.openapi.path.as_ref().map(|_| openapi_document(config)));
     let doors = Doors::new(state.graphql.clone(), &config.graphql.path, Arc::clone(&state.cache));
     let trusted_proxies = TrustedProxies::new(&config.rate_limiting.trusted_proxies);
     ServiceBuilder::new()
@@ -327,6 +358,20 @@ pub fn app(
         ))
         .layer(CacheLayer::<Route, GatewayError>::new(Arc::clone(&state.cache)))
         .service(doors)
+}
+
+/// The OpenAPI document of `config`'s REST surface, as served.
+pub fn openapi_document(config: &Config) -> bytes::Bytes {
+    let document = match &config.schema {
+        Some(model) => crate::operations::openapi::document(&config.openapi, &config.operations, &config.routes, model),
+        None => crate::operations::openapi::document(
+            &config.openapi,
+            &[],
+            &config.routes,
+            &crate::graphql::model::SchemaModel::default(),
+        ),
+    };
+    bytes::Bytes::from(serde_json::to_vec_pretty(&document).unwrap_or_default())
 }
 
 /// Why the gateway could not start.

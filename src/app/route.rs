@@ -24,6 +24,7 @@ use crate::auth::{self, ProtectedRoute};
 use crate::cache::{CachePolicy, CachedRoute};
 use crate::cors::{CorsPolicy, CorsRoute};
 use crate::error::GatewayError;
+use crate::operations::OperationEndpoint;
 use crate::proxy;
 use crate::ratelimit::{self, LimitedRoute};
 use crate::routing::{PrefixMatch, PrefixTable};
@@ -55,6 +56,8 @@ pub enum Door {
     Rest(Arc<proxy::Route>),
     /// The GraphQL endpoint (and its playground's assets under it).
     Graphql,
+    /// A REST endpoint running a stored GraphQL operation.
+    Operation(Arc<OperationEndpoint>),
     /// No route matches: refused with 404 once the client-facing layers
     /// (the gateway-wide rate limit among them) have seen the request.
     NotFound,
@@ -95,6 +98,8 @@ pub enum Operation {
     Metrics,
     /// The cache's admin endpoint.
     CacheAdmin,
+    /// The OpenAPI document.
+    Openapi,
 }
 
 /// Every route, built once at start.
@@ -104,6 +109,9 @@ pub struct RouteTable {
     /// hash here).
     operations: Vec<(Arc<str>, Operation)>,
     routes: PrefixTable<Arc<Route>>,
+    /// Routes of stored operations, by path template: matched before the
+    /// prefixes (a handful, each matched segment by segment).
+    templated: Vec<Arc<Route>>,
     /// The route of requests no prefix matches.
     unrouted: Arc<Route>,
     /// The (empty) service name of operational endpoints, for logs.
@@ -115,15 +123,28 @@ impl RouteTable {
     pub fn new(
         operations: Vec<(Arc<str>, Operation)>,
         routes: impl IntoIterator<Item = Arc<Route>>,
+        templated: Vec<Arc<Route>>,
         unrouted: Route,
     ) -> Self {
         let routes = PrefixTable::new(routes.into_iter().map(|route| (Arc::clone(&route.name), route)));
-        Self { operations, routes, unrouted: Arc::new(unrouted), no_service: Arc::from("") }
+        Self { operations, routes, templated, unrouted: Arc::new(unrouted), no_service: Arc::from("") }
     }
 
-    fn lookup(&self, path: &str) -> Routed<'_> {
+    fn lookup(&self, method: &http::Method, path: &str) -> Routed<'_> {
         if let Some((name, operation)) = self.operations.iter().find(|(exact, _)| **exact == *path) {
             return Routed::Operation(name, *operation);
+        }
+        // The route answering the method, else the first of the path (whose
+        // door answers 405).
+        let mut matching = self.templated.iter().filter(|route| match &route.door {
+            Door::Operation(endpoint) => endpoint.template().capture(path).is_some(),
+            _ => false,
+        });
+        if let Some(first) = matching.next() {
+            let answering = std::iter::once(first)
+                .chain(matching)
+                .find(|route| matches!(&route.door, Door::Operation(endpoint) if endpoint.answers(method)));
+            return Routed::Client(answering.unwrap_or(first));
         }
         match self.routes.lookup(path) {
             PrefixMatch::Found(route) => Routed::Client(route),
@@ -182,7 +203,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let route = match self.table.lookup(request.uri().path()) {
+        let route = match self.table.lookup(request.method(), request.uri().path()) {
             Routed::Operation(name, operation) => {
                 if let Some(log) = request.extensions().get::<Arc<RequestLog>>() {
                     log.set_route(name, &self.table.no_service);

@@ -19,6 +19,7 @@ use crate::cache::CacheConfig;
 use crate::cors::CorsConfig;
 use crate::graphql::model::SchemaModel;
 use crate::graphql::{GraphqlConfig, GraphqlSetupError};
+use crate::operations::{OpenapiConfig, OperationConfig};
 use crate::problems::{line_and_column, ConfigProblem, Problems};
 use crate::proxy::RouteConfig;
 use crate::ratelimit::{PolicyConfig, RateLimitingConfig};
@@ -45,6 +46,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// The GraphQL endpoint and its schema files.
     pub graphql: GraphqlConfig,
+    /// REST endpoints backed by stored GraphQL operations.
+    pub operations: Vec<OperationConfig>,
+    /// Where the OpenAPI document of the REST endpoints is served.
+    pub openapi: OpenapiConfig,
     /// How callers authenticate.
     pub auth: AuthConfig,
     /// Response caching: memory bound, admin endpoint, Redis tier.
@@ -158,7 +163,16 @@ impl Config {
             config.graphql.load_trusted_documents(base_dir, &mut problems);
             let services = config.services.keys().cloned().collect();
             match config.graphql.load_schema(base_dir, &services) {
-                Ok(model) => config.schema = Some(Arc::new(model)),
+                Ok(model) => {
+                    crate::operations::compile_all(
+                        &mut config.operations,
+                        base_dir,
+                        &model,
+                        &config.graphql,
+                        &mut problems,
+                    );
+                    config.schema = Some(Arc::new(model));
+                }
                 Err(GraphqlSetupError::Schema(schema_problems)) => {
                     problems.extend(schema_problems.into_iter().map(|problem| ConfigProblem {
                         source: problem.file,
@@ -220,6 +234,18 @@ impl Config {
         }
         self.cors.validate(&mut problems);
         self.identity_signing.validate(&mut problems);
+        self.openapi.validate(&mut problems);
+        if !self.operations.is_empty() && !self.graphql.enabled {
+            problems.push("operations", "stored operations run on the GraphQL endpoint: set [graphql] enabled = true");
+        }
+        for (index, operation) in self.operations.iter().enumerate() {
+            let key = format!("operations[{index}]");
+            check_policy(format!("{key}.rate_limit"), &operation.rate_limit, &mut problems);
+            self.cors.check_reference(format!("{key}.cors"), operation.cors.as_deref(), &mut problems);
+            if operation.cache.is_some() && operation.method != crate::operations::OperationMethod::Get {
+                problems.push(format!("{key}.cache"), "only GET answers are cached: remove `cache` or serve with GET");
+            }
+        }
         for (index, route) in self.routes.iter().enumerate() {
             self.cors.check_reference(format!("routes[{index}].cors"), route.cors.as_deref(), &mut problems);
         }
@@ -316,6 +342,44 @@ mod tests {
         let local =
             Config::parse(&format!("[server]\nlisten = \"127.0.0.1:8080\"\n{jwt}{caller}"), "t.toml").expect("valid");
         assert!(local.warnings().is_empty(), "{:?}", local.warnings());
+    }
+
+    #[test]
+    fn stored_operations_that_do_not_fit_the_schema_or_their_path_are_problems_naming_the_key() {
+        let folder = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, text: &str| {
+            let path = folder.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let good = write("good.graphql", "query Student($id: ID!) { student(id: $id) { fullName } }");
+        let invalid = write("invalid.graphql", "query Student($id: ID!) { student(id: $id) { nickname } }");
+        let mutation = write("mutation.graphql", "mutation M($key: String!) { checkout(input: {studentId: \"1\", amount: \"1\", currency: \"USD\"}, idempotencyKey: $key) { id } }");
+        let operation = |method: &str, path: &str, document: &str| {
+            format!("[[operations]]\nmethod = \"{method}\"\npath = \"{path}\"\ndocument = \"{document}\"\n")
+        };
+        let text = [
+            ["student_api", "live_reading", "payment"]
+                .map(|name| format!("[services.{name}]\nendpoints = [\"http://127.0.0.1:9\"]\n"))
+                .concat(),
+            "[graphql]\nenabled = true\n".to_owned(),
+            operation("GET", "/a/{id}", &good),
+            operation("GET", "/b/{studentId}", &good),
+            operation("GET", "/c/{id}", &invalid),
+            operation("GET", "/d", &mutation),
+            operation("GET", "/e/{id}", "missing.graphql"),
+            operation("GET", "/a/{other}", &good),
+        ]
+        .concat();
+        let found = problems(&text);
+        let has = |key: &str, says: &str| found.iter().any(|problem| problem.contains(key) && problem.contains(says));
+        assert!(has("operations[1].path", "{studentId} is no variable"), "{found:?}");
+        assert!(has("operations[1].path", "declare $studentId"), "{found:?}");
+        assert!(has("operations[2].document", "does not validate"), "{found:?}");
+        assert!(has("operations[3].method", "POST"), "{found:?}");
+        assert!(has("operations[4].document", "cannot read"), "{found:?}");
+        assert!(has("operations[5].path", "already served by operations[0]"), "{found:?}");
+        assert_eq!(found.len(), 5 + 1, "{found:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use super::config::TrustedDocuments;
 use super::error::{json_response, GraphqlCode, RequestError, GRAPHQL_RESPONSE};
 use super::execute::{Execution, OperationContext, Runtime};
 use super::limits::{self, check_operation, check_text, DocumentError, Limits};
+use super::model::SchemaModel;
 use super::plan::{self, Plan};
 use super::{schema, variables, write};
 use crate::cache::Cache;
@@ -143,7 +144,7 @@ impl GraphqlEndpoint {
 }
 
 /// Who sent the operation, as the layers recorded it.
-struct Caller {
+pub struct Caller {
     identity: Option<Arc<Identity>>,
     cost_budget: Option<CostBudget>,
     request_id: Option<HeaderValue>,
@@ -151,6 +152,36 @@ struct Caller {
     cache: Option<Arc<Cache>>,
     /// Kept when some service's header rules forward client headers.
     client_headers: Option<HeaderMap>,
+}
+
+impl Caller {
+    /// The caller of `request`, as the layers recorded it in its extensions.
+    pub fn of<B>(endpoint: &GraphqlEndpoint, request: &http::Request<B>, request_log: Option<Arc<RequestLog>>) -> Self {
+        Self {
+            identity: request.extensions().get::<Arc<Identity>>().cloned(),
+            cost_budget: request.extensions().get::<CostBudget>().cloned(),
+            request_id: request.headers().get(REQUEST_ID).cloned(),
+            request_log,
+            cache: request.extensions().get::<Arc<Cache>>().cloned(),
+            client_headers: endpoint
+                .runtime
+                .headers
+                .values()
+                .any(|rules| rules.request.is_some())
+                .then(|| request.headers().clone()),
+        }
+    }
+}
+
+/// A compiled operation's answer, written.
+pub struct Answer {
+    /// The GraphQL response and each error's code.
+    pub written: write::Written,
+    /// `Cache-Control`: the operation's `@cacheControl` for an answer
+    /// without errors to a query, else `no-store`.
+    pub cache_control: HeaderValue,
+    /// Headers the backends' answers pass on (service header rules).
+    pub headers: Option<HeaderMap>,
 }
 
 /// Parse failures of the HTTP request itself.
@@ -206,19 +237,7 @@ async fn answer(
     if method != Method::GET && !declares_json(request.headers()) {
         return Err(RequestError::UnsupportedMediaType);
     }
-    let caller = Caller {
-        identity: request.extensions().get::<Arc<Identity>>().cloned(),
-        cost_budget: request.extensions().get::<CostBudget>().cloned(),
-        request_id: request.headers().get(REQUEST_ID).cloned(),
-        request_log,
-        cache: request.extensions().get::<Arc<Cache>>().cloned(),
-        client_headers: endpoint
-            .runtime
-            .headers
-            .values()
-            .any(|rules| rules.request.is_some())
-            .then(|| request.headers().clone()),
-    };
+    let caller = Caller::of(endpoint, &request, request_log);
     let request = limit_body(request, endpoint.max_body_size).await?;
     let graphql_request = async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &())
         .await
@@ -307,68 +326,87 @@ async fn execute(
     }
     let variables = variables::coerce(&endpoint.runtime.model, &plan.variables, &request.variables)
         .map_err(RequestError::InvalidVariables)?;
-    let cost = match plan.cost {
-        Some(cost) => cost,
-        // A slicing argument comes from a variable: measure with them.
-        None => {
-            let operation =
-                limits::select_operation(&compiled.document, operation_name).map_err(DocumentError::Operation)?;
-            let root_type = limits::root_type(&endpoint.runtime.model, operation.ty).unwrap_or_default();
-            check_operation(
-                &endpoint.runtime.model,
-                &compiled.document,
-                operation,
-                root_type,
-                &variables,
-                &endpoint.limits,
-            )?
-            .cost
-        }
-    };
-    if let Some(budget) = &caller.cost_budget {
-        budget.charge(cost).await.map_err(|source| RequestError::OverBudget { cost, source })?;
-    }
-
-    let introspection = if plan.introspects {
-        let response =
-            schema::introspect(&endpoint.schema, &compiled.document, operation_name, variables.clone()).await;
-        Some((response.data.into_json().unwrap_or_default(), response.errors))
-    } else {
-        None
-    };
-    let context = Arc::new(OperationContext {
-        claims: caller.identity.as_ref().map(|identity| Arc::clone(&identity.claims)),
-        identity: caller.identity,
-        request_id: caller.request_id,
-        request_log: caller.request_log.clone(),
-        cache: caller.cache,
-        client_headers: caller.client_headers,
-    });
-    let mut execution = Execution::new(&plan, &endpoint.runtime, context, variables);
-    execution.run().await;
-    let written =
-        write::write(&plan, &execution, introspection.as_ref().map(|(data, errors)| (data, errors.as_slice())));
-    if let Some(log) = &caller.request_log {
-        for code in &written.codes {
-            log.graphql_error(code.as_str());
-        }
-    }
+    let answer = endpoint.run(&compiled.document, operation_name, &plan, variables, caller).await?;
     let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
-    let cache_control = if !written.codes.is_empty() || plan.kind != OperationType::Query {
-        // Answers with errors and answers to mutations are never cached.
-        HeaderValue::from_static("no-store")
-    } else {
-        plan.cache_control.clone()
-    };
-    let answer_headers = execution.response_headers();
-    let mut response = Response::new(Body::from(written.body));
+    let mut response = Response::new(Body::from(answer.written.body));
     let headers = response.headers_mut();
-    if let Some(answer_headers) = answer_headers {
+    if let Some(answer_headers) = answer.headers {
         headers.extend(answer_headers);
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(header::CACHE_CONTROL, cache_control);
+    headers.insert(header::CACHE_CONTROL, answer.cache_control);
     Ok(response)
+}
+
+impl GraphqlEndpoint {
+    /// Runs a compiled operation of `document` with coerced `variables` for
+    /// `caller`: charges its cost, executes its plan and writes its answer.
+    /// Both the GraphQL endpoint and the REST endpoints of stored
+    /// operations answer through this.
+    pub async fn run(
+        &self,
+        document: &ExecutableDocument,
+        operation_name: Option<&str>,
+        plan: &Plan,
+        variables: async_graphql::Variables,
+        caller: Caller,
+    ) -> Result<Answer, RequestError> {
+        let endpoint = self;
+        let cost = match plan.cost {
+            Some(cost) => cost,
+            // A slicing argument comes from a variable: measure with them.
+            None => {
+                let operation = limits::select_operation(document, operation_name).map_err(DocumentError::Operation)?;
+                let root_type = limits::root_type(&endpoint.runtime.model, operation.ty).unwrap_or_default();
+                check_operation(&endpoint.runtime.model, document, operation, root_type, &variables, &endpoint.limits)?
+                    .cost
+            }
+        };
+        if let Some(budget) = &caller.cost_budget {
+            budget.charge(cost).await.map_err(|source| RequestError::OverBudget { cost, source })?;
+        }
+
+        let introspection = if plan.introspects {
+            let response = schema::introspect(&endpoint.schema, document, operation_name, variables.clone()).await;
+            Some((response.data.into_json().unwrap_or_default(), response.errors))
+        } else {
+            None
+        };
+        let context = Arc::new(OperationContext {
+            claims: caller.identity.as_ref().map(|identity| Arc::clone(&identity.claims)),
+            identity: caller.identity,
+            request_id: caller.request_id,
+            request_log: caller.request_log.clone(),
+            cache: caller.cache,
+            client_headers: caller.client_headers,
+        });
+        let mut execution = Execution::new(plan, &endpoint.runtime, context, variables);
+        execution.run().await;
+        let written =
+            write::write(plan, &execution, introspection.as_ref().map(|(data, errors)| (data, errors.as_slice())));
+        if let Some(log) = &caller.request_log {
+            for code in &written.codes {
+                log.graphql_error(code.as_str());
+            }
+        }
+        let cache_control = if !written.codes.is_empty() || plan.kind != OperationType::Query {
+            // Answers with errors and answers to mutations are never cached.
+            HeaderValue::from_static("no-store")
+        } else {
+            plan.cache_control.clone()
+        };
+        Ok(Answer { written, cache_control, headers: execution.response_headers() })
+    }
+
+    /// The longest an operation may run, backend calls included.
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// The schema's model.
+    pub fn model(&self) -> &Arc<SchemaModel> {
+        &self.runtime.model
+    }
 }
 
 /// Measures, validates and plans an operation seen for the first time.

@@ -20,6 +20,10 @@ pub struct Written {
     pub body: Vec<u8>,
     /// Each error's code, for metrics.
     pub codes: Vec<GraphqlCode>,
+    /// Where `data`'s value is in `body`.
+    pub data: std::ops::Range<usize>,
+    /// Where the `errors` array is in `body`, if there are errors.
+    pub errors: Option<std::ops::Range<usize>>,
 }
 
 /// Writes the answer of `execution`; `introspection` is async-graphql's
@@ -50,13 +54,17 @@ pub fn write<'e, 'p: 'e>(
         writer.out.truncate(mark);
         writer.out.extend_from_slice(b"null");
     }
+    let data = mark..writer.out.len();
+    let mut errors = None;
     if !writer.errors.is_empty() {
         writer.out.extend_from_slice(b",\"errors\":");
+        let start = writer.out.len();
         let _ = serde_json::to_writer(&mut writer.out, &writer.errors);
+        errors = Some(start..writer.out.len());
     }
     writer.out.push(b'}');
     plan.answer_size.store(writer.out.len(), std::sync::atomic::Ordering::Relaxed);
-    Written { body: writer.out, codes: writer.codes }
+    Written { body: writer.out, codes: writer.codes, data, errors }
 }
 
 /// A non-null position could not be filled: its nearest nullable ancestor

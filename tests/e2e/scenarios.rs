@@ -25,6 +25,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     }),
     ("the_gateway_is_ready_when_every_service_is", |g| Box::pin(the_gateway_is_ready_when_every_service_is(g))),
     ("graphql_dashboard_combines_the_three_services", |g| Box::pin(graphql_dashboard_combines_the_three_services(g))),
+    ("the_rest_dashboard_endpoint_answers_the_stored_operations_data", |g| {
+        Box::pin(the_rest_dashboard_endpoint_answers_the_stored_operations_data(g))
+    }),
     ("graphql_register_creates_a_student_and_reports_field_errors", |g| {
         Box::pin(graphql_register_creates_a_student_and_reports_field_errors(g))
     }),
@@ -84,6 +87,30 @@ async fn graphql_dashboard_combines_the_three_services(gateway: &Gateway) {
     let amounts: Vec<&str> =
         student["payments"].as_array().expect("payments").iter().filter_map(|p| p["amount"].as_str()).collect();
     assert_eq!(amounts, vec!["49.00", "19.99"]);
+}
+
+async fn the_rest_dashboard_endpoint_answers_the_stored_operations_data(gateway: &Gateway) {
+    let response = client()
+        .get(gateway.url("/bff/dashboard/1"))
+        .bearer_auth(token("1", "payments:read"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("JSON");
+    let graphql = graphql_as(gateway, DASHBOARD, json!({"id": "1"}), Some(&token("1", "payments:read"))).await;
+    assert_eq!(body, graphql["data"], "the same data as the GraphQL endpoint's");
+    assert_eq!(body["student"]["fullName"], "Ada Lovelace");
+
+    let anonymous = client().get(gateway.url("/bff/dashboard/1")).send().await.expect("response");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let missing = client()
+        .get(gateway.url("/bff/dashboard/999999"))
+        .bearer_auth(token("1", "payments:read"))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(missing.status(), StatusCode::OK, "a nullable student that does not exist is null");
 }
 
 async fn graphql_register_creates_a_student_and_reports_field_errors(gateway: &Gateway) {

@@ -44,7 +44,7 @@ pub(crate) struct Behaviour {
 }
 
 impl Behaviour {
-    fn fail(&self, prefix: &'static str, status: StatusCode) {
+    pub(crate) fn fail(&self, prefix: &'static str, status: StatusCode) {
         self.status.lock().expect("lock").insert(prefix, status);
     }
     fn failure_for(&self, path: &str) -> Option<StatusCode> {
@@ -221,6 +221,7 @@ fn payment(state: StubState) -> Router {
 
 pub(crate) struct Backends {
     pub(crate) calls: Calls,
+    #[allow(dead_code)]
     behaviour: Behaviour,
     stubs: Vec<(&'static str, Stub)>,
     graphql: String,

@@ -9,6 +9,7 @@ mod errors;
 mod graphql;
 mod harness;
 mod headers;
+mod operations;
 mod playground;
 mod process;
 mod protocol;
