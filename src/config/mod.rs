@@ -169,6 +169,7 @@ impl Config {
                         base_dir,
                         &model,
                         &config.graphql,
+                        &config.graphql.header_rule_table(&config.services),
                         &mut problems,
                     );
                     config.schema = Some(Arc::new(model));

@@ -112,15 +112,10 @@ impl GraphqlConfig {
         }
     }
 
-    /// Builds the endpoint for a checked schema.
-    pub fn endpoint(
-        &self,
-        base: &Path,
-        model: Arc<SchemaModel>,
-        upstreams: &Upstreams,
-        services: &BTreeMap<String, ServiceConfig>,
-        signer: Option<Arc<IdentitySigner>>,
-    ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
+    /// The header rules of every call a plan can make: each service's own,
+    /// and each service's combined with each `[graphql.header_rules.x]`.
+    /// Plans hold them, so every plan of one endpoint compiles against this.
+    pub fn header_rule_table(&self, services: &BTreeMap<String, ServiceConfig>) -> plan::HeaderRuleTable {
         let mut headers = plan::HeaderRuleTable::new();
         for (name, service) in services {
             if let Some(rules) = CallHeaderRules::new(&[&service.headers]) {
@@ -132,6 +127,19 @@ impl GraphqlConfig {
                 }
             }
         }
+        headers
+    }
+
+    /// Builds the endpoint for a checked schema.
+    pub fn endpoint(
+        &self,
+        base: &Path,
+        model: Arc<SchemaModel>,
+        upstreams: &Upstreams,
+        services: &BTreeMap<String, ServiceConfig>,
+        signer: Option<Arc<IdentitySigner>>,
+    ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
+        let headers = self.header_rule_table(services);
         let runtime = Arc::new(Runtime {
             headers,
             signer,

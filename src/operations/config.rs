@@ -16,7 +16,7 @@ use super::template::{PathTemplate, Segment};
 use crate::auth::AuthMode;
 use crate::cache::RouteCacheConfig;
 use crate::graphql::model::SchemaModel;
-use crate::graphql::plan::{self, Plan};
+use crate::graphql::plan::{self, HeaderRuleTable, Plan};
 use crate::graphql::{cache_control, limits, schema, GraphqlConfig};
 use crate::problems::Problems;
 
@@ -192,6 +192,7 @@ pub fn compile_all(
     base: &Path,
     model: &SchemaModel,
     graphql: &GraphqlConfig,
+    header_rules: &HeaderRuleTable,
     problems: &mut Problems,
 ) {
     if operations.is_empty() {
@@ -222,7 +223,7 @@ pub fn compile_all(
             }
             seen.push((operation.method, shape.clone()));
         }
-        match compile(operation, base, model, &schema, graphql) {
+        match compile(operation, base, model, &schema, graphql, header_rules) {
             Ok(compiled) => operation.compiled = Some(Arc::new(compiled)),
             Err((field, message)) => problems.push(format!("{key}{field}"), message),
         }
@@ -236,6 +237,7 @@ fn compile(
     model: &SchemaModel,
     schema: &async_graphql::dynamic::Schema,
     graphql: &GraphqlConfig,
+    header_rules: &HeaderRuleTable,
 ) -> Result<CompiledOperation, (&'static str, String)> {
     let template = PathTemplate::parse(&operation.path).map_err(|problem| (".path", problem))?;
     let file = base.join(&operation.document);
@@ -277,7 +279,7 @@ fn compile(
         ));
     }
     let cache_control = cache_control::header_value(model, &document, selected, root_type);
-    let plan = plan::compile(model, &document, selected, root_type, cache_control, shape.cost)
+    let plan = plan::compile(model, &document, selected, root_type, cache_control, shape.cost, header_rules)
         .map_err(|error| (".document", error.to_string()))?;
     if plan.root.fields.iter().any(|field| &*field.key == "errors") {
         return Err((
