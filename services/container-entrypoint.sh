@@ -1,7 +1,8 @@
 #!/bin/sh
 # The services image's entry point: `container-entrypoint SERVICE`. Migrates
 # the service's database, seeds it when it did not exist yet, then runs
-# gunicorn on the service's port from services/README.md (PORT overrides it).
+# gunicorn on the service's port from services/README.md (PORT overrides it;
+# SERVICES_DIR, the folder holding the projects, runs it outside the image).
 set -eu
 
 service="${1:-}"
@@ -15,7 +16,7 @@ case "$service" in
         ;;
 esac
 
-cd "/srv/services/$service"
+cd "${SERVICES_DIR:-/srv/services}/$service"
 existed=false
 [ -e "$database" ] && existed=true
 python manage.py migrate --noinput --verbosity 0
