@@ -244,9 +244,13 @@ fn every_manifest_passes_the_kubernetes_api_schema() {
                "stringData": secrets}),
     ];
     let scratch = tempfile::tempdir().expect("temp dir");
-    let path = scratch.path().join("generated.json");
-    std::fs::write(&path, serde_json::to_string(&generated).expect("JSON")).expect("write");
-    let validated = validate(&[path]);
+    let mut paths = Vec::new();
+    for (index, object) in generated.iter().enumerate() {
+        let path = scratch.path().join(format!("generated-{index}.json"));
+        std::fs::write(&path, object.to_string()).expect("write");
+        paths.push(path);
+    }
+    let validated = validate(&paths);
     assert!(validated.failures.is_empty(), "{:#?}", validated.failures);
     let size: usize = data.values().map(|value| value.as_str().map_or(0, str::len)).sum();
     assert!(size < 1024 * 1024, "the ConfigMap would hold {size} bytes; Kubernetes stores at most 1 MiB");
