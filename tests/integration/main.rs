@@ -9,6 +9,7 @@ mod errors;
 mod graphql;
 mod harness;
 mod headers;
+mod kubernetes;
 mod operations;
 mod playground;
 mod process;

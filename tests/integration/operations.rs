@@ -235,7 +235,7 @@ fn python() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("services/.venv/bin/python"))
 }
 
-/// Runs openapi-spec-validator (services/requirements.txt) on `document`.
+/// Runs openapi-spec-validator (services/requirements-test.txt) on `document`.
 fn validate(document: &[u8]) -> std::process::Output {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), document).expect("write document");

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::workspace::{run, step, Service, Workspace, SERVICES};
 
-/// Records which requirements.txt the virtualenv was installed from. It lives inside
+/// Records which requirement files the virtualenv was installed from. It lives inside
 /// the virtualenv so that a fresh virtualenv always gets a fresh install.
 const REQUIREMENTS_MARKER: &str = ".requirements-installed";
 
@@ -152,11 +152,18 @@ fn system_python() -> Result<PathBuf> {
     Ok(python)
 }
 
-/// Runs pip only when requirements.txt differs from what was last installed, because
+/// The pip requirement files installed into the virtualenv: the services'
+/// own pins (all their image installs), then the tools the tests use.
+const REQUIREMENT_FILES: [&str; 2] = ["requirements.txt", "requirements-test.txt"];
+
+/// Runs pip only when the requirement files differ from what was last installed, because
 /// even a no-op `pip install` takes seconds and would slow every demo and test run.
 fn ensure_requirements(workspace: &Workspace) -> Result<()> {
-    let requirements = workspace.services().join("requirements.txt");
-    let contents = fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
+    let mut contents = Vec::new();
+    for name in REQUIREMENT_FILES {
+        let path = workspace.services().join(name);
+        contents.extend(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+    }
     let wanted = sha256_hex(&contents);
     let marker = workspace.venv().join(REQUIREMENTS_MARKER);
     let installed = fs::read_to_string(&marker).unwrap_or_default();
@@ -164,14 +171,13 @@ fn ensure_requirements(workspace: &Workspace) -> Result<()> {
         println!("    Python requirements are up to date");
         return Ok(());
     }
-    step(format!("installing {}", requirements.display()));
-    run(
-        Command::new(workspace.venv_bin("pip"))
-            .args(["install", "--disable-pip-version-check", "--requirement"])
-            .arg(&requirements)
-            .stdin(Stdio::null()),
-        "pip install",
-    )?;
+    let mut pip = Command::new(workspace.venv_bin("pip"));
+    pip.args(["install", "--disable-pip-version-check"]);
+    for name in REQUIREMENT_FILES {
+        pip.arg("--requirement").arg(workspace.services().join(name));
+    }
+    step(format!("installing services/{}", REQUIREMENT_FILES.join(" and services/")));
+    run(pip.stdin(Stdio::null()), "pip install")?;
     fs::write(&marker, format!("{wanted}\n")).with_context(|| format!("writing {}", marker.display()))
 }
 

@@ -1,3 +1,5 @@
+import uuid
+
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.db import models
 
@@ -20,3 +22,23 @@ class User(models.Model):
 
     def __str__(self):
         return self.username
+
+
+def avatar_path(avatar, filename):
+    """A fresh name per upload, so a replaced avatar is never served from a stale cache."""
+    return f"avatars/{avatar.user_id}-{uuid.uuid4().hex}{AVATAR_EXTENSIONS[avatar.content_type]}"
+
+
+# The image types accepted, by content type, with their file extension and
+# the magic bytes their files start with.
+AVATAR_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif", "image/webp": ".webp"}
+
+
+class Avatar(models.Model):
+    """A student's avatar image, stored under MEDIA_ROOT."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, primary_key=True, related_name="avatar")
+    image = models.FileField(upload_to=avatar_path)
+    content_type = models.CharField(max_length=50)
+    size = models.PositiveIntegerField()
+    updated_at = models.DateTimeField(default=utc_now_seconds)

@@ -1,7 +1,10 @@
+import os
+import tempfile
 from io import StringIO
 from unittest import mock
 
 from django.contrib.auth.hashers import check_password
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import override_settings
 from portico_common.testing import APITestCase
@@ -197,4 +200,68 @@ class ServerErrorTests(APITestCase):
             response = self.client.get("/users/1/")
         self.assertEqual(response.status_code, 500)
         self.assertEqual(response.json(), {"detail": "A server error occurred."})
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+class AvatarTests(APITestCase):
+    @classmethod
+    def setUpTestData(cls):
+        call_command("seed", stdout=StringIO())
+
+    def setUp(self):
+        self.media = tempfile.TemporaryDirectory()
+        self.addCleanup(self.media.cleanup)
+        overridden = override_settings(MEDIA_ROOT=self.media.name)
+        overridden.enable()
+        self.addCleanup(overridden.disable)
+
+    def upload(self, user_id, content, content_type="image/png", caller="1", name="me.png"):
+        file = SimpleUploadedFile(name, content, content_type=content_type)
+        headers = {"HTTP_X_USER_ID": caller} if caller else {}
+        return self.client.post(f"/users/{user_id}/avatar/", {"avatar": file}, format="multipart", **headers)
+
+    def test_upload_is_stored_and_served_back(self):
+        response = self.upload(1, PNG)
+        self.assertEqual(response.status_code, 201, response.content)
+        body = response.json()
+        self.assertEqual(body["user_id"], 1)
+        self.assertEqual(body["url"], "http://testserver/users/1/avatar/")
+        self.assertEqual(body["content_type"], "image/png")
+        self.assertEqual(body["size"], len(PNG))
+        stored = os.listdir(os.path.join(self.media.name, "avatars"))
+        self.assertEqual(len(stored), 1)
+
+        fetched = self.client.get("/users/1/avatar/")
+        self.assertEqual(fetched.status_code, 200)
+        self.assertEqual(fetched["Content-Type"], "image/png")
+        self.assertEqual(b"".join(fetched.streaming_content), PNG)
+
+    def test_a_new_upload_replaces_the_old_file(self):
+        self.assertEqual(self.upload(1, PNG).status_code, 201)
+        gif = b"GIF89a" + b"\x01" * 10
+        self.assertEqual(self.upload(1, gif, "image/gif", name="me.gif").status_code, 201)
+        self.assertEqual(len(os.listdir(os.path.join(self.media.name, "avatars"))), 1)
+        self.assertEqual(b"".join(self.client.get("/users/1/avatar/").streaming_content), gif)
+
+    def test_only_the_student_may_upload_their_avatar(self):
+        self.assertEqual(self.upload(1, PNG, caller=None).status_code, 401)
+        self.assertEqual(self.upload(1, PNG, caller="2").status_code, 403)
+        self.assertEqual(self.upload(99, PNG, caller="99").status_code, 404)
+
+    def test_not_an_image_or_too_large_is_refused(self):
+        refused = self.upload(1, b"<script>", content_type="image/png")
+        self.assertEqual(refused.status_code, 400)
+        self.assertEqual(refused.json(), {"avatar": ["Upload a PNG, JPEG, GIF or WebP image."]})
+        self.assertEqual(self.upload(1, PNG, content_type="text/html").status_code, 400)
+        with override_settings(AVATAR_MAX_BYTES=10):
+            self.assertEqual(self.upload(1, PNG).status_code, 413)
+        missing = self.client.post("/users/1/avatar/", {}, format="multipart", HTTP_X_USER_ID="1")
+        self.assertEqual(missing.status_code, 400)
+
+    def test_no_avatar_is_404(self):
+        self.assertEqual(self.client.get("/users/2/avatar/").status_code, 404)
+
+
 from portico_common.test_signing import GatewaySignatureTests  # noqa: F401,E402
