@@ -122,7 +122,7 @@ impl Background {
     }
 
     fn restart(&mut self, state: &AppState, new_rate_limiter: bool) {
-        self.health_checks = Some(Box::new(state.upstreams.spawn_health_checks()));
+        self.health_checks = Some(Box::new(state.upstreams.spawn_background()));
         self.auth = state.authenticator().spawn_background().map(|task| Box::new(task) as Box<dyn Send>);
         if new_rate_limiter {
             self.housekeeping = Some(Box::new(state.rate_limiter().spawn_housekeeping()));
