@@ -52,7 +52,7 @@ struct ReplicaState {
 
 async fn answer(State(state): State<ReplicaState>, request: Request) -> String {
     state.hits.fetch_add(1, Ordering::SeqCst);
-    if request.uri().path() == "/api/slow" && state.holds {
+    if request.uri().path() == "/slow" && state.holds {
         state.entered.notify_one();
         state.release.notified().await;
     }
