@@ -403,7 +403,7 @@ pub async fn serve(
     let telemetry = Telemetry::new(&config.telemetry);
     let upstreams = Upstreams::with_metrics(&config.services, telemetry.metrics())?;
     telemetry.metrics().watch_endpoints(Arc::new(upstreams.clone()));
-    let _health_checks = upstreams.spawn_health_checks();
+    let _health_checks = upstreams.spawn_background();
     let _admin = server::serve_admin(&config.telemetry.metrics, &telemetry).await?;
     let state = AppState::new(&config, upstreams, telemetry)?;
     let _auth_background = state.authenticator().spawn_background();

@@ -136,7 +136,7 @@ impl Background {
     }
 
     fn restart(&mut self, state: &AppState, new_auth: bool, new_rate_limiter: bool) {
-        self.health_checks = Some(Box::new(state.upstreams.spawn_health_checks()));
+        self.health_checks = Some(Box::new(state.upstreams.spawn_background()));
         if new_auth {
             self.auth = state.authenticator().spawn_background().map(|task| Box::new(task) as Box<dyn Send>);
         }

@@ -429,6 +429,7 @@ pub struct Metrics {
     upstream_requests: Family<OutcomeLabels, Counter>,
     upstream_duration: Family<EndpointLabels, Histogram>,
     upstream_retries: Family<ServiceLabels, Counter>,
+    upstream_dns_failures: Family<ServiceLabels, Counter>,
     upstream_ejections: Family<EndpointLabels, Counter>,
     graphql_errors: Family<CodeLabels, Counter>,
     graphql_plans: Family<PlanLabels, Counter>,
@@ -484,6 +485,12 @@ impl Metrics {
         );
         let upstream_retries = Family::default();
         registry.register("portico_upstream_retries", "Attempts retried on another replica.", upstream_retries.clone());
+        let upstream_dns_failures = Family::default();
+        registry.register(
+            "portico_upstream_dns_failures",
+            "DNS refreshes of a service that failed or found no address; the last good set stays in use.",
+            upstream_dns_failures.clone(),
+        );
         let upstream_ejections = Family::default();
         registry.register(
             "portico_upstream_ejections",
@@ -526,6 +533,7 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_retries,
+            upstream_dns_failures,
             upstream_ejections,
             graphql_errors,
             graphql_plans,
@@ -604,26 +612,17 @@ impl Metrics {
     /// Handles for one service's metrics, resolved once.
     pub fn service(&self, service: &str, endpoints: &[Arc<str>]) -> ServiceMetrics {
         let service: Arc<str> = Arc::from(service);
-        let endpoints = endpoints
-            .iter()
-            .map(|endpoint| {
-                let labels = EndpointLabels { service: Arc::clone(&service), endpoint: Arc::clone(endpoint) };
-                EndpointMetrics {
-                    outcomes: UpstreamOutcome::LABELS.map(|outcome| {
-                        self.upstream_requests.get_or_create_owned(&OutcomeLabels {
-                            service: Arc::clone(&service),
-                            endpoint: Arc::clone(endpoint),
-                            outcome,
-                        })
-                    }),
-                    duration: self.upstream_duration.get_or_create_owned(&labels),
-                    ejections: self.upstream_ejections.get_or_create_owned(&labels),
-                }
-            })
-            .collect::<Vec<_>>();
+        let families = EndpointFamilies {
+            service: Arc::clone(&service),
+            requests: self.upstream_requests.clone(),
+            duration: self.upstream_duration.clone(),
+            ejections: self.upstream_ejections.clone(),
+        };
         ServiceMetrics {
-            retries: self.upstream_retries.get_or_create_owned(&ServiceLabels { service }),
-            endpoints: Arc::from(endpoints),
+            retries: self.upstream_retries.get_or_create_owned(&ServiceLabels { service: Arc::clone(&service) }),
+            dns_failures: self.upstream_dns_failures.get_or_create_owned(&ServiceLabels { service }),
+            endpoints: families.endpoints(endpoints),
+            families: Arc::new(families),
         }
     }
 
@@ -709,13 +708,58 @@ impl Drop for InFlight {
 #[derive(Debug, Clone)]
 pub struct ServiceMetrics {
     retries: Counter,
+    dns_failures: Counter,
     endpoints: Arc<[EndpointMetrics]>,
+    families: Arc<EndpointFamilies>,
+}
+
+/// The per-replica families, kept to give replicas found later their handles.
+#[derive(Debug)]
+struct EndpointFamilies {
+    service: Arc<str>,
+    requests: Family<OutcomeLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    ejections: Family<EndpointLabels, Counter>,
+}
+
+impl EndpointFamilies {
+    fn endpoints(&self, endpoints: &[Arc<str>]) -> Arc<[EndpointMetrics]> {
+        let service = &self.service;
+        endpoints
+            .iter()
+            .map(|endpoint| {
+                let labels = EndpointLabels { service: Arc::clone(service), endpoint: Arc::clone(endpoint) };
+                EndpointMetrics {
+                    outcomes: UpstreamOutcome::LABELS.map(|outcome| {
+                        self.requests.get_or_create_owned(&OutcomeLabels {
+                            service: Arc::clone(service),
+                            endpoint: Arc::clone(endpoint),
+                            outcome,
+                        })
+                    }),
+                    duration: self.duration.get_or_create_owned(&labels),
+                    ejections: self.ejections.get_or_create_owned(&labels),
+                }
+            })
+            .collect::<Vec<_>>()
+            .into()
+    }
 }
 
 impl ServiceMetrics {
     /// Counts one retry.
     pub fn retried(&self) {
         self.retries.inc();
+    }
+
+    /// Counts one DNS refresh that failed or found no address.
+    pub fn dns_failed(&self) {
+        self.dns_failures.inc();
+    }
+
+    /// The same service's handles for another set of replicas (found by DNS).
+    pub fn for_endpoints(&self, endpoints: &[Arc<str>]) -> ServiceMetrics {
+        ServiceMetrics { endpoints: self.families.endpoints(endpoints), ..self.clone() }
     }
 
     /// The handles of the replica at `index` (in configuration order).

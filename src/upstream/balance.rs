@@ -3,6 +3,7 @@
 //! and health rules apply equally to all of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use super::config::LoadBalancing;
 use super::Endpoint;
@@ -11,14 +12,14 @@ use super::Endpoint;
 pub trait Selector: Send + Sync {
     /// Picks the index of an endpoint for which `eligible` holds, or `None`
     /// when there is none.
-    fn select(&self, endpoints: &[Endpoint], eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
+    fn select(&self, endpoints: &[Arc<Endpoint>], eligible: &dyn Fn(usize) -> bool) -> Option<usize>;
 }
 
 /// Builds the selector for a configured strategy.
-pub fn selector_for(strategy: LoadBalancing, endpoints: &[Endpoint]) -> Box<dyn Selector> {
+pub fn selector_for(strategy: LoadBalancing, endpoints: &[Arc<Endpoint>]) -> Box<dyn Selector> {
     match strategy {
         LoadBalancing::RoundRobin => Box::new(RoundRobin::default()),
-        LoadBalancing::Weighted => Box::new(Weighted::new(endpoints.iter().map(Endpoint::weight))),
+        LoadBalancing::Weighted => Box::new(Weighted::new(endpoints.iter().map(|endpoint| endpoint.weight()))),
         LoadBalancing::LeastRequests => Box::new(LeastRequests),
     }
 }
@@ -30,7 +31,7 @@ pub struct RoundRobin {
 }
 
 impl Selector for RoundRobin {
-    fn select(&self, endpoints: &[Endpoint], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, endpoints: &[Arc<Endpoint>], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let count = endpoints.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..count).map(|offset| (start + offset) % count).find(|&index| eligible(index))
@@ -82,7 +83,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 impl Selector for Weighted {
-    fn select(&self, endpoints: &[Endpoint], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, endpoints: &[Arc<Endpoint>], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         if self.schedule.is_empty() {
             return None;
         }
@@ -102,7 +103,7 @@ impl Selector for Weighted {
 pub struct LeastRequests;
 
 impl Selector for LeastRequests {
-    fn select(&self, endpoints: &[Endpoint], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn select(&self, endpoints: &[Arc<Endpoint>], eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         let count = endpoints.len();
         if count == 0 {
             return None;
@@ -127,20 +128,20 @@ mod tests {
     use super::*;
     use crate::upstream::config::EndpointConfig;
 
-    fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
+    fn endpoints(weights: &[u32]) -> Vec<Arc<Endpoint>> {
         weights
             .iter()
             .enumerate()
             .map(|(index, &weight)| {
                 let config = EndpointConfig::Weighted { url: format!("http://127.0.0.1:{}", 9000 + index), weight };
-                Endpoint::new(&config).expect("valid endpoint")
+                Arc::new(Endpoint::new(&config).expect("valid endpoint"))
             })
             .collect()
     }
 
     fn counts(
         selector: &dyn Selector,
-        endpoints: &[Endpoint],
+        endpoints: &[Arc<Endpoint>],
         picks: usize,
         eligible: &dyn Fn(usize) -> bool,
     ) -> Vec<usize> {

@@ -1,6 +1,7 @@
 //! The `[services.<name>]` sections: where a backend lives and how the
 //! gateway talks to it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,18 @@ pub struct ServiceConfig {
     /// Base URLs of the service's replicas, such as `"http://127.0.0.1:8001"`
     /// or `"https://payment.internal"`, or tables `{ url = "...", weight = 3 }`.
     pub endpoints: Vec<EndpointConfig>,
+    /// Where the replicas come from: `"static"` (each endpoint URL is one
+    /// replica) or `"dns"` (each endpoint URL's host is a DNS name, and each
+    /// of its A/AAAA records is a replica, re-resolved every `dns_refresh`).
+    pub discovery: Discovery,
+    /// With `discovery = "dns"`: the longest time between two resolutions;
+    /// a record's shorter TTL brings the next one forward (never below a
+    /// second, unless this is shorter).
+    #[serde(with = "humantime_serde")]
+    pub dns_refresh: Duration,
+    /// With `discovery = "dns"`: the DNS server asked, such as
+    /// `"10.96.0.10:53"`; without it, the servers of `/etc/resolv.conf`.
+    pub dns_server: Option<SocketAddr>,
     /// How a request picks a replica.
     pub load_balancing: LoadBalancing,
     /// Time allowed to open a TCP connection to a replica.
@@ -51,6 +64,9 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             endpoints: Vec::new(),
+            discovery: Discovery::default(),
+            dns_refresh: Duration::from_secs(30),
+            dns_server: None,
             load_balancing: LoadBalancing::default(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(30),
@@ -136,6 +152,17 @@ impl EndpointConfig {
         }
         Ok((scheme, authority))
     }
+}
+
+/// Where a service's replicas come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discovery {
+    /// Each endpoint URL is one replica.
+    #[default]
+    Static,
+    /// Each address an endpoint URL's host name resolves to is a replica.
+    Dns,
 }
 
 /// The replica selection strategy.
@@ -259,12 +286,24 @@ impl ServiceConfig {
             if let Err(message) = endpoint.target() {
                 problems.push(format!("{key}.endpoints[{index}]"), message);
             }
+            let literal = endpoint.target().ok().is_some_and(|(_, authority)| {
+                let host = authority.host();
+                host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok()
+            });
+            if self.discovery == Discovery::Dns && literal {
+                problems.push(
+                    format!("{key}.endpoints[{index}]"),
+                    "with discovery = \"dns\" the host must be a DNS name such as \"http://users.internal:8001\"; \
+                     an IP address has nothing to resolve (use discovery = \"static\")",
+                );
+            }
             if endpoint.weight() == 0 {
                 problems.push(format!("{key}.endpoints[{index}].weight"), "must be at least 1");
             }
         }
         for (name, duration) in [
             ("connect_timeout", self.connect_timeout),
+            ("dns_refresh", self.dns_refresh),
             ("request_timeout", self.request_timeout),
             ("health_check.interval", self.health_check.interval),
             ("health_check.unhealthy_interval", self.health_check.unhealthy_interval),
@@ -299,6 +338,28 @@ impl ServiceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_discovery_needs_a_name_to_resolve() {
+        let problems = |text: &str| {
+            let config: ServiceConfig = toml::from_str(text).expect("parses");
+            let mut problems = Problems::default();
+            config.validate("services.api", &mut problems);
+            problems.iter().map(|problem| problem.key.clone()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            problems("discovery = \"dns\"\nendpoints = [\"http://127.0.0.1:8001\", \"http://api.internal:8001\"]"),
+            ["services.api.endpoints[0]"]
+        );
+        assert_eq!(problems("discovery = \"dns\"\nendpoints = [\"http://[::1]:8001\"]"), ["services.api.endpoints[0]"]);
+        assert!(problems("endpoints = [\"http://127.0.0.1:8001\"]").is_empty());
+        assert_eq!(
+            problems("discovery = \"dns\"\ndns_refresh = \"0s\"\nendpoints = [\"http://api.internal\"]"),
+            ["services.api.dns_refresh"]
+        );
+        let config: ServiceConfig = toml::from_str("endpoints = [\"http://api.internal\"]").expect("parses");
+        assert_eq!((config.discovery, config.dns_refresh), (Discovery::Static, Duration::from_secs(30)));
+    }
 
     #[test]
     fn out_of_rotation_replicas_are_checked_every_second_unless_configured() {

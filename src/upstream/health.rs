@@ -140,13 +140,14 @@ impl CheckStreak {
     }
 }
 
-/// Keeps the background health-check tasks alive; dropping it stops them.
+/// Keeps a service set's background tasks (health checks, DNS refreshes)
+/// alive; dropping it stops them.
 #[derive(Debug, Default)]
-pub struct HealthCheckTasks {
+pub struct BackgroundTasks {
     pub(super) handles: Vec<tokio::task::JoinHandle<()>>,
 }
 
-impl Drop for HealthCheckTasks {
+impl Drop for BackgroundTasks {
     fn drop(&mut self) {
         for handle in &self.handles {
             handle.abort();

@@ -9,16 +9,19 @@
 mod balance;
 mod body;
 mod config;
+mod discovery;
 mod error;
 mod health;
 mod pool;
 mod tls;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -32,11 +35,12 @@ use crate::telemetry::metrics::{EndpointState, EndpointStates, Metrics, ServiceM
 pub use balance::{selector_for, LeastRequests, RoundRobin, Selector, Weighted};
 pub use body::{UpstreamRequestBody, UpstreamResponseBody};
 pub use config::{
-    EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig,
+    Discovery, EndpointConfig, HealthCheckConfig, LoadBalancing, PassiveHealthConfig, RetryConfig, ServiceConfig,
     UpstreamTlsConfig,
 };
+pub use discovery::DiscoveryError;
 pub use error::{AttemptError, UpstreamError};
-pub use health::HealthCheckTasks;
+pub use health::BackgroundTasks;
 pub use tls::{public_connector, CaFileError, Connector};
 
 use body::AttemptBody;
@@ -103,16 +107,21 @@ impl Upstreams {
         unready
     }
 
-    /// Starts the active health checkers; they run until the returned value
-    /// is dropped.
-    pub fn spawn_health_checks(&self) -> HealthCheckTasks {
-        let handles = self
+    /// Starts the active health checkers and the DNS refreshes; they run
+    /// until the returned value is dropped. A service kept by a reload gets
+    /// new tasks over the replicas it has, so its set stays the last good one.
+    pub fn spawn_background(&self) -> BackgroundTasks {
+        let checks = self
             .services
             .values()
             .filter(|service| service.health_check.enabled)
-            .map(|service| tokio::spawn(Arc::clone(service).run_health_checks()))
-            .collect();
-        HealthCheckTasks { handles }
+            .map(|service| tokio::spawn(Arc::clone(service).run_health_checks()));
+        let refreshes = self
+            .services
+            .values()
+            .filter(|service| service.dns.is_some())
+            .map(|service| tokio::spawn(Arc::clone(service).run_discovery()));
+        BackgroundTasks { handles: checks.chain(refreshes).collect() }
     }
 }
 
@@ -120,7 +129,7 @@ impl EndpointStates for Upstreams {
     fn visit(&self, report: &mut dyn FnMut(&str, &str, EndpointState)) {
         for (name, service) in self.services.iter() {
             let now = service.clock.now_millis();
-            for endpoint in service.endpoints.iter() {
+            for endpoint in service.set.load().endpoints.iter() {
                 let state = EndpointState {
                     healthy: endpoint.health.is_actively_healthy(),
                     ejected: endpoint.health.is_ejected(now),
@@ -165,6 +174,25 @@ impl Endpoint {
             label: Arc::from(authority.as_str()),
             scheme,
             authority,
+            weight: config.weight(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            health: EndpointHealth::default(),
+            pool: None,
+        })
+    }
+
+    /// A replica found by DNS: `address` is dialled, while `Host` and (for
+    /// `https://`) the certificate's name stay those of the configured URL.
+    fn resolved(config: &EndpointConfig, address: IpAddr) -> Result<Self, String> {
+        let (scheme, named) = config.target()?;
+        let port = named.port_u16().unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+        let dialled =
+            Authority::try_from(SocketAddr::new(address, port).to_string()).map_err(|error| error.to_string())?;
+        Ok(Self {
+            host: host_header(&scheme, &named),
+            label: Arc::from(dialled.as_str()),
+            scheme,
+            authority: dialled,
             weight: config.weight(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             health: EndpointHealth::default(),
@@ -259,11 +287,40 @@ pub struct UpstreamResponse {
     pub retries: u32,
 }
 
+/// The replicas a service picks from, swapped whole when DNS changes them.
+/// A request works on the set it started with, so a removed replica keeps
+/// its in-flight requests (and its pool, until their bodies end) while no
+/// new request picks it.
+struct EndpointSet {
+    endpoints: Box<[Arc<Endpoint>]>,
+    selector: Box<dyn Selector>,
+    metrics: ServiceMetrics,
+}
+
+impl EndpointSet {
+    fn new(endpoints: Box<[Arc<Endpoint>]>, load_balancing: LoadBalancing, metrics: &ServiceMetrics) -> Self {
+        let labels: Vec<Arc<str>> = endpoints.iter().map(|endpoint| Arc::clone(&endpoint.label)).collect();
+        Self { selector: selector_for(load_balancing, &endpoints), metrics: metrics.for_endpoints(&labels), endpoints }
+    }
+}
+
+/// What a DNS-discovered service needs to build replicas for new addresses.
+struct DnsDiscovery {
+    endpoints: Vec<EndpointConfig>,
+    refresh: Duration,
+    server: Option<SocketAddr>,
+    load_balancing: LoadBalancing,
+    roots: Arc<RootCertStore>,
+    connect_timeout: Duration,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
 /// A service: its replicas, its pooled client and its policies.
 pub struct UpstreamService {
     name: Arc<str>,
-    endpoints: Box<[Endpoint]>,
-    selector: Box<dyn Selector>,
+    set: ArcSwap<EndpointSet>,
+    dns: Option<DnsDiscovery>,
     clock: HealthClock,
     request_timeout: Duration,
     health_check: HealthCheckConfig,
@@ -277,7 +334,7 @@ impl std::fmt::Debug for UpstreamService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamService")
             .field("name", &self.name)
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.set.load().endpoints)
             .finish_non_exhaustive()
     }
 }
@@ -298,18 +355,6 @@ impl UpstreamService {
         public_roots: &Arc<RootCertStore>,
         metrics: &Metrics,
     ) -> Result<Self, UpstreamBuildError> {
-        let mut endpoints = config
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(index, endpoint)| {
-                Endpoint::new(endpoint).map_err(|message| UpstreamBuildError {
-                    key: format!("services.{name}.endpoints[{index}]"),
-                    message,
-                })
-            })
-            .collect::<Result<Box<[Endpoint]>, _>>()?;
-
         let tls_error = |message: String| UpstreamBuildError { key: format!("services.{name}.tls"), message };
         let roots = match (&config.tls.ca_roots, &config.tls.ca_file) {
             (Some(roots), _) => Arc::clone(roots),
@@ -321,29 +366,61 @@ impl UpstreamService {
             }
             (None, None) => Arc::clone(public_roots),
         };
-        let connector = tls::connector(roots, config.connect_timeout, Duration::from_secs(60))
-            .map_err(|error| tls_error(error.to_string()))?;
-        for (index, endpoint) in endpoints.iter_mut().enumerate() {
-            let target = endpoint.target().map_err(|error| UpstreamBuildError {
-                key: format!("services.{name}.endpoints[{index}]"),
-                message: error.to_string(),
-            })?;
-            endpoint.pool = Some(Pool::new(connector.clone(), target, config.max_idle_per_host, config.idle_timeout));
-        }
+        let endpoint_error = |index: usize, message: String| UpstreamBuildError {
+            key: format!("services.{name}.endpoints[{index}]"),
+            message,
+        };
+        let (endpoints, dns) = match config.discovery {
+            Discovery::Static => {
+                let connector =
+                    tls::connector(Arc::clone(&roots), config.connect_timeout, Duration::from_secs(60), None)
+                        .map_err(|error| tls_error(error.to_string()))?;
+                let endpoints = config
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(index, endpoint)| {
+                        let mut endpoint = Endpoint::new(endpoint).map_err(|message| endpoint_error(index, message))?;
+                        let target = endpoint.target().map_err(|error| endpoint_error(index, error.to_string()))?;
+                        endpoint.pool =
+                            Some(Pool::new(connector.clone(), target, config.max_idle_per_host, config.idle_timeout));
+                        Ok(Arc::new(endpoint))
+                    })
+                    .collect::<Result<Box<[Arc<Endpoint>]>, UpstreamBuildError>>()?;
+                (endpoints, None)
+            }
+            Discovery::Dns => {
+                for (index, endpoint) in config.endpoints.iter().enumerate() {
+                    endpoint.target().map_err(|message| endpoint_error(index, message))?;
+                }
+                // No replica until the first answer: the refresh task asks at once.
+                let dns = DnsDiscovery {
+                    endpoints: config.endpoints.clone(),
+                    refresh: config.dns_refresh,
+                    server: config.dns_server,
+                    load_balancing: config.load_balancing,
+                    roots: Arc::clone(&roots),
+                    connect_timeout: config.connect_timeout,
+                    max_idle: config.max_idle_per_host,
+                    idle_timeout: config.idle_timeout,
+                };
+                (Box::default(), Some(dns))
+            }
+        };
 
         let retry = &config.retry;
-        let labels: Vec<Arc<str>> = endpoints.iter().map(|endpoint| Arc::clone(&endpoint.label)).collect();
+        let metrics = metrics.service(name, &[]);
         Ok(Self {
-            metrics: metrics.service(name, &labels),
+            set: ArcSwap::from_pointee(EndpointSet::new(endpoints, config.load_balancing, &metrics)),
+            dns,
             name: Arc::from(name),
-            selector: selector_for(config.load_balancing, &endpoints),
-            endpoints,
             clock: HealthClock::start(),
             request_timeout: config.request_timeout,
             health_check: config.health_check.clone(),
             passive_health: config.passive_health.clone(),
             max_retries: retry.attempts,
             retry_budget: TpsBudget::new(Duration::from_secs(10), retry.min_per_second, retry.budget_percent / 100.0),
+            metrics,
         })
     }
 
@@ -352,14 +429,14 @@ impl UpstreamService {
         &self.name
     }
 
-    /// The service's replicas.
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+    /// Labels (`host:port`) of the replicas the service picks from now.
+    pub fn endpoint_labels(&self) -> Vec<Arc<str>> {
+        self.set.load().endpoints.iter().map(|endpoint| Arc::clone(&endpoint.label)).collect()
     }
 
     fn has_available_endpoint(&self) -> bool {
         let now = self.clock.now_millis();
-        self.endpoints.iter().any(|endpoint| endpoint.health.is_available(now))
+        self.set.load().endpoints.iter().any(|endpoint| endpoint.health.is_available(now))
     }
 
     /// The replica for the next attempt: one in rotation that this request
@@ -367,14 +444,15 @@ impl UpstreamService {
     /// anyway beats refusing unasked (Envoy's panic threshold, NGINX with
     /// all servers down): a replica that came back answers at once, and one
     /// still down fails with its own error.
-    fn pick(&self, tried: u64) -> Option<usize> {
+    fn pick(&self, set: &EndpointSet, tried: u64) -> Option<usize> {
         let now = self.clock.now_millis();
+        let endpoints = &set.endpoints;
         let untried = |index: usize| index >= 64 || tried & (1 << index) == 0;
-        let in_rotation = |index: usize| untried(index) && self.endpoints[index].health.is_available(now);
-        self.selector.select(&self.endpoints, &in_rotation).or_else(|| {
-            let panic = !self.endpoints.iter().any(|endpoint| endpoint.health.is_available(now));
+        let in_rotation = |index: usize| untried(index) && endpoints[index].health.is_available(now);
+        set.selector.select(endpoints, &in_rotation).or_else(|| {
+            let panic = !endpoints.iter().any(|endpoint| endpoint.health.is_available(now));
             if panic {
-                self.selector.select(&self.endpoints, &untried)
+                set.selector.select(endpoints, &untried)
             } else {
                 None
             }
@@ -384,8 +462,8 @@ impl UpstreamService {
     /// The replica for a retry: an untried one, or with `again` (the failure
     /// was the connection's, not the replica's answer) any, so that a lone
     /// replica gets a second attempt on a new connection.
-    fn pick_retry(&self, tried: u64, again: bool) -> Option<usize> {
-        self.pick(tried).or_else(|| if again { self.pick(0) } else { None })
+    fn pick_retry(&self, set: &EndpointSet, tried: u64, again: bool) -> Option<usize> {
+        self.pick(set, tried).or_else(|| if again { self.pick(set, 0) } else { None })
     }
 
     /// Sends `request` (its URI a path and query) to a replica, failing over
@@ -421,16 +499,18 @@ impl UpstreamService {
         let idempotent = is_idempotent(&parts.method);
         self.retry_budget.deposit();
 
+        // One set for the whole request: indices stay valid across retries.
+        let set = self.set.load_full();
         let mut tried: u64 = 0;
         let mut retries = 0;
-        let Some(mut index) = self.pick(tried) else {
+        let Some(mut index) = self.pick(&set, tried) else {
             return Err(UpstreamError::NoHealthyEndpoint { service: Arc::clone(&self.name) }.into());
         };
         loop {
             if index < 64 {
                 tried |= 1 << index;
             }
-            let endpoint = &self.endpoints[index];
+            let endpoint = &set.endpoints[index];
             let may_retry_later = retries < self.max_retries;
 
             let mut attempt = Request::new(body.for_attempt());
@@ -457,7 +537,7 @@ impl UpstreamService {
                 // As if the caller had dropped the call: nothing is recorded.
                 return Err(SendError::DeadlinePassed);
             }
-            if let Some(metrics) = self.metrics.endpoint(index) {
+            if let Some(metrics) = set.metrics.endpoint(index) {
                 let observed = match &outcome {
                     Ok(Ok((response, _))) => UpstreamOutcome::Status(response.status()),
                     Ok(Err(error)) if error.is_connect() => UpstreamOutcome::ConnectError,
@@ -470,13 +550,13 @@ impl UpstreamService {
                 Ok(Ok((response, connection))) => {
                     let status = response.status();
                     if status.is_server_error() {
-                        self.record_failure(index);
+                        self.record_failure(&set, index);
                     } else {
-                        self.record_success(index);
+                        self.record_success(&set, index);
                     }
                     let retry_to =
                         if is_retryable_status(status) && idempotent && may_retry_later && body.is_replayable() {
-                            self.pick_retry(tried, false)
+                            self.pick_retry(&set, tried, false)
                         } else {
                             None
                         };
@@ -494,7 +574,7 @@ impl UpstreamService {
                 }
                 Ok(Err(error)) => error,
                 Err(_elapsed) => {
-                    self.record_failure(index);
+                    self.record_failure(&set, index);
                     return Err(UpstreamError::Timeout {
                         service: Arc::clone(&self.name),
                         endpoint: Arc::clone(&endpoint.label),
@@ -515,7 +595,7 @@ impl UpstreamService {
                 }
                 .into());
             }
-            self.record_failure(index);
+            self.record_failure(&set, index);
             let connect_failed = error.is_connect();
             // After a connect error nothing reached the replica, so even a
             // POST may go elsewhere (but not to the replica that refused).
@@ -525,9 +605,9 @@ impl UpstreamService {
             let retry_to = if !may_retry_later || !body.is_replayable() {
                 None
             } else if connect_failed {
-                self.pick_retry(tried, false)
+                self.pick_retry(&set, tried, false)
             } else if idempotent {
-                self.pick_retry(tried, true)
+                self.pick_retry(&set, tried, true)
             } else {
                 None
             };
@@ -547,17 +627,17 @@ impl UpstreamService {
         }
     }
 
-    fn record_success(&self, index: usize) {
-        let endpoint = &self.endpoints[index];
+    fn record_success(&self, set: &EndpointSet, index: usize) {
+        let endpoint = &set.endpoints[index];
         if endpoint.health.record_success(&self.clock) {
             tracing::info!(service = %self.name, endpoint = %endpoint.label, "ejected endpoint answered; back in rotation");
         }
     }
 
-    fn record_failure(&self, index: usize) {
-        let endpoint = &self.endpoints[index];
+    fn record_failure(&self, set: &EndpointSet, index: usize) {
+        let endpoint = &set.endpoints[index];
         if let Some(ejection) = endpoint.health.record_failure(&self.passive_health, self.clock.now_millis()) {
-            if let Some(metrics) = self.metrics.endpoint(index) {
+            if let Some(metrics) = set.metrics.endpoint(index) {
                 metrics.ejected();
             }
             tracing::warn!(service = %self.name, endpoint = %endpoint.label, ejection = ?ejection, "endpoint ejected after consecutive failures");
@@ -567,37 +647,52 @@ impl UpstreamService {
     /// Checks each replica every `interval`, and those out of rotation every
     /// `unhealthy_interval`, so that one coming back is noticed soon. It
     /// wakes at least every `unhealthy_interval`, because passive health
-    /// may take a replica out between two checks.
+    /// may take a replica out between two checks, and DNS may add one.
     async fn run_health_checks(self: Arc<Self>) {
+        struct Checked {
+            endpoint: Arc<Endpoint>,
+            streak: CheckStreak,
+            last: Option<tokio::time::Instant>,
+        }
         let config = &self.health_check;
         let recheck = config.unhealthy_interval.min(config.interval);
-        let mut streaks: Vec<CheckStreak> = self.endpoints.iter().map(|_| CheckStreak::default()).collect();
-        let mut last_checked: Vec<Option<tokio::time::Instant>> = vec![None; self.endpoints.len()];
-        let mut due: Vec<usize> = Vec::with_capacity(self.endpoints.len());
-        let next_check = |index: usize, last_checked: Option<tokio::time::Instant>, now_millis: u64| {
-            let in_rotation = self.endpoints[index].health.is_available(now_millis);
-            last_checked.map(|at| at + if in_rotation { config.interval } else { recheck })
+        let mut checked: Vec<Checked> = Vec::new();
+        let next_check = |entry: &Checked, now_millis: u64| {
+            let in_rotation = entry.endpoint.health.is_available(now_millis);
+            entry.last.map(|at| at + if in_rotation { config.interval } else { recheck })
         };
         loop {
+            // Follow the current set: new replicas are checked at once,
+            // removed ones no longer.
+            let set = self.set.load_full();
+            let mut previous = std::mem::take(&mut checked);
+            checked = set
+                .endpoints
+                .iter()
+                .map(|endpoint| match previous.iter().position(|entry| Arc::ptr_eq(&entry.endpoint, endpoint)) {
+                    Some(position) => previous.swap_remove(position),
+                    None => Checked { endpoint: Arc::clone(endpoint), streak: CheckStreak::default(), last: None },
+                })
+                .collect();
+            drop(previous);
             let now = tokio::time::Instant::now();
             let now_millis = self.clock.now_millis();
-            due.clear();
-            due.extend(
-                (0..self.endpoints.len())
-                    .filter(|&index| next_check(index, last_checked[index], now_millis).is_none_or(|next| next <= now)),
-            );
-            let checks = due.iter().map(|&index| self.check(&self.endpoints[index]));
+            let due: Vec<usize> = (0..checked.len())
+                .filter(|&index| next_check(&checked[index], now_millis).is_none_or(|next| next <= now))
+                .collect();
+            let checks = due.iter().map(|&index| self.check(&checked[index].endpoint));
             let results = futures_util::future::join_all(checks).await;
             for (&index, passed) in due.iter().zip(results) {
-                last_checked[index] = Some(now);
-                let endpoint = &self.endpoints[index];
+                let entry = &mut checked[index];
+                entry.last = Some(now);
+                let endpoint = &entry.endpoint;
                 if passed {
                     // A passed check ends an ejection, as Envoy does by default.
                     if endpoint.health.record_success(&self.clock) {
                         tracing::info!(service = %self.name, endpoint = %endpoint.label, "ejected endpoint passed a health check; back in rotation");
                     }
                 }
-                let verdict = streaks[index].observe(passed, config.healthy_threshold, config.unhealthy_threshold);
+                let verdict = entry.streak.observe(passed, config.healthy_threshold, config.unhealthy_threshold);
                 if let Some(healthy) = verdict {
                     if endpoint.health.set_actively_healthy(healthy) {
                         if healthy {
@@ -610,11 +705,118 @@ impl UpstreamService {
             }
             let now_millis = self.clock.now_millis();
             let latest_wake = tokio::time::Instant::now() + recheck;
-            let wake = (0..self.endpoints.len())
-                .filter_map(|index| next_check(index, last_checked[index], now_millis))
-                .fold(latest_wake, std::cmp::Ord::min);
+            let wake =
+                checked.iter().filter_map(|entry| next_check(entry, now_millis)).fold(latest_wake, std::cmp::Ord::min);
             tokio::time::sleep_until(wake).await;
         }
+    }
+
+    /// Resolves the endpoint URLs' names until dropped, at once and then
+    /// every `dns_refresh` (sooner when the records' TTL says so), and swaps
+    /// in the replicas found. A name whose lookup fails or finds nothing
+    /// keeps the replicas it had.
+    async fn run_discovery(self: Arc<Self>) {
+        let Some(dns) = &self.dns else { return };
+        let resolver = match discovery::resolver(dns.server) {
+            Ok(resolver) => resolver,
+            Err(error) => {
+                tracing::error!(service = %self.name, %error, "DNS discovery cannot start; the service keeps its replicas");
+                self.metrics.dns_failed();
+                return;
+            }
+        };
+        let connector = |name: &str| {
+            let server_name = tokio_rustls::rustls::pki_types::ServerName::try_from(name.to_owned()).ok();
+            tls::connector(Arc::clone(&dns.roots), dns.connect_timeout, Duration::from_secs(60), server_name)
+        };
+        // The last good addresses of each endpoint URL.
+        let mut known: Vec<Vec<IpAddr>> = vec![Vec::new(); dns.endpoints.len()];
+        loop {
+            let mut shortest_ttl: Option<Duration> = None;
+            for (index, endpoint) in dns.endpoints.iter().enumerate() {
+                let Ok((_, authority)) = endpoint.target() else { continue };
+                let name = authority.host();
+                match discovery::resolve(&resolver, name).await {
+                    Ok(resolved) => {
+                        shortest_ttl = Some(shortest_ttl.map_or(resolved.ttl, |ttl| ttl.min(resolved.ttl)));
+                        known[index] = resolved.addresses;
+                    }
+                    Err(error) => {
+                        self.metrics.dns_failed();
+                        tracing::warn!(service = %self.name, %error, kept = known[index].len(), "DNS refresh failed; keeping the last good addresses");
+                    }
+                }
+            }
+            self.apply_addresses(dns, &known, &connector);
+            tokio::time::sleep(discovery::next_refresh(dns.refresh, shortest_ttl)).await;
+        }
+    }
+
+    /// Swaps in the replicas of `known` (addresses per endpoint URL),
+    /// keeping the replica (pool, health) of every address that stays.
+    fn apply_addresses<E: std::fmt::Display>(
+        &self,
+        dns: &DnsDiscovery,
+        known: &[Vec<IpAddr>],
+        connector: &dyn Fn(&str) -> Result<Connector, E>,
+    ) {
+        let current = self.set.load_full();
+        let mut endpoints: Vec<Arc<Endpoint>> = Vec::new();
+        for (config, addresses) in dns.endpoints.iter().zip(known) {
+            let Ok((_, named)) = config.target() else { continue };
+            for &address in addresses {
+                let candidate = match Endpoint::resolved(config, address) {
+                    Ok(candidate) => candidate,
+                    Err(error) => {
+                        tracing::warn!(service = %self.name, %address, %error, "cannot use a resolved address");
+                        continue;
+                    }
+                };
+                if endpoints.iter().any(|kept| kept.label == candidate.label) {
+                    continue;
+                }
+                let same = |endpoint: &&Arc<Endpoint>| {
+                    endpoint.label == candidate.label
+                        && endpoint.host == candidate.host
+                        && endpoint.scheme == candidate.scheme
+                };
+                if let Some(existing) = current.endpoints.iter().find(same) {
+                    endpoints.push(Arc::clone(existing));
+                    continue;
+                }
+                let mut endpoint = candidate;
+                let pool = connector(named.host())
+                    .map_err(|error| error.to_string())
+                    .and_then(|connector| Ok((connector, endpoint.target().map_err(|error| error.to_string())?)));
+                match pool {
+                    Ok((connector, target)) => {
+                        endpoint.pool = Some(Pool::new(connector, target, dns.max_idle, dns.idle_timeout));
+                        endpoints.push(Arc::new(endpoint));
+                    }
+                    Err(error) => {
+                        tracing::warn!(service = %self.name, %address, %error, "cannot connect to a resolved address")
+                    }
+                }
+            }
+        }
+        let unchanged = endpoints.len() == current.endpoints.len()
+            && endpoints.iter().zip(current.endpoints.iter()).all(|(new, old)| Arc::ptr_eq(new, old));
+        if unchanged {
+            return;
+        }
+        let added: Vec<&str> = endpoints
+            .iter()
+            .filter(|new| !current.endpoints.iter().any(|old| Arc::ptr_eq(old, new)))
+            .map(|endpoint| &*endpoint.label)
+            .collect();
+        let removed: Vec<&str> = current
+            .endpoints
+            .iter()
+            .filter(|old| !endpoints.iter().any(|new| Arc::ptr_eq(old, new)))
+            .map(|endpoint| &*endpoint.label)
+            .collect();
+        tracing::info!(service = %self.name, ?added, ?removed, "DNS changed the service's replicas; removed ones drain");
+        self.set.store(Arc::new(EndpointSet::new(endpoints.into_boxed_slice(), dns.load_balancing, &self.metrics)));
     }
 
     async fn check(&self, endpoint: &Endpoint) -> bool {
@@ -665,33 +867,40 @@ mod tests {
     #[test]
     fn with_every_replica_out_of_rotation_one_is_tried_anyway() {
         let service = service(2);
-        service.record_failure(0);
-        service.endpoints[1].health.set_actively_healthy(false);
+        let set = service.set.load_full();
+        service.record_failure(&set, 0);
+        set.endpoints[1].health.set_actively_healthy(false);
         assert!(!service.has_available_endpoint());
-        let first = service.pick(0).expect("panic mode picks a replica");
-        let second = service.pick(1 << first).expect("and another one for a retry");
+        let first = service.pick(&set, 0).expect("panic mode picks a replica");
+        let second = service.pick(&set, 1 << first).expect("and another one for a retry");
         assert_ne!(first, second);
-        assert_eq!(service.pick(0b11), None, "each replica at most once");
-        assert_eq!(service.pick_retry(0b11, true).map(|index| index < 2), Some(true), "unless the connection failed");
+        assert_eq!(service.pick(&set, 0b11), None, "each replica at most once");
+        assert_eq!(
+            service.pick_retry(&set, 0b11, true).map(|index| index < 2),
+            Some(true),
+            "unless the connection failed"
+        );
     }
 
     #[test]
     fn while_a_replica_is_in_rotation_the_others_are_left_alone() {
         let service = service(2);
-        service.record_failure(0);
+        let set = service.set.load_full();
+        service.record_failure(&set, 0);
         for _ in 0..10 {
-            assert_eq!(service.pick(0), Some(1));
+            assert_eq!(service.pick(&set, 0), Some(1));
         }
-        assert_eq!(service.pick(0b10), None, "the ejected replica is not a retry target");
-        assert_eq!(service.pick_retry(0b10, true), Some(1), "a retry on a new connection stays in rotation");
+        assert_eq!(service.pick(&set, 0b10), None, "the ejected replica is not a retry target");
+        assert_eq!(service.pick_retry(&set, 0b10, true), Some(1), "a retry on a new connection stays in rotation");
     }
 
     #[test]
     fn a_success_puts_an_ejected_replica_back_at_once() {
         let service = service(2);
-        service.record_failure(0);
-        assert_eq!(service.pick(0b10), None);
-        service.record_success(0);
-        assert_eq!(service.pick(0b10), Some(0));
+        let set = service.set.load_full();
+        service.record_failure(&set, 0);
+        assert_eq!(service.pick(&set, 0b10), None);
+        service.record_success(&set, 0);
+        assert_eq!(service.pick(&set, 0b10), Some(0));
     }
 }

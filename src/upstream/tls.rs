@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
-use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, version, ClientConfig, RootCertStore};
 
 /// A service's connector: TCP for `http://`, TLS over TCP for `https://`.
@@ -71,15 +71,19 @@ pub(super) fn public_roots() -> RootCertStore {
 /// A connector trusting the public web roots, for clients outside the
 /// service pools (such as the JWKS fetcher).
 pub fn public_connector(connect_timeout: Duration) -> Result<Connector, rustls::Error> {
-    connector(Arc::new(public_roots()), connect_timeout, Duration::from_secs(60))
+    connector(Arc::new(public_roots()), connect_timeout, Duration::from_secs(60), None)
 }
 
 /// The connector of one service. `http://` endpoints go straight to the TCP
-/// connector, as before TLS existed; only `https://` ones pay for TLS.
+/// connector, as before TLS existed; only `https://` ones pay for TLS. With
+/// `server_name`, certificates are verified for that name (and it is sent
+/// as SNI) whatever the dialled URI's host: a replica found by DNS is
+/// dialled by address, but its certificate names the service.
 pub(super) fn connector(
     roots: Arc<RootCertStore>,
     connect_timeout: Duration,
     keepalive: Duration,
+    server_name: Option<ServerName<'static>>,
 ) -> Result<Connector, rustls::Error> {
     let tls = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(&[&version::TLS13, &version::TLS12])?
@@ -92,7 +96,12 @@ pub(super) fn connector(
     // The TLS connector passes `https://` URIs down; the TCP connector
     // would refuse them otherwise.
     tcp.enforce_http(false);
-    Ok(HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().wrap_connector(tcp))
+    let builder = HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    Ok(builder.enable_http1().wrap_connector(tcp))
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@ mod auth;
 mod balancing;
 mod cache;
 mod cors;
+mod discovery;
+#[path = "../support/dns.rs"]
+mod dns_server;
 mod errors;
 mod graphql;
 mod harness;
