@@ -462,6 +462,7 @@ fn every_configured_service_and_redis_is_a_kubernetes_service_on_its_port() {
     assert_eq!(services.len(), 3);
     let mut external = 0;
     for (name, service) in services {
+        assert_eq!(service["discovery"].as_str(), Some("dns"), "services.{name} uses DNS discovery");
         let endpoints = service["endpoints"].as_array().expect("endpoints");
         assert_eq!(endpoints.len(), 1, "services.{name}: one DNS name");
         let url = endpoints[0].as_str().expect("a URL");
@@ -476,10 +477,8 @@ fn every_configured_service_and_redis_is_a_kubernetes_service_on_its_port() {
             external += 1;
             continue;
         }
-        // A ClusterIP Service: kube-proxy spreads portico's connections over
-        // the pods (a headless one would pin them to one address while
-        // portico has no per-address DNS discovery).
-        assert!(spec.get("clusterIP").is_none(), "Service/{host} is a ClusterIP Service");
+        // Headless, so the name resolves to every pod.
+        assert_eq!(spec["clusterIP"], "None", "Service/{host} is headless");
         let deployment = manifests.get(&format!("Deployment/{host}"));
         assert!(selects(&spec["selector"], &pod_labels(deployment)), "Service/{host} selects its pods");
         let container = &deployment["spec"]["template"]["spec"]["containers"][0];
