@@ -137,7 +137,7 @@ impl RouteTable {
         // The route answering the method, else the first of the path (whose
         // door answers 405).
         let mut matching = self.templated.iter().filter(|route| match &route.door {
-            Door::Operation(endpoint) => endpoint.template().capture(path).is_some(),
+            Door::Operation(endpoint) => endpoint.template().matches(path),
             _ => false,
         });
         if let Some(first) = matching.next() {

@@ -45,6 +45,9 @@ pub struct Runtime {
     /// Header rules of the services and `@rest(headerRules:)` tables that
     /// have any (`[services.x.headers]`, `[graphql.header_rules.x]`).
     pub headers: HeaderRuleTable,
+    /// Whether any of those rules passes client request headers on, so an
+    /// operation must keep its request's headers (decided once, here).
+    pub passes_client_headers: bool,
     /// Signs the identity each call carries (`[identity_signing]`).
     pub signer: Option<Arc<IdentitySigner>>,
     /// The GraphQL path, for the rules' `{route}`.

@@ -163,12 +163,7 @@ impl Caller {
             request_id: request.headers().get(REQUEST_ID).cloned(),
             request_log,
             cache: request.extensions().get::<Arc<Cache>>().cloned(),
-            client_headers: endpoint
-                .runtime
-                .headers
-                .values()
-                .any(|rules| rules.request.is_some())
-                .then(|| request.headers().clone()),
+            client_headers: endpoint.runtime.passes_client_headers.then(|| request.headers().clone()),
         }
     }
 }

@@ -141,6 +141,7 @@ impl GraphqlConfig {
     ) -> Result<GraphqlEndpoint, GraphqlSetupError> {
         let headers = self.header_rule_table(services);
         let runtime = Arc::new(Runtime {
+            passes_client_headers: headers.values().any(|rules| rules.request.is_some()),
             headers,
             signer,
             route: Arc::from(self.path.as_str()),

@@ -75,18 +75,31 @@ impl PathTemplate {
     /// The raw (still percent-encoded) text of each parameter, by name, if
     /// `path` matches.
     pub fn capture<'t, 'p>(&'t self, path: &'p str) -> Option<Vec<(&'t str, &'p str)>> {
-        let mut parts = path.strip_prefix('/')?.split('/');
         let mut captured = Vec::new();
+        self.walk(path, |name, value| captured.push((name, value))).then_some(captured)
+    }
+
+    /// Whether `path` matches, without collecting its parameters: the
+    /// route lookup asks this of every request.
+    pub fn matches(&self, path: &str) -> bool {
+        self.walk(path, |_, _| {})
+    }
+
+    /// Matches `path` segment by segment, handing each parameter's value to
+    /// `parameter`; false at the first segment that does not fit.
+    fn walk<'t, 'p>(&'t self, path: &'p str, mut parameter: impl FnMut(&'t str, &'p str)) -> bool {
+        let Some(rest) = path.strip_prefix('/') else { return false };
+        let mut parts = rest.split('/');
         for segment in &self.segments {
-            let part = parts.next()?;
+            let Some(part) = parts.next() else { return false };
             match segment {
                 Segment::Literal(text) if text == part => {}
-                Segment::Literal(_) => return None,
-                Segment::Parameter(_) if part.is_empty() => return None,
-                Segment::Parameter(name) => captured.push((name.as_str(), part)),
+                Segment::Literal(_) => return false,
+                Segment::Parameter(_) if part.is_empty() => return false,
+                Segment::Parameter(name) => parameter(name.as_str(), part),
             }
         }
-        parts.next().is_none().then_some(captured)
+        parts.next().is_none()
     }
 }
 
@@ -101,6 +114,7 @@ mod tests {
         assert_eq!(template.capture("/bff/dashboard/"), None);
         assert_eq!(template.capture("/bff/dashboard/42/x"), None);
         assert_eq!(template.capture("/bff/dashboards/42"), None);
+        assert!(template.matches("/bff/dashboard/42") && !template.matches("/bff/dashboard/42/x"));
         let slashed = PathTemplate::parse("/a/{x}/").expect("valid");
         assert_eq!(slashed.capture("/a/1/"), Some(vec![("x", "1")]));
         assert_eq!(slashed.capture("/a/1"), None);
