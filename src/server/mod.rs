@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
+pub use config::{HstsConfig, HttpRedirectConfig, ReadinessConfig, ServerConfig, TlsConfig};
 pub use guard::{HostGuard, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
@@ -62,15 +63,35 @@ pub enum ServerError {
     },
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then stops
-/// accepting (on the redirect listener too) and lets in-flight requests
-/// finish for up to `server.shutdown_timeout`.
+/// Whether the gateway is draining: set once, when shutdown starts, and
+/// read by `/readyz`. Cloning shares the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes; then marks
+/// `draining` (so `/readyz` turns 503) and keeps accepting for
+/// `server.readiness.drain_delay`, so that load balancers stop sending
+/// traffic while it is still served; then stops accepting (on the redirect
+/// listener too) and lets in-flight requests finish for up to
+/// `server.shutdown_timeout`.
 pub async fn run<S>(
     config: &ServerConfig,
     base_dir: &std::path::Path,
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
+    draining: Draining,
 ) -> Result<(), ServerError>
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
@@ -114,6 +135,18 @@ where
     let connection_info = ConnectionInfo { tls: tls.is_some() };
 
     let graceful = GracefulShutdown::new();
+    let drain_delay = config.readiness.drain_delay;
+    let shutdown = async move {
+        shutdown.await;
+        draining.start();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                ?drain_delay,
+                "shutdown requested: /readyz answers 503 draining; still serving until the drain delay ends"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
     tokio::pin!(shutdown);
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, tls = connection_info.tls, "portico listening");
