@@ -1187,6 +1187,9 @@ mod tests {
         let options = Options::parse(&workspace, &["--scenarios", "fanout,large,dashboard"]).expect("parsed");
         assert_eq!(options.scenarios, [Kind::FanOut, Kind::Large, Kind::Dashboard]);
         assert!(Options::parse(&workspace, &["--scenarios", "graphql"]).is_err());
+        let options = Options::parse(&workspace, &["--replicas", "2", "--seconds", "3"]).expect("parsed");
+        assert_eq!((options.replicas, options.seconds), (Some(2), 3));
+        assert!(Options::parse(&workspace, &["--replicas"]).is_err());
         assert!(Options::parse(&workspace, &["--rounds", "0"]).is_err());
         assert!(Options::parse(&workspace, &["--bogus"]).is_err());
     }

@@ -73,7 +73,7 @@ pub fn bench(workspace: &Workspace, options: &Options, replicas: u32) -> Result<
     let mut redis = Redis::start(cpus.load)?;
     step(format!("redis-server on :{} (CPU {})", redis.address.port(), cpus.load));
 
-    let mut ports = Vec::new();
+    let (mut ports, mut names) = (Vec::new(), Vec::new());
     for index in 0..replicas {
         let port = free_port()?;
         let config = scratch.path().join(format!("replica-{index}.toml"));
@@ -86,7 +86,17 @@ pub fn bench(workspace: &Workspace, options: &Options, replicas: u32) -> Result<
         )?;
         wait_until_answering(&mut children, name, local(port), "/healthz")?;
         ports.push(port);
+        names.push(name);
     }
+    // Until the replicas have finished the requests `wrk` abandoned at the
+    // end of a run (their backend calls would be counted as the cache's).
+    let settle_all = |children: &Children| {
+        for name in &names {
+            if let Some(pid) = children.pid(name) {
+                super::settle(pid);
+            }
+        }
+    };
     let token = mint_token(&portico, &scratch.path().join("replica-0.toml"))?;
     wait_for(Duration::from_secs(20), "every replica to connect to Redis", || all_use_redis(&ports))?;
 
@@ -109,6 +119,8 @@ pub fn bench(workspace: &Workspace, options: &Options, replicas: u32) -> Result<
         off * 100.0,
         if errors > 0 { format!("; {errors} errors") } else { String::new() }
     );
+
+    settle_all(&children);
 
     // (b) The shared tier: filled through the first replica, answered by
     // the second from Redis.
