@@ -79,6 +79,48 @@ impl Draining {
     }
 }
 
+/// While draining, answers to HTTP/1 requests carry `Connection: close`,
+/// so that a keep-alive client (a pooled connection that a Service's
+/// kube-proxy rule keeps pinned to this pod) opens a new connection, which
+/// reaches a replica that is not going away, instead of racing the
+/// listener's close. (HTTP/2 gets its GOAWAY from the graceful shutdown;
+/// the header is illegal there.) Otherwise one atomic load per request.
+#[derive(Debug, Clone)]
+struct CloseWhileDraining<S> {
+    inner: S,
+    draining: Draining,
+}
+
+type CloseFn = fn(Result<axum::response::Response, Infallible>) -> Result<axum::response::Response, Infallible>;
+
+impl<S, B> tower::Service<http::Request<B>> for CloseWhileDraining<S>
+where
+    S: tower::Service<http::Request<B>, Response = axum::response::Response, Error = Infallible>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<S::Future, futures_util::future::Map<S::Future, CloseFn>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures_util::FutureExt as _;
+        if self.draining.is_draining() && request.version() <= http::Version::HTTP_11 {
+            let close: CloseFn = |answer| {
+                answer.map(|mut response| {
+                    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    response
+                })
+            };
+            futures_util::future::Either::Right(self.inner.call(request).map(close))
+        } else {
+            futures_util::future::Either::Left(self.inner.call(request))
+        }
+    }
+}
+
 /// Serves `service` on `listener` until `shutdown` completes; then marks
 /// `draining` (so `/readyz` turns 503) and keeps accepting for
 /// `server.readiness.drain_delay`, so that load balancers stop sending
@@ -136,6 +178,7 @@ where
 
     let graceful = GracefulShutdown::new();
     let drain_delay = config.readiness.drain_delay;
+    let closing = draining.clone();
     let shutdown = async move {
         shutdown.await;
         draining.start();
@@ -186,7 +229,7 @@ where
             request.extensions_mut().insert(connection_info);
             request
         });
-        let service = TowerToHyperService::new(service);
+        let service = TowerToHyperService::new(CloseWhileDraining { inner: service, draining: closing.clone() });
         match &tls {
             None => {
                 let stream = FirstByteDeadline::new(stream, first_byte_timeout);

@@ -75,6 +75,8 @@ async fn on_shutdown_readyz_turns_draining_at_once_while_routes_are_served_until
     let api = Stub::echo("api").await;
     let server = format!("readiness = {{ drain_delay = \"{}ms\" }}", DRAIN_DELAY.as_millis());
     let mut gateway = Gateway::start(&config_with_server(&server, &service("api", &[api.url()], ""))).await;
+    let before = client().get(gateway.url("/api/x/")).send().await.expect("served");
+    assert!(before.headers().get("connection").is_none(), "keep-alive until the drain");
     let (status, body) = readyz(gateway.url("/readyz")).await;
     assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ready")), "{body}");
 
@@ -88,6 +90,7 @@ async fn on_shutdown_readyz_turns_draining_at_once_while_routes_are_served_until
     // client, and `client()` makes a new one), and still alive.
     let routed = client().get(gateway.url("/api/x/")).send().await.expect("served while draining");
     assert_eq!(routed.status(), StatusCode::OK);
+    assert_eq!(routed.headers()["connection"], "close", "a keep-alive client is sent to reconnect elsewhere");
     let health = client().get(gateway.url("/healthz")).send().await.expect("healthz while draining");
     assert_eq!(health.status(), StatusCode::OK);
     assert!(shutdown_started.elapsed() < DRAIN_DELAY, "the checks above took longer than the drain delay");
