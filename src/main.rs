@@ -202,7 +202,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         Some(file) => file.config.clone(),
         None => load(None)?,
     };
-    let shutdown = ShutdownSignals::listen(config.server.shutdown_timeout)?;
+    let shutdown = ShutdownSignals::listen(config.server.readiness.drain_delay, config.server.shutdown_timeout)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     // Span export runs on the runtime; the guard flushes it after serving.
@@ -234,10 +234,11 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 
 /// SIGINT (Ctrl-C) and SIGTERM, watched on a thread of their own with its own
 /// runtime, so that no task of the gateway's runtime, however stuck, can
-/// delay them. The first signal starts the graceful drain and a watchdog:
-/// the process exits by `shutdown_timeout` (plus [`EXIT_MARGIN`] for the
-/// last log lines and span export) whatever the drain is waiting for. A
-/// second signal exits at once.
+/// delay them. The first signal starts the drain (`drain_delay` of serving
+/// while `/readyz` says 503, then the graceful shutdown) and a watchdog:
+/// the process exits by `drain_delay` + `shutdown_timeout` (plus
+/// [`EXIT_MARGIN`] for the last log lines and span export) whatever the
+/// drain is waiting for. A second signal exits at once.
 struct ShutdownSignals {
     first: tokio::sync::oneshot::Receiver<()>,
 }
@@ -249,7 +250,7 @@ const EXIT_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 impl ShutdownSignals {
     /// Installs the signal handlers before returning, so that a signal sent
     /// once the gateway listens is never lost.
-    fn listen(shutdown_timeout: std::time::Duration) -> anyhow::Result<Self> {
+    fn listen(drain_delay: std::time::Duration, shutdown_timeout: std::time::Duration) -> anyhow::Result<Self> {
         let (first_sender, first) = tokio::sync::oneshot::channel();
         let (installed_sender, installed) = std::sync::mpsc::channel::<anyhow::Result<()>>();
         std::thread::Builder::new()
@@ -273,14 +274,15 @@ impl ShutdownSignals {
                     let _ = installed_sender.send(Ok(()));
                     let name = signals.next().await;
                     let _ = first_sender.send(());
-                    tracing::info!(signal = name, timeout = ?shutdown_timeout, "shutdown requested; a second signal exits at once");
+                    tracing::info!(signal = name, ?drain_delay, timeout = ?shutdown_timeout, "shutdown requested; a second signal exits at once");
                     tokio::select! {
                         name = signals.next() => {
                             eprintln!("portico: second {name}: exiting without waiting for in-flight requests");
                             std::process::exit(exit_code(name));
                         }
-                        () = tokio::time::sleep(shutdown_timeout + EXIT_MARGIN) => {
-                            eprintln!("portico: requests still running {shutdown_timeout:?} after {name}; exiting");
+                        () = tokio::time::sleep(drain_delay + shutdown_timeout + EXIT_MARGIN) => {
+                            let waited = drain_delay + shutdown_timeout;
+                            eprintln!("portico: requests still running {waited:?} after {name}; exiting");
                             std::process::exit(exit_code(name));
                         }
                     }

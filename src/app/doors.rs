@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::graphql::{self, GraphqlEndpoint};
 use crate::proxy;
 use crate::routing::RouteError;
+use crate::server::Draining;
 use crate::telemetry::{self, Telemetry};
 use crate::upstream::Upstreams;
 
@@ -102,12 +103,32 @@ pub struct Operations {
     config_hash: Option<Arc<str>>,
     /// The OpenAPI document, when it is served.
     openapi: Option<bytes::Bytes>,
+    /// Whether a service without a healthy endpoint makes `/readyz` 503.
+    require_healthy_endpoints: bool,
+    /// Set when shutdown starts: `/readyz` is 503 from then on.
+    draining: Draining,
 }
 
 impl Operations {
     /// The endpoints, reporting on `upstreams` and `telemetry`.
     pub fn new(upstreams: Upstreams, telemetry: Telemetry, cache: Arc<Cache>) -> Self {
-        Self { upstreams, telemetry, cache, config_hash: None, openapi: None }
+        Self {
+            upstreams,
+            telemetry,
+            cache,
+            config_hash: None,
+            openapi: None,
+            require_healthy_endpoints: false,
+            draining: Draining::default(),
+        }
+    }
+
+    /// The endpoints, with `/readyz` following `[server.readiness]` and
+    /// the server's `draining` flag.
+    pub fn with_readiness(mut self, require_healthy_endpoints: bool, draining: Draining) -> Self {
+        self.require_healthy_endpoints = require_healthy_endpoints;
+        self.draining = draining;
+        self
     }
 
     /// The endpoints, serving `document` as the OpenAPI document.
@@ -148,16 +169,33 @@ impl Operations {
         }
     }
 
-    /// Readiness: every service has at least one replica able to take
-    /// traffic.
+    /// Readiness, with the reason when not ready: the gateway is not
+    /// draining and, when required, every service has at least one replica
+    /// able to take traffic. (The listener is bound only once the
+    /// configuration is loaded and validated, so a gateway that answers has
+    /// one.) Services without a healthy endpoint are named either way.
     fn readiness(&self) -> Response {
         let unready = self.upstreams.unready_services();
         let config = self.config_hash.as_deref();
+        if self.draining.is_draining() {
+            let body = json!({
+                "status": "draining",
+                "reason": "draining: shutting down, finishing in-flight requests",
+                "config": config,
+            });
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
         if unready.is_empty() {
-            Json(json!({ "status": "ready", "config": config })).into_response()
-        } else {
-            let body = json!({ "status": "unready", "services": unready, "config": config });
+            return Json(json!({ "status": "ready", "config": config })).into_response();
+        }
+        let reason = format!("no healthy endpoint: {}", unready.join(", "));
+        if self.require_healthy_endpoints {
+            let body = json!({ "status": "unready", "reason": reason, "services": unready, "config": config });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        } else {
+            // Reported, not refused: `require_healthy_endpoints` is off.
+            let body = json!({ "status": "ready", "degraded": reason, "services": unready, "config": config });
+            Json(body).into_response()
         }
     }
 }

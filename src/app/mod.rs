@@ -34,7 +34,7 @@ use crate::operations::OperationEndpoint;
 use crate::proxy;
 use crate::ratelimit::{RateLimitLayer, RateLimitSetupError, RateLimiter};
 use crate::routing::{CanonicalPath, PathRewrite};
-use crate::server::{self, HostGuard, ServerError};
+use crate::server::{self, Draining, HostGuard, ServerError};
 use crate::signing::IdentitySigner;
 use crate::telemetry::metrics::CacheSnapshot;
 use crate::telemetry::{self, AccessLogLayer, Telemetry};
@@ -55,6 +55,8 @@ pub struct AppState {
     config_hash: Option<Arc<str>>,
     /// Signs the identity both doors tell backends, with `[identity_signing]` keys.
     signer: Option<Arc<IdentitySigner>>,
+    /// Set when shutdown starts; one flag across reloads, read by `/readyz`.
+    draining: Draining,
 }
 
 /// The GraphQL endpoint of a validated configuration, if it serves one.
@@ -88,7 +90,17 @@ impl AppState {
         report_cache(&telemetry, &cache);
         telemetry.metrics().watch_redis("ratelimit", rate_limiter.redis_circuit().cloned());
         telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None, signer })
+        Ok(Self {
+            upstreams,
+            graphql,
+            auth,
+            rate_limiter,
+            telemetry,
+            cache,
+            config_hash: None,
+            signer,
+            draining: Draining::default(),
+        })
     }
 
     /// The state for a reloaded configuration `config`, replacing
@@ -129,7 +141,8 @@ impl AppState {
             telemetry.metrics().watch_redis("cache", cache.redis_circuit().cloned());
             cache
         };
-        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None, signer })
+        let draining = previous.draining.clone();
+        Ok(Self { upstreams, graphql, auth, rate_limiter, telemetry, cache, config_hash: None, signer, draining })
     }
 
     /// The state, reporting `hash` as its configuration's on `/readyz`.
@@ -151,6 +164,11 @@ impl AppState {
     /// The response cache, whose [`Cache::stats`] metrics report.
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// The flag the server sets when shutdown starts.
+    pub fn draining(&self) -> &Draining {
+        &self.draining
     }
 }
 
@@ -324,6 +342,7 @@ pub fn app(
     let table = route_table(&state, config);
     let operations = Operations::new(state.upstreams.clone(), state.telemetry.clone(), Arc::clone(&state.cache))
         .with_config_hash(state.config_hash.clone())
+        .with_readiness(config.server.readiness.require_healthy_endpoints, state.draining.clone())
         .with_openapi(config.openapi.path.as_ref().map(|_| openapi_document(config)));
     let doors = Doors::new(state.graphql.clone(), &config.graphql.path, Arc::clone(&state.cache));
     let trusted_proxies = TrustedProxies::new(&config.rate_limiting.trusted_proxies);
@@ -391,9 +410,11 @@ pub enum ServeError {
     Config(#[from] crate::config::ConfigError),
 }
 
-/// Serves `config` on `listener` until `shutdown` completes, then stops
-/// accepting (on the redirect listener too) and lets in-flight requests
-/// finish for up to `server.shutdown_timeout`. The library's entry point:
+/// Serves `config` on `listener` until `shutdown` completes, then drains:
+/// `/readyz` answers 503 `draining` at once while requests are still
+/// served for `server.readiness.drain_delay`, then the listener stops
+/// accepting (the redirect listener too) and in-flight requests finish for
+/// up to `server.shutdown_timeout`. The library's entry point:
 /// the binary and the tests start the gateway the same way.
 pub async fn serve(
     config: Config,
@@ -408,8 +429,9 @@ pub async fn serve(
     let state = AppState::new(&config, upstreams, telemetry)?;
     let _auth_background = state.authenticator().spawn_background();
     let _rate_limit_housekeeping = state.rate_limiter().spawn_housekeeping();
+    let draining = state.draining().clone();
     let gateway = app(state, &config);
-    server::run(&config.server, &config.base_dir, listener, gateway, shutdown).await?;
+    server::run(&config.server, &config.base_dir, listener, gateway, shutdown, draining).await?;
     Ok(())
 }
 
@@ -439,10 +461,11 @@ pub async fn serve_loaded(
     let background = reload::Background::start(&state);
     let live = reload::Live::new(app(state.clone(), &config));
     let (server_config, base_dir) = (config.server.clone(), config.base_dir.clone());
+    let draining = state.draining().clone();
     tracing::info!(%hash, path = %path.display(), "configuration loaded; reloaded on SIGHUP or when it changes");
     let reloader = reload::Reloader::new(path, config, hash, state, background, telemetry, live.clone(), app);
     let reloading = AbortOnDrop(reloader.start());
-    server::run(&server_config, &base_dir, listener, live, shutdown).await?;
+    server::run(&server_config, &base_dir, listener, live, shutdown, draining).await?;
     drop(reloading);
     Ok(())
 }

@@ -157,6 +157,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.max_headers", a.max_headers != b.max_headers),
         ("server.max_header_size", a.max_header_size != b.max_header_size),
         ("server.shutdown_timeout", a.shutdown_timeout != b.shutdown_timeout),
+        ("server.readiness.drain_delay", a.readiness.drain_delay != b.readiness.drain_delay),
         ("telemetry", debug(&old.telemetry) != debug(&new.telemetry)),
     ]
     .into_iter()
@@ -429,6 +430,11 @@ mod tests {
         assert_eq!(needs_restart(&old, &new), ["server.listen", "server.max_headers", "telemetry"]);
         assert!(needs_restart(&old, &parsed("[server]\nlisten = \"127.0.0.1:8080\"\nrequest_timeout = \"5s\"\n"))
             .is_empty());
+        let draining = parsed("[server]\nlisten = \"127.0.0.1:8080\"\n[server.readiness]\ndrain_delay = \"5s\"\n");
+        assert_eq!(needs_restart(&old, &draining), ["server.readiness.drain_delay"]);
+        let requiring =
+            parsed("[server]\nlisten = \"127.0.0.1:8080\"\n[server.readiness]\nrequire_healthy_endpoints = true\n");
+        assert!(needs_restart(&old, &requiring).is_empty(), "/readyz follows a reload");
     }
 
     #[test]

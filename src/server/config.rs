@@ -49,6 +49,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// HTTPS on `listen`; without this table the listener speaks plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// What `/readyz` reports, and how long a shutting-down gateway keeps
+    /// serving while load balancers take it out of rotation.
+    pub readiness: ReadinessConfig,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             tls: None,
+            readiness: ReadinessConfig::default(),
         }
     }
 }
@@ -119,6 +123,38 @@ impl ServerConfig {
     pub fn hsts_layer(&self) -> Option<SetResponseHeaderLayer<HeaderValue>> {
         let value = self.tls.as_ref()?.hsts.as_ref()?.header_value();
         Some(SetResponseHeaderLayer::overriding(header::STRICT_TRANSPORT_SECURITY, value))
+    }
+}
+
+/// `[server.readiness]`: what `/readyz` tells a load balancer or the
+/// Kubernetes endpoint controller, and the drain before shutdown.
+///
+/// `/readyz` is 503 while the gateway drains (`"status": "draining"`) and,
+/// with `require_healthy_endpoints`, while some service has no endpoint able
+/// to take traffic (`"status": "unready"`, naming the services). `/healthz`
+/// (liveness) never looks at backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Whether a service without a healthy endpoint makes the gateway
+    /// unready. Off by default: every replica shares the same backends, so
+    /// a backend outage would take all of them out of rotation at once and
+    /// turn the gateway's clear 502/503 answers (and its other, healthy
+    /// routes) into refused connections. Turn it on when a gateway replica
+    /// can be unready on its own (its own network path to the backends).
+    pub require_healthy_endpoints: bool,
+    /// How long, after a shutdown signal, the gateway keeps accepting and
+    /// serving with `/readyz` answering 503 `draining`, so that load
+    /// balancers and the endpoint controller stop sending it traffic
+    /// before the listener closes; then in-flight requests get
+    /// `shutdown_timeout`. Read at start only.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self { require_healthy_endpoints: false, drain_delay: Duration::ZERO }
     }
 }
 

@@ -18,6 +18,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
-pub use config::{HstsConfig, HttpRedirectConfig, ServerConfig, TlsConfig};
+pub use config::{HstsConfig, HttpRedirectConfig, ReadinessConfig, ServerConfig, TlsConfig};
 pub use guard::{HostGuard, ProtocolError};
 pub use tls::{CertificateError, CertificateFile, TlsSetupError};
 
@@ -62,15 +63,77 @@ pub enum ServerError {
     },
 }
 
-/// Serves `service` on `listener` until `shutdown` completes, then stops
-/// accepting (on the redirect listener too) and lets in-flight requests
-/// finish for up to `server.shutdown_timeout`.
+/// Whether the gateway is draining: set once, when shutdown starts, and
+/// read by `/readyz`. Cloning shares the flag.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn start(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// While draining, answers to HTTP/1 requests carry `Connection: close`,
+/// so that a keep-alive client (a pooled connection that a Service's
+/// kube-proxy rule keeps pinned to this pod) opens a new connection, which
+/// reaches a replica that is not going away, instead of racing the
+/// listener's close. (HTTP/2 gets its GOAWAY from the graceful shutdown;
+/// the header is illegal there.) Otherwise one atomic load per request.
+#[derive(Debug, Clone)]
+struct CloseWhileDraining<S> {
+    inner: S,
+    draining: Draining,
+}
+
+type CloseFn = fn(Result<axum::response::Response, Infallible>) -> Result<axum::response::Response, Infallible>;
+
+impl<S, B> tower::Service<http::Request<B>> for CloseWhileDraining<S>
+where
+    S: tower::Service<http::Request<B>, Response = axum::response::Response, Error = Infallible>,
+{
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = futures_util::future::Either<S::Future, futures_util::future::Map<S::Future, CloseFn>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures_util::FutureExt as _;
+        if self.draining.is_draining() && request.version() <= http::Version::HTTP_11 {
+            let close: CloseFn = |answer| {
+                answer.map(|mut response| {
+                    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                    response
+                })
+            };
+            futures_util::future::Either::Right(self.inner.call(request).map(close))
+        } else {
+            futures_util::future::Either::Left(self.inner.call(request))
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` completes; then marks
+/// `draining` (so `/readyz` turns 503) and keeps accepting for
+/// `server.readiness.drain_delay`, so that load balancers stop sending
+/// traffic while it is still served; then stops accepting (on the redirect
+/// listener too) and lets in-flight requests finish for up to
+/// `server.shutdown_timeout`.
 pub async fn run<S>(
     config: &ServerConfig,
     base_dir: &std::path::Path,
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
+    draining: Draining,
 ) -> Result<(), ServerError>
 where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
@@ -114,6 +177,19 @@ where
     let connection_info = ConnectionInfo { tls: tls.is_some() };
 
     let graceful = GracefulShutdown::new();
+    let drain_delay = config.readiness.drain_delay;
+    let closing = draining.clone();
+    let shutdown = async move {
+        shutdown.await;
+        draining.start();
+        if !drain_delay.is_zero() {
+            tracing::info!(
+                ?drain_delay,
+                "shutdown requested: /readyz answers 503 draining; still serving until the drain delay ends"
+            );
+            tokio::time::sleep(drain_delay).await;
+        }
+    };
     tokio::pin!(shutdown);
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, tls = connection_info.tls, "portico listening");
@@ -153,7 +229,7 @@ where
             request.extensions_mut().insert(connection_info);
             request
         });
-        let service = TowerToHyperService::new(service);
+        let service = TowerToHyperService::new(CloseWhileDraining { inner: service, draining: closing.clone() });
         match &tls {
             None => {
                 let stream = FirstByteDeadline::new(stream, first_byte_timeout);

@@ -19,7 +19,9 @@ use gateway::Gateway;
 type Scenario = for<'a> fn(&'a Gateway) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 fn gateway_config(services: &DjangoServices) -> String {
-    let mut toml = String::from("[server]\nlisten = \"127.0.0.1:0\"\n\n");
+    let mut toml = String::from(
+        "[server]\nlisten = \"127.0.0.1:0\"\n# /readyz checks every service.\nreadiness = { require_healthy_endpoints = true }\n\n",
+    );
     for (name, addresses) in &services.addresses {
         let endpoints: Vec<String> = addresses.iter().map(|address| format!("\"http://{address}\"")).collect();
         toml.push_str(&format!(

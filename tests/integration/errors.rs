@@ -6,7 +6,10 @@ use axum::Router;
 use futures_util::StreamExt;
 use http::StatusCode;
 
-use crate::harness::{client, closed_port, config, config_with_server, json_of, raw_backend, service, Gateway, Stub};
+use crate::harness::{
+    client, closed_port, config, config_requiring_healthy_endpoints, config_with_server, json_of, raw_backend, service,
+    Gateway, Stub,
+};
 
 fn no_retries_no_checks() -> &'static str {
     "health_check = { enabled = false }\nretry = { attempts = 0 }"
@@ -32,7 +35,9 @@ async fn once_every_endpoint_is_ejected_it_is_still_tried_and_readiness_says_so(
     let port = closed_port().await;
     let extra =
         format!("{}\npassive_health = {{ consecutive_failures = 1, base_ejection = \"60s\" }}", no_retries_no_checks());
-    let gateway = Gateway::start(&config(&service("payment", &[format!("http://{port}")], &extra))).await;
+    let gateway =
+        Gateway::start(&config_requiring_healthy_endpoints(&service("payment", &[format!("http://{port}")], &extra)))
+            .await;
 
     let first = client().get(gateway.url("/payment/x/")).send().await.expect("response");
     assert_eq!(first.status(), StatusCode::BAD_GATEWAY);

@@ -108,6 +108,15 @@ pub fn config(body: &str) -> String {
     config_with_server("", body)
 }
 
+/// A configuration whose `/readyz` is 503 while a service has no healthy
+/// endpoint (`[server.readiness] require_healthy_endpoints`).
+pub fn config_requiring_healthy_endpoints(body: &str) -> String {
+    config_with_server(REQUIRE_HEALTHY_ENDPOINTS, body)
+}
+
+/// The `[server]` line of [`config_requiring_healthy_endpoints`].
+pub const REQUIRE_HEALTHY_ENDPOINTS: &str = "readiness = { require_healthy_endpoints = true }";
+
 /// A configuration for tests with extra `[server]` lines.
 pub fn config_with_server(server: &str, body: &str) -> String {
     format!("[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n{server}\n\n{body}")

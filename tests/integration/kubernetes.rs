@@ -428,11 +428,22 @@ fn a_terminating_replica_drains_inside_its_grace_period() {
 
     let config = kubernetes_config();
     let shutdown_timeout = config_duration(&config, &["server"], "shutdown_timeout");
-    let needed = pre_stop + shutdown_timeout;
+    let drain_delay = config_duration(&config, &["server", "readiness"], "drain_delay");
+    let needed = pre_stop + drain_delay + shutdown_timeout;
     assert!(
         needed < grace,
-        "preStop {pre_stop:?} + shutdown_timeout {shutdown_timeout:?} = {needed:?} \
+        "preStop {pre_stop:?} + drain_delay {drain_delay:?} + shutdown_timeout {shutdown_timeout:?} = {needed:?} \
          must stay below terminationGracePeriodSeconds ({grace:?})"
+    );
+    // The readiness probe is the one that sees the drain: on /readyz, and
+    // failing within the drain delay.
+    let readiness = &manifests.portico_container()["readinessProbe"];
+    assert_eq!(readiness["httpGet"]["path"], "/readyz");
+    let seconds = |key: &str| readiness[key].as_u64().unwrap_or_else(|| panic!("readinessProbe.{key}"));
+    let noticed = Duration::from_secs(seconds("periodSeconds") * seconds("failureThreshold"));
+    assert!(
+        noticed <= drain_delay,
+        "the readiness probe fails only after {noticed:?}, later than drain_delay ({drain_delay:?}) closes the listener"
     );
 
     assert!(deployment["spec"]["replicas"].as_u64().expect("replicas") >= 2);

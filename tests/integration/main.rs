@@ -18,10 +18,12 @@ mod playground;
 mod process;
 mod protocol;
 mod ratelimit;
+mod readiness;
 mod recovery;
 #[path = "../support/redis.rs"]
 mod redis_server;
 mod reload;
+mod replicas;
 mod resilience;
 mod routing;
 mod shutdown;

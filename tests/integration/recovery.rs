@@ -20,7 +20,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::graphql::{token, SECRET};
-use crate::harness::{client, closed_port, config, eventually, service, Gateway, Stub};
+use crate::harness::{
+    client, closed_port, config, config_requiring_healthy_endpoints, eventually, service, Gateway, Stub,
+};
 
 /// A backend that can be killed (listener closed, every open connection
 /// dropped, as when the process dies) and started again on the same port.
@@ -137,8 +139,12 @@ async fn time_to_first_success(gateway: &Gateway, path: &str) -> Duration {
 async fn recovery_after(down: Duration) -> Duration {
     let mut backend = Restartable::start().await;
     // The example's health checks and the default passive health and retries.
-    let gateway =
-        Gateway::start(&config(&service("api", &[backend.url()], "health_check = { interval = \"5s\" }"))).await;
+    let gateway = Gateway::start(&config_requiring_healthy_endpoints(&service(
+        "api",
+        &[backend.url()],
+        "health_check = { interval = \"5s\" }",
+    )))
+    .await;
     assert_eq!(status(&gateway, "/api/x/").await, StatusCode::OK);
 
     backend.kill();
@@ -169,7 +175,7 @@ async fn graphql_is_served_again_at_once_after_a_restart() {
     let mut backend = Restartable::start().await;
     let unused = closed_port().await;
     let toml = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+        "[server]\nlisten = \"127.0.0.1:0\"\nreadiness = {{ require_healthy_endpoints = true }}\n\n\
          [services.student_api]\nendpoints = [\"{}\"]\nhealth_check = {{ interval = \"5s\" }}\n\n\
          [services.live_reading]\nendpoints = [\"http://{unused}\"]\nhealth_check = {{ enabled = false }}\n\n\
          [services.payment]\nendpoints = [\"http://{unused}\"]\nhealth_check = {{ enabled = false }}\n\n\

@@ -17,8 +17,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::harness::{
-    client, closed_port, config, config_with_server, eventually, json_of, raw_exchange, service, status_of, Gateway,
-    Stub,
+    client, closed_port, config, config_requiring_healthy_endpoints, config_with_server, eventually, json_of,
+    raw_exchange, service, status_of, Gateway, Stub,
 };
 
 /// A stub whose answers switch between 200 and `failure` at the test's command.
@@ -110,7 +110,7 @@ async fn active_health_checks_take_a_replica_out_and_back() {
 async fn readiness_reports_a_service_whose_replicas_all_fail_checks() {
     let (checked, failing) = switchable(StatusCode::SERVICE_UNAVAILABLE).await;
     let extra = "health_check = { interval = \"50ms\", unhealthy_threshold = 1 }";
-    let gateway = Gateway::start(&config(&service("api", &[checked.url()], extra))).await;
+    let gateway = Gateway::start(&config_requiring_healthy_endpoints(&service("api", &[checked.url()], extra))).await;
     eventually(Duration::from_secs(5), || async {
         client().get(gateway.url("/readyz")).send().await.expect("response").status() == StatusCode::SERVICE_UNAVAILABLE
     })
@@ -367,7 +367,8 @@ async fn bodiless_deletes_and_puts_answered_503_are_retried_whatever_their_frami
 async fn a_refused_connection_is_502_before_and_after_the_replica_is_ejected() {
     let dead = closed_port().await;
     let extra = "health_check = { enabled = false }\npassive_health = { consecutive_failures = 3 }";
-    let gateway = Gateway::start(&config(&service("api", &[format!("http://{dead}")], extra))).await;
+    let gateway =
+        Gateway::start(&config_requiring_healthy_endpoints(&service("api", &[format!("http://{dead}")], extra))).await;
 
     // The first failures are the backend's, not an empty pool's; once the
     // replica is ejected, the gateway still tries it rather than refuse.

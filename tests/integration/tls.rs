@@ -30,7 +30,10 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::harness::{client, closed_port, config, config_with_server, json_of, raw_exchange, service, status_of};
+use crate::harness::{
+    client, closed_port, config, config_requiring_healthy_endpoints, config_with_server, json_of, raw_exchange,
+    service, status_of,
+};
 use crate::harness::{Gateway, Stub};
 
 const NO_HEALTH_NO_RETRY: &str = "health_check = { enabled = false }\nretry = { attempts = 0 }";
@@ -502,7 +505,7 @@ async fn https_upstreams_are_health_checked_over_tls() {
 
     let checks =
         format!("health_check = {{ interval = \"50ms\", unhealthy_threshold = 1 }}\ntls = {{ ca_file = {ca_file:?} }}");
-    let gateway = Gateway::start(&config(
+    let gateway = Gateway::start(&config_requiring_healthy_endpoints(
         &[
             service("secure", &[format!("https://{trusted}")], &checks),
             service("impostor", &[format!("https://{stranger}")], &checks),

@@ -15,7 +15,8 @@
 //! - `cargo xtask test`: setup, Django tests, fmt, clippy, the import-cycle check and
 //!   `cargo test`, as CI runs them.
 //! - `cargo xtask cycles`: only the import-cycle check.
-//! - `cargo xtask bench [--smoke] [--profile] [--scenarios ...]`: portico against NGINX and a Node GraphQL peer under load.
+//! - `cargo xtask bench [--smoke] [--profile] [--scenarios ...]`: portico against NGINX and a Node GraphQL peer under load;
+//!   `--replicas N`: N replicas sharing one Redis (admitted rate, shared cache, recovery).
 //! - `cargo xtask fuzz [--seconds N] [TARGET]...`: the cargo-fuzz targets on nightly, each for a bounded time.
 //!
 //! Unix only: the services run under gunicorn, which needs it.
@@ -63,6 +64,11 @@ commands:
                     --before: also measure this (previous) portico binary, for before/after;
                     --profile: one more portico run of REST, the Dashboard and the large answer under `perf record -g`
                     (target/bench/profile-rest.txt, profile-dashboard.txt, profile-large.txt)
+  bench --replicas N [--seconds N] [--concurrency N] [--portico BINARY]
+                    N portico replicas sharing one redis-server over the NGINX stubs: one client's
+                    admitted requests vs its rate-limit policy under wrk on every replica at once, the
+                    shared cache tier (a fill on one replica answering another), serving while Redis is
+                    killed and the recovery time after it restarts; target/bench/replicas.{json,md}
   fuzz [--seconds N] [TARGET]...
                     run the cargo-fuzz targets in fuzz/ (nightly, cargo-fuzz) one after the other, each
                     for N seconds (default 60); targets: config, path, sdl, graphql_limits, jwt,

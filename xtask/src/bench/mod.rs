@@ -42,6 +42,10 @@
 //!   calls than before"; `--profile` records one extra REST run of portico
 //!   with perf (`profile.rs`).
 //!
+//! `--replicas N` measures something else: N portico replicas sharing one
+//! `redis-server` (one client's admitted rate against its policy, the
+//! shared cache tier, recovery after a Redis restart; `replicas.rs`).
+//!
 //! `--smoke` runs portico and NGINX only (debug build, a second per
 //! target, a large answer of 500 sessions and a fan-out of 50 students for
 //! three seconds each, pinned the same way, no Node) so that a test keeps this command from rotting; its
@@ -51,6 +55,7 @@ mod chart;
 mod measure;
 mod nginx;
 mod profile;
+mod replicas;
 mod report;
 mod stub;
 mod tools;
@@ -137,6 +142,9 @@ pub struct Options {
     /// Students in the fan-out (`stub::STUDENTS`; fewer in the smoke mode,
     /// whose debug build would take seconds per answer).
     pub fanout_students: u32,
+    /// `--replicas N`: instead of the comparison, N portico replicas over
+    /// one Redis (`replicas.rs`).
+    pub replicas: Option<u32>,
 }
 
 impl Options {
@@ -157,6 +165,7 @@ impl Options {
             fanout_concurrency: 2,
             fanout_seconds: None,
             fanout_students: stub::STUDENTS,
+            replicas: None,
         }
     }
 
@@ -177,6 +186,7 @@ impl Options {
             fanout_concurrency: 1,
             fanout_seconds: Some(3),
             fanout_students: 50,
+            replicas: None,
         }
     }
 
@@ -192,6 +202,7 @@ impl Options {
                 "--portico" => options.portico = Some(PathBuf::from(value()?)),
                 "--before" => options.before = Some(PathBuf::from(value()?)),
                 "--profile" => options.profile = true,
+                "--replicas" => options.replicas = Some(value()?.parse().context("--replicas")?),
                 "--large-concurrency" => {
                     options.large_concurrency = value()?.parse().context("--large-concurrency")?;
                 }
@@ -294,6 +305,9 @@ impl Kind {
 
 /// Runs the benchmark; see the module doc.
 pub fn bench(workspace: &Workspace, options: &Options) -> Result<Value> {
+    if let Some(replicas) = options.replicas {
+        return replicas::bench(workspace, options, replicas);
+    }
     let cpus = Cpus::find()?;
     tools::ensure_command("wrk", "wrk", &["--version"])?;
     tools::ensure_command("taskset", "util-linux", &["--version"])?;
@@ -1173,6 +1187,9 @@ mod tests {
         let options = Options::parse(&workspace, &["--scenarios", "fanout,large,dashboard"]).expect("parsed");
         assert_eq!(options.scenarios, [Kind::FanOut, Kind::Large, Kind::Dashboard]);
         assert!(Options::parse(&workspace, &["--scenarios", "graphql"]).is_err());
+        let options = Options::parse(&workspace, &["--replicas", "2", "--seconds", "3"]).expect("parsed");
+        assert_eq!((options.replicas, options.seconds), (Some(2), 3));
+        assert!(Options::parse(&workspace, &["--replicas"]).is_err());
         assert!(Options::parse(&workspace, &["--rounds", "0"]).is_err());
         assert!(Options::parse(&workspace, &["--bogus"]).is_err());
     }
