@@ -29,3 +29,4 @@ mod signing;
 mod streaming;
 mod telemetry;
 mod tls;
+mod uploads;
