@@ -6,10 +6,11 @@
 //! file part lands at which variable path), then the files. The parts are
 //! read in that order as they stream in (multer); the limits of
 //! `[graphql.uploads]` are counted while reading, so a request over one is
-//! answered 413 at the byte that crosses it. Each file is kept in memory up
-//! to [`IN_MEMORY`] bytes and otherwise spooled to an unlinked temporary
-//! file (gone when the last call that sends it is done): a file is never
-//! held whole in memory.
+//! answered 413 at the chunk that crosses it. Each file is kept in memory
+//! up to [`IN_MEMORY`] bytes and otherwise spooled to an unlinked temporary
+//! file (gone when the last call that sends it is done), and the body is
+//! read at most about [`IN_MEMORY`] ahead of the spool ([`Paced`]): a file
+//! is never held whole in memory.
 //!
 //! A variable that received a file holds the marker `{"$upload": index}`;
 //! only [`super::variables`] accepts it for the `Upload` scalar, and only
@@ -365,8 +366,8 @@ pub async fn read(request: Request, limits: UploadLimits) -> Result<MultipartReq
             .for_field("operations", limits.max_operations_size)
             .for_field("map", limits.max_operations_size),
     );
-    let mut multipart =
-        multer::Multipart::with_constraints(request.into_body().into_data_stream(), boundary, constraints);
+    let body = Paced { inner: request.into_body().into_data_stream(), since_pause: 0 };
+    let mut multipart = multer::Multipart::with_constraints(body, boundary, constraints);
     let limit_error = |error: multer::Error| match error {
         multer::Error::FieldSizeExceeded { field_name, limit } => match field_name.as_deref() {
             Some(field @ ("operations" | "map")) => UploadError::FieldTooLarge { field: field.to_owned(), limit },
@@ -445,6 +446,40 @@ pub async fn read(request: Request, limits: UploadLimits) -> Result<MultipartReq
         .map(|(file, (name, _))| file.ok_or_else(|| UploadError::MissingFile(name.clone())))
         .collect::<Result<_, _>>()?;
     Ok(MultipartRequest { request, files })
+}
+
+/// The request body as multer reads it: multer takes every chunk that is
+/// ready before it hands out a field's data, so without a pause a fast
+/// client's bytes would pile up in its buffer faster than they are
+/// spooled. After [`IN_MEMORY`] bytes this answers `Pending` once (and
+/// wakes itself), which bounds what one request holds in memory to about
+/// that, and leaves the rest to TCP flow control.
+struct Paced<S> {
+    inner: S,
+    since_pause: usize,
+}
+
+impl<S, E> futures_util::Stream for Paced<S>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    type Item = Result<Bytes, E>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.since_pause >= IN_MEMORY {
+            self.since_pause = 0;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let item = std::task::ready!(self.inner.poll_next_unpin(cx));
+        if let Some(Ok(bytes)) = &item {
+            self.since_pause += bytes.len();
+        }
+        std::task::Poll::Ready(item)
+    }
 }
 
 /// Puts the marker of file `index` at `path` (`variables.file`,
