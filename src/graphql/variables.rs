@@ -208,4 +208,25 @@ mod tests {
         let missing = refused(serde_json::json!({"id": 1, "input": {"studentId": 1}}));
         assert!(missing.contains("amount"), "{missing}");
     }
+
+    #[test]
+    fn an_upload_is_only_the_marker_of_one_of_the_requests_files() {
+        let model = model();
+        let specs = [spec("file", "Upload!", None), spec("more", "[Upload!]", None)];
+        let given = |json| Variables::from_json(json);
+        let marker = serde_json::json!({"$upload": 0});
+        let coerced = coerce(&model, &specs, &given(serde_json::json!({"file": marker, "more": [{"$upload": 1}]})), 2)
+            .expect("two files");
+        assert_eq!(coerced.get(&Name::new("file")).cloned().map(|value| value.into_json().ok()), Some(Some(marker)));
+        for refused in [
+            serde_json::json!({"file": "/etc/passwd"}),
+            serde_json::json!({"file": {"$upload": 2}}),
+            serde_json::json!({"file": {"$upload": 0, "x": 1}}),
+            serde_json::json!({"file": {"$upload": 0}, "more": ["x"]}),
+        ] {
+            let problem = coerce(&model, &specs, &given(refused.clone()), 2).expect_err("refused");
+            assert!(problem.contains("an Upload is a file"), "{refused}: {problem}");
+        }
+        assert!(coerce(&model, &specs, &given(serde_json::json!({"file": {"$upload": 0}})), 0).is_err(), "no files");
+    }
 }
