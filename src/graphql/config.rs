@@ -88,6 +88,8 @@ pub struct GraphqlConfig {
     /// (`@rest(..., headerRules: "locale")`), written like
     /// `[services.<name>.headers]` and applied after the called service's.
     pub header_rules: BTreeMap<String, HeaderRulesConfig>,
+    /// File uploads (the GraphQL multipart request spec) and their limits.
+    pub uploads: super::upload::UploadsConfig,
 }
 
 /// `graphql.playground_caller = { sub = "1", scopes = ["payments:read"] }`.
@@ -161,6 +163,7 @@ impl Default for GraphqlConfig {
             playground_caller: None,
             playground_signer: None,
             header_rules: BTreeMap::new(),
+            uploads: super::upload::UploadsConfig::default(),
         }
     }
 }
@@ -188,6 +191,7 @@ impl GraphqlConfig {
         if self.operation_timeout.is_zero() {
             problems.push("graphql.operation_timeout", "must be longer than 0s, such as \"30s\"");
         }
+        self.uploads.validate(problems);
     }
 
     /// Reads and checks the trusted-documents manifest, if one is named, so

@@ -128,6 +128,9 @@ pub struct RestConnector {
     pub header_rules: Option<String>,
     /// Request body.
     pub body: Option<BodyTemplate>,
+    /// A `multipart/form-data` body instead, field by field: uploaded files
+    /// (`Upload` arguments) become file parts, other values text parts.
+    pub multipart: Option<Vec<(String, Expr)>>,
     /// Key path into the answer where the field's value is.
     pub selection: Vec<String>,
     /// Batching, for fields of list items.
@@ -158,6 +161,9 @@ pub enum RenderError {
     /// An object or nested list where a URL needs text.
     #[error("{0} must be a scalar or a list of scalars to be placed into a URL")]
     NotScalar(String),
+    /// A multipart field's value names no file of this request.
+    #[error("{0} must be a file sent with the request (an Upload variable of a multipart request)")]
+    NoFile(String),
     /// A value longer than the configured limit.
     #[error("{name} is longer than {limit} bytes")]
     TooLong {
@@ -366,6 +372,7 @@ mod tests {
             headers: Vec::new(),
             header_rules: None,
             body: None,
+            multipart: None,
             selection: Vec::new(),
             batch: None,
             cache: None,

@@ -12,6 +12,7 @@ use serde_json::{json, Value as Json};
 
 use super::connector::RenderError;
 use super::limits::{DocumentError, LimitError};
+use super::upload::UploadError;
 use crate::ratelimit::{retry_after_seconds, RateLimitError};
 use crate::upstream::UpstreamError;
 
@@ -324,6 +325,9 @@ pub enum RequestError {
         /// The timeout.
         timeout: Duration,
     },
+    /// A multipart request (file upload) is refused.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
 }
 
 impl From<LimitError> for RequestError {
@@ -371,6 +375,18 @@ impl RequestError {
                 (StatusCode::SERVICE_UNAVAILABLE, GraphqlCode::RateLimited, false)
             }
             Self::OperationTimeout { .. } => (StatusCode::GATEWAY_TIMEOUT, GraphqlCode::OperationTimeout, false),
+            // As before uploads existed: the media type is refused, now
+            // with a message that says why.
+            Self::Upload(UploadError::Disabled) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, GraphqlCode::UnsupportedMediaType, false)
+            }
+            Self::Upload(error) if error.is_too_large() => {
+                (StatusCode::PAYLOAD_TOO_LARGE, GraphqlCode::PayloadTooLarge, false)
+            }
+            Self::Upload(UploadError::Spool(_)) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, GraphqlCode::InternalServerError, false)
+            }
+            Self::Upload(_) => (StatusCode::BAD_REQUEST, GraphqlCode::BadRequest, false),
         };
         Refusal { status, code, well_formed }
     }

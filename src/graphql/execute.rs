@@ -29,9 +29,11 @@ use tracing::Instrument as _;
 
 use super::connector::{Expr, RestConnector, Scope};
 use super::error::FetchError;
+use super::form::FormBody;
 use super::model::SchemaModel;
 use super::plan::{CallPlan, FieldPlan, HeaderRuleTable, ParentRead, Plan, Selection, ValueSource};
 use super::shape::{self, Node, Shape};
+use super::upload::UploadedFile;
 use crate::cache::{Cache, FieldCall};
 use crate::headers::{RequestHeaderRules, ResponseHeaderMerge};
 use crate::identity::Identity;
@@ -89,6 +91,8 @@ pub struct OperationContext {
     /// The client's request headers, kept only when a service's rules
     /// forward some of them.
     pub client_headers: Option<HeaderMap>,
+    /// The files of a multipart request, by the index `Upload` markers hold.
+    pub files: Vec<Arc<UploadedFile>>,
 }
 
 /// Where a started call stands.
@@ -314,6 +318,13 @@ impl<'p> Execution<'p> {
         if let Some(log) = &self.context.request_log {
             self.spans[id as usize] = Some(log.field_span(&field.name, &connector.service));
         }
+        let body = match &connector.multipart {
+            Some(fields) => match FormBody::render(fields, &scope, &context.files) {
+                Ok(form) => CallBody::Form(form),
+                Err(error) => return Node::Call(self.new_call(field, CallState::Failed(error.into()))),
+            },
+            None => connector.render_body(&scope).map_or(CallBody::Empty, CallBody::Json),
+        };
         let (request_headers, keep_answer_headers) = header_rules(call);
         let backend_call = BackendCall {
             request_headers,
@@ -324,7 +335,7 @@ impl<'p> Execution<'p> {
             method: connector.method.clone(),
             url: url.clone(),
             headers: connector.render_headers(&scope),
-            body: connector.render_body(&scope),
+            body,
             context: Arc::clone(&self.context),
             max_response_size: self.runtime.max_response_size,
             connector: Arc::clone(connector),
@@ -435,7 +446,7 @@ impl<'p> Execution<'p> {
                     method: Method::GET,
                     url,
                     headers: plan.connector.render_headers(&scope),
-                    body: None,
+                    body: CallBody::Empty,
                     context: Arc::clone(&context),
                     max_response_size: runtime.max_response_size,
                     connector: Arc::clone(&plan.connector),
@@ -581,13 +592,22 @@ fn upstream_service(runtime: &Runtime, connector: &RestConnector) -> Result<Arc<
         .ok_or_else(|| FetchError::Unavailable { service: Arc::from(connector.service.as_str()) })
 }
 
+/// What a backend request carries.
+enum CallBody {
+    Empty,
+    Json(Json),
+    /// A form with files: built once, sent once (a streamed body is not
+    /// sent again once any of it went out).
+    Form(FormBody),
+}
+
 /// One backend request, ready to send.
 struct BackendCall {
     service: Arc<UpstreamService>,
     method: Method,
     url: String,
     headers: Vec<(http::HeaderName, String)>,
-    body: Option<Json>,
+    body: CallBody,
     context: Arc<OperationContext>,
     max_response_size: usize,
     /// The field's connector: how the answer is cached, what it invalidates.
@@ -616,7 +636,8 @@ impl BackendCall {
     /// Sends the call, through the response cache for GETs whose field has
     /// a `@cacheControl` maxAge; a successful mutation then drops the cached
     /// answers it declares stale.
-    async fn send(self, span: tracing::Span) -> Exchange {
+    async fn send(mut self, span: tracing::Span) -> Exchange {
+        let body = std::mem::replace(&mut self.body, CallBody::Empty);
         let service_name = Arc::clone(self.service.name());
         let cache = self.context.cache.as_ref();
         let caching = self.connector.cache.filter(|_| self.method == Method::GET);
@@ -631,11 +652,11 @@ impl BackendCall {
                     public: caching.public,
                     identity: self.context.identity.as_deref(),
                 };
-                let (status, bytes) = cache.field_call(call, || self.exchange(&span)).await?;
+                let (status, bytes) = cache.field_call(call, || self.exchange(&span, body)).await?;
                 (status, bytes, None)
             }
             _ => {
-                let (status, headers, bytes) = self.exchange(&span).await?;
+                let (status, headers, bytes) = self.exchange(&span, body).await?;
                 (status, bytes, self.keep_answer_headers.then_some(headers))
             }
         };
@@ -646,11 +667,25 @@ impl BackendCall {
     }
 
     /// One request to the backend; the answer's status, headers and body.
-    async fn exchange(&self, span: &tracing::Span) -> Result<(StatusCode, http::HeaderMap, Bytes), FetchError> {
+    async fn exchange(
+        &self,
+        span: &tracing::Span,
+        body: CallBody,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), FetchError> {
         let service_name = Arc::clone(self.service.name());
-        let body = match &self.body {
-            Some(body) => UpstreamRequestBody::Full(Bytes::from(serde_json::to_vec(body).unwrap_or_default())),
-            None => UpstreamRequestBody::Empty,
+        let mut content_type = None;
+        let mut content_length = None;
+        let body = match body {
+            CallBody::Json(body) => {
+                content_type = Some(HeaderValue::from_static("application/json"));
+                UpstreamRequestBody::Full(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+            }
+            CallBody::Form(form) => {
+                content_type = HeaderValue::try_from(form.content_type()).ok();
+                content_length = Some(HeaderValue::from(form.length()));
+                UpstreamRequestBody::streaming(form.into_body())
+            }
+            CallBody::Empty => UpstreamRequestBody::Empty,
         };
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
@@ -660,8 +695,11 @@ impl BackendCall {
             .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_REQUEST })?;
         let headers = request.headers_mut();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        if self.body.is_some() {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(content_type) = content_type {
+            headers.insert(header::CONTENT_TYPE, content_type);
+        }
+        if let Some(content_length) = content_length {
+            headers.insert(header::CONTENT_LENGTH, content_length);
         }
         if let Some(request_id) = &self.context.request_id {
             headers.insert(crate::request::REQUEST_ID, request_id.clone());

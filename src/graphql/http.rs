@@ -9,7 +9,9 @@
 //! preflight (forms, `text/plain`) are refused with 415 before anything
 //! runs, which keeps the endpoint CSRF-safe. Each operation runs within
 //! `graphql.operation_timeout`; past it the answer is a coded 504 and the
-//! operation's backend calls are aborted.
+//! operation's backend calls are aborted. With `[graphql.uploads]` on, a
+//! `POST` may instead be a `multipart/form-data` request with files (see
+//! [`super::upload`]), which must carry a header a cross-site form cannot.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -37,6 +39,7 @@ use super::execute::{Execution, OperationContext, Runtime};
 use super::limits::{self, check_operation, check_text, DocumentError, Limits};
 use super::model::SchemaModel;
 use super::plan::{self, Plan};
+use super::upload::{self, UploadError, UploadLimits, UploadedFile};
 use super::{schema, variables, write};
 use crate::cache::Cache;
 use crate::identity::Identity;
@@ -59,6 +62,7 @@ pub struct GraphqlEndpoint {
     limits: Limits,
     path: String,
     max_body_size: usize,
+    uploads: Option<UploadLimits>,
     documents: moka::sync::Cache<Arc<str>, Arc<CompiledDocument>>,
     persisted: Option<moka::sync::Cache<String, Arc<str>>>,
     trusted: Option<Arc<TrustedDocuments>>,
@@ -81,6 +85,8 @@ pub struct EndpointSettings<'a> {
     pub limits: Limits,
     /// Largest request body.
     pub max_body_size: usize,
+    /// Limits of multipart requests with files, when uploads are on.
+    pub uploads: Option<UploadLimits>,
     /// Whether APQ is on.
     pub persisted_queries: bool,
     /// The trusted-documents allow list, if in that mode.
@@ -118,6 +124,7 @@ impl GraphqlEndpoint {
             limits: settings.limits,
             path: settings.path.to_owned(),
             max_body_size: settings.max_body_size,
+            uploads: settings.uploads,
             documents: moka::sync::Cache::builder()
                 .max_capacity(16 * 1024 * 1024)
                 // A plan is a few times its text: fields with their types,
@@ -152,6 +159,8 @@ pub struct Caller {
     cache: Option<Arc<Cache>>,
     /// Kept when some service's header rules forward client headers.
     client_headers: Option<HeaderMap>,
+    /// A multipart request's files.
+    files: Vec<Arc<UploadedFile>>,
 }
 
 impl Caller {
@@ -164,6 +173,7 @@ impl Caller {
             request_log,
             cache: request.extensions().get::<Arc<Cache>>().cloned(),
             client_headers: endpoint.runtime.passes_client_headers.then(|| request.headers().clone()),
+            files: Vec::new(),
         }
     }
 }
@@ -229,15 +239,29 @@ async fn answer(
     request_log: Option<Arc<RequestLog>>,
     graphql_response_type: bool,
 ) -> Result<Response, RequestError> {
-    if method != Method::GET && !declares_json(request.headers()) {
-        return Err(RequestError::UnsupportedMediaType);
-    }
-    let caller = Caller::of(endpoint, &request, request_log);
-    let request = limit_body(request, endpoint.max_body_size).await?;
-    let graphql_request = async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &())
-        .await
-        .map_err(|Rejection(error)| RequestError::Unreadable(error))?
-        .into_inner();
+    let mut caller = Caller::of(endpoint, &request, request_log);
+    let graphql_request = if method != Method::GET && !declares_json(request.headers()) {
+        if !upload::declares_multipart(request.headers()) {
+            return Err(RequestError::UnsupportedMediaType);
+        }
+        let Some(limits) = endpoint.uploads else { return Err(UploadError::Disabled.into()) };
+        if !upload::preflighted(request.headers()) {
+            return Err(UploadError::PreflightHeaderMissing.into());
+        }
+        let multipart = upload::read(request, limits).await.inspect_err(|error| {
+            if let UploadError::Spool(cause) = error {
+                tracing::error!(error = %cause, "an uploaded file could not be spooled to a temporary file");
+            }
+        })?;
+        caller.files = multipart.files;
+        multipart.request
+    } else {
+        let request = limit_body(request, endpoint.max_body_size).await?;
+        async_graphql_axum::GraphQLRequest::<Rejection>::from_request(request, &())
+            .await
+            .map_err(|Rejection(error)| RequestError::Unreadable(error))?
+            .into_inner()
+    };
     let timeout = endpoint.operation_timeout;
     tokio::time::timeout(timeout, execute(endpoint, graphql_request, &method, caller, graphql_response_type))
         .await
@@ -319,7 +343,7 @@ async fn execute(
     if *method == Method::GET && plan.kind != OperationType::Query {
         return Err(RequestError::OperationNeedsPost);
     }
-    let variables = variables::coerce(&endpoint.runtime.model, &plan.variables, &request.variables)
+    let variables = variables::coerce(&endpoint.runtime.model, &plan.variables, &request.variables, caller.files.len())
         .map_err(RequestError::InvalidVariables)?;
     let answer = endpoint.run(&compiled.document, operation_name, &plan, variables, caller).await?;
     let content_type = if graphql_response_type { GRAPHQL_RESPONSE } else { "application/json" };
@@ -374,6 +398,7 @@ impl GraphqlEndpoint {
             request_log: caller.request_log.clone(),
             cache: caller.cache,
             client_headers: caller.client_headers,
+            files: caller.files,
         });
         let mut execution = Execution::new(plan, &endpoint.runtime, context, variables);
         execution.run().await;

@@ -16,6 +16,9 @@
 //! - [`cache_control`] gives each answer its `Cache-Control` from the
 //!   `@cacheControl` hints of the fields the operation selects;
 //! - [`http`] speaks GraphQL over HTTP, persisted queries and the playground;
+//! - [`upload`] reads multipart requests with files (the GraphQL multipart
+//!   request spec), spooling each file, and [`form`] streams them on to a
+//!   backend as a `@rest(multipart:)` call's `multipart/form-data` body;
 //! - [`error`] is the one place failures get their `extensions.code`.
 //!
 //! Architecture invariant: this module does not import `proxy`'s routing;
@@ -26,6 +29,7 @@ mod config;
 pub mod connector;
 pub mod error;
 pub mod execute;
+pub mod form;
 pub mod http;
 pub mod limits;
 pub mod model;
@@ -33,6 +37,7 @@ pub mod plan;
 pub mod schema;
 pub mod sdl;
 pub mod shape;
+pub mod upload;
 pub mod variables;
 pub mod write;
 
@@ -168,6 +173,7 @@ impl GraphqlConfig {
                 path: &self.path,
                 limits: self.limits(),
                 max_body_size: usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX),
+                uploads: self.uploads.limits(usize::try_from(self.max_body_size.as_u64()).unwrap_or(usize::MAX)),
                 persisted_queries: self.persisted_queries,
                 operation_timeout: self.operation_timeout,
                 trusted,

@@ -24,6 +24,20 @@ pub fn build_schema(model: &SchemaModel, introspection: bool) -> Result<Schema, 
     if model.uses_type("JSON") {
         builder = builder.register(Scalar::new("JSON").description("Any JSON value."));
     }
+    if model.uses_type(super::sdl::UPLOAD) {
+        // Files come only from a multipart request's variables (see
+        // `upload`): no literal in a document is one.
+        let upload = Scalar::new(super::sdl::UPLOAD)
+            .description(
+                "A file, sent as a variable of a multipart request \
+                 (https://github.com/jaydenseric/graphql-multipart-request-spec).",
+            )
+            .validator(|value| match value {
+                Value::Object(map) => map.len() == 1 && map.contains_key(super::upload::MARKER),
+                _ => false,
+            });
+        builder = builder.register(upload);
+    }
     for (name, description) in &model.scalars {
         let mut scalar = Scalar::new(name);
         if let Some(description) = description {

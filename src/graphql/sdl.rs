@@ -29,7 +29,7 @@ use super::model::{
 /// leaves them out of the client-facing schema.
 pub const GATEWAY_DIRECTIVES: &str = r#"
 "Fetches the field from a backend service."
-directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], headerRules: String, body: JSON, selection: String, batch: RestBatch, invalidates: [String!]) on FIELD_DEFINITION
+directive @rest(service: String!, path: String!, method: String = "GET", query: JSON, headers: [RestHeader!], headerRules: String, body: JSON, multipart: JSON, selection: String, batch: RestBatch, invalidates: [String!]) on FIELD_DEFINITION
 "Reads the field from a differently named JSON key."
 directive @map(from: String!) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 "Only verified callers may read the field, or any field returning the type."
@@ -47,6 +47,10 @@ directive @cacheControl(maxAge: Int, scope: CacheControlScope, inheritMaxAge: Bo
 "#;
 
 const BUILT_IN_SCALARS: [&str; 5] = ["ID", "String", "Int", "Float", "Boolean"];
+
+/// The scalar of files sent with the GraphQL multipart request spec; built
+/// in, and declaring it (`scalar Upload`, as Apollo schemas do) is allowed.
+pub const UPLOAD: &str = "Upload";
 
 /// One problem in a schema file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,9 +153,11 @@ pub fn load_with_header_rules(
     // First pass: names, so that types may be used before they are declared.
     let mut declared: HashSet<String> = BUILT_IN_SCALARS.iter().map(|name| (*name).to_owned()).collect();
     declared.insert("JSON".to_owned());
+    declared.insert(UPLOAD.to_owned());
     for definition in &definitions {
         let ty = &definition.node.node;
-        if !ty.extend && !declared.insert(ty.name.node.to_string()) {
+        let declares_upload = ty.name.node == UPLOAD && matches!(ty.kind, TypeKind::Scalar);
+        if !ty.extend && !declares_upload && !declared.insert(ty.name.node.to_string()) {
             checker.file = definition.file.clone();
             checker.problem(
                 ty.name.pos,
@@ -254,6 +260,7 @@ fn add_definition(
             let values = enumeration.values.iter().map(|value| value.node.value.node.to_string()).collect();
             model.enums.insert(name.clone(), EnumModel { name, description, values });
         }
+        TypeKind::Scalar if name == UPLOAD => {}
         TypeKind::Scalar => {
             model.scalars.insert(name, description);
         }
@@ -320,6 +327,14 @@ fn check_type(checker: &mut Checker<'_>, ty: &Positioned<Type>, declared: &HashS
     }
 }
 
+/// The named type inside any list wrappers.
+fn named_type(ty: &Type) -> &str {
+    match &ty.base {
+        BaseType::Named(name) => name.as_str(),
+        BaseType::List(inner) => named_type(inner),
+    }
+}
+
 fn is_list(ty: &Type) -> bool {
     matches!(ty.base, BaseType::List(_))
 }
@@ -351,6 +366,12 @@ fn field_model(
     let definition = &field.node;
     let name = definition.name.node.to_string();
     check_type(checker, &definition.ty, declared);
+    if named_type(&definition.ty.node) == UPLOAD {
+        checker.problem(
+            definition.ty.pos,
+            format!("{type_name}.{name}: Upload is a file clients send; it can be an argument, not a field's type"),
+        );
+    }
     let mut args = Vec::new();
     for arg in &definition.arguments {
         check_type(checker, &arg.node.ty, declared);
@@ -661,7 +682,19 @@ fn rest_connector(
     let directive_pos = arguments.directive.pos;
     arguments.only(
         checker,
-        &["service", "path", "method", "query", "headers", "headerRules", "body", "selection", "batch", "invalidates"],
+        &[
+            "service",
+            "path",
+            "method",
+            "query",
+            "headers",
+            "headerRules",
+            "body",
+            "multipart",
+            "selection",
+            "batch",
+            "invalidates",
+        ],
     );
     let service = arguments.string(checker, "service", true);
     if let Some(service) = &service {
@@ -784,6 +817,35 @@ fn rest_connector(
     if body.is_some() && method == Method::GET {
         checker.problem(directive_pos, "@rest: a GET has no body; set method: \"POST\" (or PUT/PATCH)");
     }
+    let mut form_references = Vec::new();
+    let multipart = match arguments.get("multipart").map(|value| (&value.node, value.pos)) {
+        None => None,
+        Some((Value::Object(entries), pos)) => {
+            let mut fields = Vec::new();
+            for (name, value) in entries {
+                match expression(value) {
+                    Ok(expr) => {
+                        form_references.push(expr.clone());
+                        fields.push((name.to_string(), expr));
+                    }
+                    Err(message) => checker.problem(pos, format!("@rest multipart {name}: {message}")),
+                }
+            }
+            Some(fields)
+        }
+        Some((_, pos)) => {
+            checker.problem(pos, "@rest: multipart must be an object of form fields such as {avatar: \"$args.file\"}");
+            None
+        }
+    };
+    if let Some(position) = arguments.get("multipart").map(|value| value.pos) {
+        if method == Method::GET {
+            checker.problem(position, "@rest multipart: a GET has no body; set method: \"POST\" (or PUT/PATCH)");
+        }
+        if body.is_some() {
+            checker.problem(position, "@rest: a call has one body; use either body (JSON) or multipart (a form)");
+        }
+    }
 
     let selection: Vec<String> = arguments
         .string(checker, "selection", false)
@@ -829,6 +891,21 @@ fn rest_connector(
     }
 
     for reference in &references {
+        if let Expr::Args(path) = reference {
+            if args.iter().any(|arg| arg.name == path[0] && named_type(&arg.ty) == UPLOAD) {
+                checker.problem(
+                    directive_pos,
+                    format!(
+                        "@rest on {type_name}.{field_name}: $args.{} is a file (Upload); send it as a form field with \
+                         multipart: {{file: \"$args.{}\"}}",
+                        path[0], path[0]
+                    ),
+                );
+            }
+        }
+    }
+    references.extend(form_references);
+    for reference in &references {
         match reference {
             Expr::Args(path) if !args.iter().any(|arg| arg.name == path[0]) => {
                 let known: Vec<&str> = args.iter().map(|arg| arg.name.as_str()).collect();
@@ -873,6 +950,7 @@ fn rest_connector(
         headers,
         header_rules,
         body,
+        multipart,
         selection,
         batch,
         cache: None,
@@ -1071,5 +1149,32 @@ type Mutation { d: Int @rest(service: "payment", method: "POST", path: "/d/", in
         assert_eq!(caching("Query", "mine").0, Some(CallCache { max_age: seconds(30), public: false }));
         assert_eq!(caching("Query", "never").0, None);
         assert_eq!(caching("Mutation", "pay"), (None, vec!["/m/".to_owned()]));
+    }
+
+    #[test]
+    fn files_go_only_into_multipart_bodies_of_calls_that_have_a_body() {
+        assert_reports_exactly(
+            r#"
+            scalar Upload
+            type Query { q: Int @rest(service: "payment", path: "/q/") }
+            type Mutation {
+              ok(file: Upload!, note: String): Int @rest(service: "payment", method: "POST", path: "/f/", multipart: {file: "$args.file", note: "$args.note"})
+              inPath(file: Upload!): Int @rest(service: "payment", method: "POST", path: "/f/{$args.file}/", multipart: {file: "$args.file"})
+              inJson(file: Upload!): Int @rest(service: "payment", method: "POST", path: "/f/", body: {file: "$args.file"})
+              both(file: Upload!): Int @rest(service: "payment", method: "POST", path: "/f/", body: {a: "1"}, multipart: {file: "$args.file"})
+              get(file: Upload!): Int @rest(service: "payment", path: "/f/", multipart: {file: "$args.file"})
+              unknown: Int @rest(service: "payment", method: "POST", path: "/f/", multipart: {file: "$args.nope"})
+              returned: Upload @rest(service: "payment", method: "POST", path: "/f/")
+            }
+            "#,
+            &[
+                "$args.file is a file (Upload); send it as a form field with multipart",
+                "$args.file is a file (Upload); send it as a form field with multipart",
+                "use either body (JSON) or multipart (a form)",
+                "@rest multipart: a GET has no body",
+                "uses $args.nope but the field has no such argument",
+                "Mutation.returned: Upload is a file clients send",
+            ],
+        );
     }
 }

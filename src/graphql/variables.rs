@@ -11,7 +11,14 @@ use super::model::SchemaModel;
 use super::plan::VariableSpec;
 
 /// The variables, coerced; or the first problem, naming the variable.
-pub fn coerce(model: &SchemaModel, specs: &[VariableSpec], given: &Variables) -> Result<Variables, String> {
+/// `files` is how many files the request carries (a multipart request's):
+/// an `Upload` value must be the marker of one of them.
+pub fn coerce(
+    model: &SchemaModel,
+    specs: &[VariableSpec],
+    given: &Variables,
+    files: usize,
+) -> Result<Variables, String> {
     let mut coerced = Variables::default();
     for spec in specs {
         match given.get(&spec.name) {
@@ -25,7 +32,7 @@ pub fn coerce(model: &SchemaModel, specs: &[VariableSpec], given: &Variables) ->
                 None => {}
             },
             Some(value) => {
-                let value = coerce_value(model, &spec.ty, value.clone())
+                let value = coerce_value(model, &spec.ty, value.clone(), files)
                     .map_err(|problem| format!("variable ${} got an invalid value: {problem}", spec.name))?;
                 coerced.insert(spec.name.clone(), value);
             }
@@ -39,7 +46,7 @@ pub fn flags(specs: &[VariableSpec], variables: &Variables) -> Vec<bool> {
     specs.iter().map(|spec| matches!(variables.get(&spec.name), Some(ConstValue::Boolean(true)))).collect()
 }
 
-fn coerce_value(model: &SchemaModel, ty: &Type, value: ConstValue) -> Result<ConstValue, String> {
+fn coerce_value(model: &SchemaModel, ty: &Type, value: ConstValue, files: usize) -> Result<ConstValue, String> {
     if value == ConstValue::Null {
         return if ty.nullable { Ok(ConstValue::Null) } else { Err(format!("null for non-null type {ty}")) };
     }
@@ -47,17 +54,17 @@ fn coerce_value(model: &SchemaModel, ty: &Type, value: ConstValue) -> Result<Con
         BaseType::List(inner) => match value {
             ConstValue::List(items) => items
                 .into_iter()
-                .map(|item| coerce_value(model, inner, item))
+                .map(|item| coerce_value(model, inner, item, files))
                 .collect::<Result<_, _>>()
                 .map(ConstValue::List),
             // A single value where a list is expected is a list of one.
-            single => coerce_value(model, inner, single).map(|item| ConstValue::List(vec![item])),
+            single => coerce_value(model, inner, single, files).map(|item| ConstValue::List(vec![item])),
         },
-        BaseType::Named(name) => coerce_named(model, name.as_str(), value),
+        BaseType::Named(name) => coerce_named(model, name.as_str(), value, files),
     }
 }
 
-fn coerce_named(model: &SchemaModel, name: &str, value: ConstValue) -> Result<ConstValue, String> {
+fn coerce_named(model: &SchemaModel, name: &str, value: ConstValue, files: usize) -> Result<ConstValue, String> {
     let mismatch = |value: &ConstValue| format!("{value} is not a valid {name}");
     match name {
         "Int" => match &value {
@@ -83,6 +90,13 @@ fn coerce_named(model: &SchemaModel, name: &str, value: ConstValue) -> Result<Co
             }
             other => Err(mismatch(&other)),
         },
+        super::sdl::UPLOAD => {
+            match upload_index(&value) {
+                Some(index) if index < files => Ok(value),
+                _ => Err("an Upload is a file: send the operation as a multipart request and map a file part to it"
+                    .to_owned()),
+            }
+        }
         _ => {
             if let Some(enumeration) = model.enums.get(name) {
                 let text = match &value {
@@ -107,7 +121,7 @@ fn coerce_named(model: &SchemaModel, name: &str, value: ConstValue) -> Result<Co
                     let key = Name::new(&field.name);
                     match fields.swap_remove(&key) {
                         Some(given) => {
-                            let value = coerce_value(model, &field.ty, given)
+                            let value = coerce_value(model, &field.ty, given, files)
                                 .map_err(|problem| format!("{name}.{}: {problem}", field.name))?;
                             coerced.insert(key, value);
                         }
@@ -130,6 +144,17 @@ fn coerce_named(model: &SchemaModel, name: &str, value: ConstValue) -> Result<Co
             // Custom scalars take any value.
             Ok(value)
         }
+    }
+}
+
+/// The file index of an `Upload` marker (`{"$upload": 0}`).
+fn upload_index(value: &ConstValue) -> Option<usize> {
+    match value {
+        ConstValue::Object(fields) if fields.len() == 1 => match fields.get(super::upload::MARKER) {
+            Some(ConstValue::Number(index)) => index.as_u64().and_then(|index| usize::try_from(index).ok()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -162,7 +187,7 @@ mod tests {
         let given = Variables::from_json(serde_json::json!({
             "id": 7, "ids": 3, "input": {"studentId": 1, "amount": "49.00", "currency": "USD"}
         }));
-        let coerced = coerce(&model, &specs, &given).expect("coerces");
+        let coerced = coerce(&model, &specs, &given, 0).expect("coerces");
         assert_eq!(coerced.get(&Name::new("id")), Some(&ConstValue::String("7".to_owned())));
         assert_eq!(coerced.get(&Name::new("ids")), Some(&ConstValue::List(vec![ConstValue::String("3".to_owned())])));
         assert_eq!(coerced.get(&Name::new("first")), Some(&ConstValue::from(5)));
@@ -172,7 +197,7 @@ mod tests {
     fn missing_wrong_and_unknown_values_are_refused_with_the_variable_named() {
         let model = model();
         let specs = [spec("id", "ID!", None), spec("first", "Int", None), spec("input", "CheckoutInput", None)];
-        let refused = |json| coerce(&model, &specs, &Variables::from_json(json)).expect_err("refused");
+        let refused = |json| coerce(&model, &specs, &Variables::from_json(json), 0).expect_err("refused");
         assert!(refused(serde_json::json!({})).contains("$id"));
         assert!(refused(serde_json::json!({"id": null})).contains("$id"));
         assert!(refused(serde_json::json!({"id": 1, "first": "ten"})).contains("$first"));
@@ -182,5 +207,26 @@ mod tests {
         assert!(unknown.contains("no field x"), "{unknown}");
         let missing = refused(serde_json::json!({"id": 1, "input": {"studentId": 1}}));
         assert!(missing.contains("amount"), "{missing}");
+    }
+
+    #[test]
+    fn an_upload_is_only_the_marker_of_one_of_the_requests_files() {
+        let model = model();
+        let specs = [spec("file", "Upload!", None), spec("more", "[Upload!]", None)];
+        let given = |json| Variables::from_json(json);
+        let marker = serde_json::json!({"$upload": 0});
+        let coerced = coerce(&model, &specs, &given(serde_json::json!({"file": marker, "more": [{"$upload": 1}]})), 2)
+            .expect("two files");
+        assert_eq!(coerced.get(&Name::new("file")).cloned().map(|value| value.into_json().ok()), Some(Some(marker)));
+        for refused in [
+            serde_json::json!({"file": "/etc/passwd"}),
+            serde_json::json!({"file": {"$upload": 2}}),
+            serde_json::json!({"file": {"$upload": 0, "x": 1}}),
+            serde_json::json!({"file": {"$upload": 0}, "more": ["x"]}),
+        ] {
+            let problem = coerce(&model, &specs, &given(refused.clone()), 2).expect_err("refused");
+            assert!(problem.contains("an Upload is a file"), "{refused}: {problem}");
+        }
+        assert!(coerce(&model, &specs, &given(serde_json::json!({"file": {"$upload": 0}})), 0).is_err(), "no files");
     }
 }

@@ -295,6 +295,16 @@ fn compile(
             format!("it declares {}", names.join(", "))
         }
     };
+    if let Some(spec) = plan.variables.iter().find(|spec| takes_files(model, &spec.ty)) {
+        return Err((
+            ".document",
+            format!(
+                "${} of type {} takes files: a REST endpoint has no multipart request to take them from; \
+                 upload with a multipart request to the GraphQL endpoint instead",
+                spec.name, spec.ty
+            ),
+        ));
+    }
     for segment in &template.segments {
         let Segment::Parameter(name) = segment else { continue };
         let Some(spec) = plan.variables.iter().find(|spec| spec.name.as_str() == name) else {
@@ -362,6 +372,29 @@ fn selected_name(document: &ExecutableDocument) -> Option<String> {
             operations.keys().next().map(ToString::to_string)
         }
     }
+}
+
+/// Whether a value of `ty` is or holds an `Upload` (through lists and input
+/// objects).
+fn takes_files(model: &SchemaModel, ty: &Type) -> bool {
+    fn named(model: &SchemaModel, name: &str, seen: &mut Vec<String>) -> bool {
+        if name == crate::graphql::sdl::UPLOAD {
+            return true;
+        }
+        let Some(input) = model.inputs.get(name) else { return false };
+        if seen.iter().any(|done| done == name) {
+            return false;
+        }
+        seen.push(name.to_owned());
+        input.fields.iter().any(|field| of_type(model, &field.ty, seen))
+    }
+    fn of_type(model: &SchemaModel, ty: &Type, seen: &mut Vec<String>) -> bool {
+        match &ty.base {
+            BaseType::Named(name) => named(model, name, seen),
+            BaseType::List(inner) => of_type(model, inner, seen),
+        }
+    }
+    of_type(model, ty, &mut Vec::new())
 }
 
 /// A named scalar or enum (not an input object, not a list).

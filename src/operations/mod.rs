@@ -246,7 +246,7 @@ impl OperationEndpoint {
                 return Err(OperationError::MissingParameter { name: spec.name.to_string(), location });
             }
         }
-        variables::coerce(model, specs, &given).map_err(|message| OperationError::InvalidParameter {
+        variables::coerce(model, specs, &given, 0).map_err(|message| OperationError::InvalidParameter {
             name: first_variable(&message),
             location: "body",
             message,
@@ -307,7 +307,7 @@ fn checked(
 ) -> Result<ConstValue, OperationError> {
     let mut one = Variables::default();
     one.insert(spec.name.clone(), value);
-    let coerced = variables::coerce(model, std::slice::from_ref(spec), &one)
+    let coerced = variables::coerce(model, std::slice::from_ref(spec), &one, 0)
         .map_err(|message| OperationError::InvalidParameter { name: spec.name.to_string(), location, message })?;
     Ok(coerced.get(&spec.name).cloned().unwrap_or(ConstValue::Null))
 }

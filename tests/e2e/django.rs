@@ -82,6 +82,8 @@ impl DjangoServices {
                     .arg(format!("{}.wsgi:application", spec.project))
                     .current_dir(&project_dir)
                     .env(spec.db_variable, &db)
+                    // Uploaded avatars, shared by the replicas, gone with the run.
+                    .env("STUDENT_API_MEDIA", started._databases.path().join("media"))
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()

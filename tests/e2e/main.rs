@@ -47,7 +47,7 @@ fn gateway_config(services: &DjangoServices) -> String {
         "[identity_signing]\nkeys = [{{ id = \"demo\", secret = \"{}\" }}]\n\n",
         scenarios::DEMO_SIGNING_KEY
     ));
-    toml.push_str("[graphql]\nenabled = true\n\n");
+    toml.push_str("[graphql]\nenabled = true\n\n[graphql.uploads]\nenabled = true\nmax_file_size = \"2MiB\"\n\n");
     let dashboard = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/operations/dashboard.graphql");
     toml.push_str(&format!(
         "[[operations]]\nmethod = \"GET\"\npath = \"/bff/dashboard/{{id}}\"\ndocument = \"{}\"\nauth = \"required\"\n",

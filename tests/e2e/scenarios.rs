@@ -38,6 +38,9 @@ pub const ALL: &[(&str, Scenario)] = &[
     ("a_services_cookie_and_the_clients_language_cross_the_graphql_door", |g| {
         Box::pin(a_services_cookie_and_the_clients_language_cross_the_graphql_door(g))
     }),
+    ("an_avatar_uploaded_through_graphql_is_served_back_byte_for_byte", |g| {
+        Box::pin(an_avatar_uploaded_through_graphql_is_served_back_byte_for_byte(g))
+    }),
 ];
 
 /// The HS256 secret of the end-to-end gateway.
@@ -366,4 +369,70 @@ pub async fn identity_sent_straight_to_a_service_is_refused(services: &DjangoSer
     assert_eq!(body["username"], "ada");
     let anonymous = client().get(format!("http://{address}/users/1/")).send().await.expect("answer");
     assert_eq!(anonymous.status(), StatusCode::OK, "no identity, nothing to verify");
+}
+
+/// The multipart request spec by hand: `operations`, `map`, then the file.
+fn upload_form(query: &str, filename: &str, content_type: &str, file: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "e2e-upload-boundary";
+    let operations = json!({"query": query, "variables": {"file": null}}).to_string();
+    let mut body = Vec::new();
+    for (name, value) in [("operations", operations.as_str()), ("map", r#"{"0": ["variables.file"]}"#)] {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"0\"; filename=\"{filename}\"\r\n\
+             Content-Type: {content_type}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn an_avatar_uploaded_through_graphql_is_served_back_byte_for_byte(gateway: &Gateway) {
+    // A GIF header and enough bytes to be spooled to a temporary file.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend((0..150_000_u32).map(|index| (index % 251) as u8));
+    let query = "mutation($file: Upload!) { uploadAvatar(file: $file) { userId contentType size updatedAt } }";
+    let (content_type, body) = upload_form(query, "me.gif", "image/gif", &gif);
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(token("2", ""))
+        .header("content-type", content_type)
+        .header("apollo-require-preflight", "true")
+        .body(body)
+        .send()
+        .await
+        .expect("response");
+    let answer: Value = response.json().await.expect("JSON");
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let avatar = &answer["data"]["uploadAvatar"];
+    assert_eq!(avatar["userId"], "2", "{answer}");
+    assert_eq!(avatar["contentType"], "image/gif");
+    assert_eq!(avatar["size"], gif.len());
+
+    let served = client().get(gateway.url("/student-api/users/2/avatar/")).send().await.expect("response");
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/gif");
+    let bytes = served.bytes().await.expect("the image");
+    assert!(bytes.as_ref() == gif.as_slice(), "the stored image is the uploaded one, byte for byte");
+
+    // Not an image: the service's own field error comes back coded.
+    let (content_type, body) = upload_form(query, "notes.txt", "text/plain", b"not an image");
+    let response = client()
+        .post(gateway.url("/graphql"))
+        .bearer_auth(token("2", ""))
+        .header("content-type", content_type)
+        .header("x-apollo-operation-name", "UploadAvatar")
+        .body(body)
+        .send()
+        .await
+        .expect("response");
+    let answer: Value = response.json().await.expect("JSON");
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT", "{answer}");
+    assert_eq!(answer["errors"][0]["extensions"]["fieldErrors"]["avatar"][0], "Upload a PNG, JPEG, GIF or WebP image.");
 }

@@ -31,3 +31,4 @@ mod signing;
 mod streaming;
 mod telemetry;
 mod tls;
+mod uploads;
