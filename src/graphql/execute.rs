@@ -644,10 +644,15 @@ impl BackendCall {
         let (status, bytes, headers) = match (cache, caching) {
             // A cached answer's headers (cookies above all) are not replayed.
             (Some(cache), Some(caching)) => {
+                // What the header rules send (the caller's language, say)
+                // picks the answer as much as the connector's own headers.
+                let mut key_headers = self.headers.clone();
+                key_headers
+                    .extend(self.rule_headers().iter().map(|(name, value)| (name.clone(), format!("{value:?}"))));
                 let call = FieldCall {
                     service: &service_name,
                     target: &self.url,
-                    headers: &self.headers,
+                    headers: &key_headers,
                     max_age: caching.max_age,
                     public: caching.public,
                     identity: self.context.identity.as_deref(),
@@ -664,6 +669,20 @@ impl BackendCall {
             cache.invalidate_service_paths(&service_name, &self.connector.invalidates);
         }
         Ok((status, bytes, headers))
+    }
+
+    /// Adds what the service's (and the field's) header rules send.
+    fn apply_rules(&self, headers: &mut http::HeaderMap) {
+        if let (Some(rules), Some(client)) = (&self.request_headers, &self.context.client_headers) {
+            rules.apply(client, self.context.identity.as_deref(), &self.route, headers);
+        }
+    }
+
+    /// The headers the rules add to this call, on their own.
+    fn rule_headers(&self) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        self.apply_rules(&mut headers);
+        headers
     }
 
     /// One request to the backend; the answer's status, headers and body.
@@ -713,9 +732,7 @@ impl BackendCall {
             }
         }
         // The service's rules, then the connector's own headers, which win.
-        if let (Some(rules), Some(client)) = (&self.request_headers, &self.context.client_headers) {
-            rules.apply(client, self.context.identity.as_deref(), &self.route, headers);
-        }
+        self.apply_rules(headers);
         for (name, value) in &self.headers {
             if let Ok(value) = HeaderValue::try_from(value) {
                 headers.insert(name.clone(), value);

@@ -183,6 +183,39 @@ response = ["set-cookie"]"#;
     assert_eq!(body["data"]["localized"], serde_json::json!({"language": "en", "tenant": null}));
 }
 
+/// A cached field keys its answers on what the header rules send, so one
+/// caller's language is never served to another.
+#[tokio::test]
+async fn a_cached_fields_answers_are_kept_apart_by_the_headers_its_rules_send() {
+    // Without the stub's cookie: an answer that sets one is never cached.
+    let backend = Stub::serve(Router::new().fallback(|request: axum::extract::Request| async move {
+        let language = request.headers().get("accept-language").and_then(|value| value.to_str().ok());
+        axum::Json(serde_json::json!({"language": language, "tenant": null}))
+    }))
+    .await;
+    let schema = tempfile::NamedTempFile::new().expect("temp file");
+    let cached = FIELD_RULES_SCHEMA
+        .replace("headerRules: \"locale\")", "headerRules: \"locale\") @cacheControl(maxAge: 60, scope: PUBLIC)");
+    assert_ne!(cached, FIELD_RULES_SCHEMA);
+    std::fs::write(schema.path(), cached).expect("schema written");
+    let rules = r#"request = [{ name = "accept-language", default = "en" }]"#;
+    let gateway = Gateway::start(&field_rules_config(&backend, schema.path(), rules)).await;
+
+    let mut languages = Vec::new();
+    for language in ["de", "fr", "de"] {
+        let answer = client()
+            .post(gateway.url("/graphql"))
+            .header("accept-language", language)
+            .json(&serde_json::json!({"query": "{ localized { language } }"}))
+            .send()
+            .await
+            .expect("answer");
+        languages.push(json_of(answer).await["data"]["localized"]["language"].clone());
+    }
+    assert_eq!(languages, ["de", "fr", "de"], "each caller reads its own language");
+    assert_eq!(backend.hits(), 2, "the second German call is the cached answer");
+}
+
 #[tokio::test]
 async fn field_header_rules_are_checked_when_the_configuration_loads() {
     let backend = language_stub().await;
