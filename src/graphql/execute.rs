@@ -15,13 +15,13 @@
 //! Dropping the execution (the operation's deadline, a vanished client)
 //! drops every call still running.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::Variables;
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hashbrown::HashMap;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value as Json;
@@ -32,7 +32,7 @@ use super::error::FetchError;
 use super::form::FormBody;
 use super::model::SchemaModel;
 use super::plan::{CallPlan, FieldPlan, HeaderRuleTable, ParentRead, Plan, Selection, ValueSource};
-use super::shape::{self, Node, Shape};
+use super::shape::{self, Bodies, Node, Shape};
 use super::upload::UploadedFile;
 use crate::cache::{Cache, FieldCall};
 use crate::headers::{RequestHeaderRules, ResponseHeaderMerge};
@@ -151,6 +151,8 @@ pub struct Execution<'p> {
     in_flight: FuturesUnordered<BoxFuture<'p, (u32, Finished)>>,
     /// The root object: one slot per root call.
     pub root: Node,
+    /// The answers whose text the nodes point into.
+    pub bodies: Bodies,
 }
 
 impl<'p> Execution<'p> {
@@ -175,6 +177,7 @@ impl<'p> Execution<'p> {
             same_url: HashMap::new(),
             in_flight: FuturesUnordered::new(),
             root: Node::Object(shape::empty_slots(plan.root_calls)),
+            bodies: Bodies::default(),
         }
     }
 
@@ -294,7 +297,7 @@ impl<'p> Execution<'p> {
             return self.gather(field, call, &batch.key, slots);
         }
         let args = self.args_of(call);
-        let parent = (!call.parent_reads.is_empty()).then(|| ParentRead::json(&call.parent_reads, slots));
+        let parent = (!call.parent_reads.is_empty()).then(|| ParentRead::json(&call.parent_reads, slots, &self.bodies));
         let context = Arc::clone(&self.context);
         let scope = Scope { args: Some(&args), parent: parent.as_ref(), claims: context.claims.as_deref() };
         let connector = &call.connector;
@@ -367,10 +370,17 @@ impl<'p> Execution<'p> {
             _ => None,
         };
         let index = match direct {
-            Some(node) => with_key(node, |key| self.key_index(field, call, key)),
+            Some(node) => {
+                // The key may borrow the answers; `key_index` changes the
+                // execution's other parts.
+                let bodies = std::mem::take(&mut self.bodies);
+                let index = key_text(node, &bodies).map(|key| self.key_index(field, call, &key));
+                self.bodies = bodies;
+                index
+            }
             None => {
                 let args = self.args_of(call);
-                let parent = ParentRead::json(&call.parent_reads, slots);
+                let parent = ParentRead::json(&call.parent_reads, slots, &self.bodies);
                 let context = Arc::clone(&self.context);
                 let scope = Scope { args: Some(&args), parent: Some(&parent), claims: context.claims.as_deref() };
                 key.evaluate(&scope).as_ref().and_then(scalar_key).map(|key| self.key_index(field, call, &key))
@@ -469,7 +479,7 @@ impl<'p> Execution<'p> {
             Finished::One(Err(error)) | Finished::Batch(Err(error)) => CallState::Failed(error),
             Finished::One(Ok((status, bytes, headers))) => {
                 self.answer_headers[index].extend(headers);
-                match value(service(), call, status, &bytes) {
+                match value(service(), call, status, bytes, &mut self.bodies) {
                     Ok(node) => CallState::Done(node),
                     Err(error) => CallState::Failed(error),
                 }
@@ -483,14 +493,14 @@ impl<'p> Execution<'p> {
                 let mut failure = None;
                 for (status, bytes, headers) in answers {
                     self.answer_headers[index].extend(headers);
-                    match value(service(), call, status, &bytes) {
+                    match value(service(), call, status, bytes, &mut self.bodies) {
                         Ok(Node::List(items)) => {
-                            for item in items {
+                            for item in items.into_vec() {
                                 let position = match (&item, call.match_slot) {
                                     (Node::Object(slots), Some(slot)) => slots
                                         .get(slot)
-                                        .and_then(|key| with_key(key, |key| keys.get(key).copied()))
-                                        .flatten(),
+                                        .and_then(|key| key_text(key, &self.bodies))
+                                        .and_then(|key| keys.get(&*key).copied()),
                                     _ => None,
                                 };
                                 if let Some(slot) = position.and_then(|position| found.get_mut(position as usize)) {
@@ -525,10 +535,17 @@ impl<'p> Execution<'p> {
     }
 }
 
-/// The field's value in a backend answer, or the failure it reports.
-fn value(service: Arc<str>, call: &CallPlan, status: StatusCode, bytes: &Bytes) -> Result<Node, FetchError> {
+/// The field's value in a backend answer, or the failure it reports; the
+/// answer joins `bodies` when its text is kept.
+fn value(
+    service: Arc<str>,
+    call: &CallPlan,
+    status: StatusCode,
+    bytes: Bytes,
+    bodies: &mut Bodies,
+) -> Result<Node, FetchError> {
     if !status.is_success() {
-        let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(bytes).ok() };
+        let json: Option<Json> = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
         return Err(FetchError::from_status(service, status, json));
     }
     if bytes.is_empty() {
@@ -536,14 +553,16 @@ fn value(service: Arc<str>, call: &CallPlan, status: StatusCode, bytes: &Bytes) 
     }
     let not_json = || FetchError::Shape { service: Arc::clone(&service), detail: "the answer is not JSON".to_owned() };
     if call.answer == Shape::Any {
-        let json: Json = serde_json::from_slice(bytes).map_err(|_| not_json())?;
+        let json: Json = serde_json::from_slice(&bytes).map_err(|_| not_json())?;
         let selected = select(&json, &call.connector.selection).cloned().ok_or_else(|| FetchError::Shape {
             service: Arc::clone(&service),
             detail: format!("no value at selection {:?}", call.connector.selection.join(".")),
         })?;
         return Ok(Node::from_json(selected, &call.value));
     }
-    let mut node = shape::parse(bytes, &call.answer).map_err(|_| not_json())?;
+    let index = bodies.add(bytes);
+    let body = bodies.body(index);
+    let mut node = shape::parse(body, index, &call.answer).map_err(|_| not_json())?;
     for _ in &call.connector.selection {
         node = match node {
             Node::Object(slots) => slots.into_vec().into_iter().next().unwrap_or_default(),
@@ -573,13 +592,16 @@ fn scalar_key(value: &Json) -> Option<Box<str>> {
     }
 }
 
-/// Calls `f` with a scalar node's text as a batch key (numbers formatted
-/// on the stack).
-fn with_key<R>(node: &Node, f: impl FnOnce(&str) -> R) -> Option<R> {
+/// A scalar node's text as a batch key: a string's value, an integer's
+/// digits (what formatting the number would give, as JSON integers are
+/// canonical).
+fn key_text<'b>(node: &Node, bodies: &'b Bodies) -> Option<std::borrow::Cow<'b, str>> {
     match node {
-        Node::Str(text) => Some(f(text.as_str())),
-        Node::Int(number) => Some(f(itoa::Buffer::new().format(*number))),
-        Node::UInt(number) => Some(f(itoa::Buffer::new().format(*number))),
+        Node::Str(raw) => Some(bodies.string(*raw)),
+        Node::Number(raw) if raw.flag => std::str::from_utf8(bodies.text(*raw)).ok().map(std::borrow::Cow::Borrowed),
+        Node::Text(text) => Some(std::borrow::Cow::Owned(text.to_string())),
+        Node::Int(number) => Some(std::borrow::Cow::Owned(itoa::Buffer::new().format(*number).to_owned())),
+        Node::UInt(number) => Some(std::borrow::Cow::Owned(itoa::Buffer::new().format(*number).to_owned())),
         _ => None,
     }
 }

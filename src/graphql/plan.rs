@@ -734,12 +734,12 @@ fn add_read(reads: &mut Vec<ParentRead>, path: &[String], shape: &mut ShapeBuild
 
 impl ParentRead {
     /// The JSON `$parent` expressions see, from the parent's slots.
-    pub fn json(reads: &[ParentRead], slots: &[super::shape::Node]) -> Json {
+    pub fn json(reads: &[ParentRead], slots: &[super::shape::Node], bodies: &super::shape::Bodies) -> Json {
         let mut object = serde_json::Map::with_capacity(reads.len());
         for read in reads {
             let value = match (slots.get(read.slot), read.nested.is_empty()) {
-                (Some(node), true) => node.to_json(),
-                (Some(super::shape::Node::Object(inner)), false) => ParentRead::json(&read.nested, inner),
+                (Some(node), true) => node.to_json(bodies),
+                (Some(super::shape::Node::Object(inner)), false) => ParentRead::json(&read.nested, inner, bodies),
                 _ => Json::Null,
             };
             object.insert(read.key.to_string(), value);

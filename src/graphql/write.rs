@@ -12,7 +12,7 @@ use serde_json::{json, Value as Json};
 use super::error::{FetchError, GraphqlCode};
 use super::execute::{CallState, Execution};
 use super::plan::{FieldPlan, OutputKind, OutputType, Plan, ScalarKind, Selection, ValueSource};
-use super::shape::{Node, Text};
+use super::shape::Node;
 
 /// A written answer.
 pub struct Written {
@@ -259,10 +259,11 @@ impl<'e, 'p> Writer<'e, 'p> {
             },
             OutputKind::Enum(values) => {
                 let text = match node {
-                    Node::Str(text) => text.as_str(),
-                    _ => "",
+                    Node::Str(raw) => self.execution.bodies.string(*raw),
+                    Node::Text(text) => std::borrow::Cow::Borrowed(&**text),
+                    _ => std::borrow::Cow::Borrowed(""),
                 };
-                match values.iter().find(|value| value.eq_ignore_ascii_case(text)) {
+                match values.iter().find(|value| value.eq_ignore_ascii_case(&text)) {
                     Some(value) => {
                         let _ = serde_json::to_writer(&mut self.out, &**value);
                         Ok(())
@@ -286,19 +287,36 @@ impl<'e, 'p> Writer<'e, 'p> {
         }
     }
 
-    /// Writes a scalar; false when the node is not a valid `kind`.
+    /// Writes a scalar; false when the node is not a valid `kind`. Scalars
+    /// of an answer are copied as the backend wrote them once they are
+    /// known to fit: a string's text is a valid JSON string body (the
+    /// reader checked it), an integer's digits are canonical JSON.
     fn scalar(&mut self, kind: ScalarKind, node: &Node) -> bool {
+        let bodies = &self.execution.bodies;
         let out = &mut self.out;
         match (kind, node) {
-            (ScalarKind::Id | ScalarKind::String, Node::Str(text)) => write_text(out, text),
+            (ScalarKind::Id | ScalarKind::String | ScalarKind::Custom, Node::Str(raw)) => {
+                write_quoted(out, bodies.text(*raw));
+            }
+            (ScalarKind::Id | ScalarKind::String, Node::Number(raw)) if raw.flag => {
+                write_quoted(out, bodies.text(*raw))
+            }
+            (ScalarKind::String, Node::Number(raw)) => write_quoted(out, bodies.number(*raw).to_string().as_bytes()),
+            (ScalarKind::Int, Node::Number(raw)) if raw.flag && fits_i32(bodies.text(*raw)) => {
+                out.extend_from_slice(bodies.text(*raw));
+            }
+            (ScalarKind::Float | ScalarKind::Custom, Node::Number(raw)) => out.extend_from_slice(bodies.text(*raw)),
+            (ScalarKind::Id | ScalarKind::String, Node::Text(text)) => {
+                let _ = serde_json::to_writer(out, &**text);
+            }
             (ScalarKind::Id | ScalarKind::String, Node::Int(number)) => {
-                write_quoted(out, itoa::Buffer::new().format(*number))
+                write_quoted(out, itoa::Buffer::new().format(*number).as_bytes())
             }
             (ScalarKind::Id | ScalarKind::String, Node::UInt(number)) => {
-                write_quoted(out, itoa::Buffer::new().format(*number));
+                write_quoted(out, itoa::Buffer::new().format(*number).as_bytes());
             }
-            (ScalarKind::String, Node::Float(number)) => write_quoted(out, &Json::from(*number).to_string()),
-            (ScalarKind::String, Node::Bool(flag)) => write_quoted(out, if *flag { "true" } else { "false" }),
+            (ScalarKind::String, Node::Float(number)) => write_quoted(out, Json::from(*number).to_string().as_bytes()),
+            (ScalarKind::String, Node::Bool(flag)) => write_quoted(out, if *flag { b"true" } else { b"false" }),
             (ScalarKind::Int, Node::Int(number)) if i32::try_from(*number).is_ok() => {
                 out.extend_from_slice(itoa::Buffer::new().format(*number).as_bytes());
             }
@@ -321,7 +339,7 @@ impl<'e, 'p> Writer<'e, 'p> {
                 let _ = serde_json::to_writer(&mut *out, json);
             }
             (ScalarKind::Custom, node) => {
-                let _ = serde_json::to_writer(&mut *out, &node.to_json());
+                let _ = serde_json::to_writer(&mut *out, &node.to_json(bodies));
             }
             _ => return false,
         }
@@ -369,22 +387,27 @@ fn normalize(json: &Json) -> Node {
     }
 }
 
-fn write_text(out: &mut Vec<u8>, text: &Text) {
-    match text {
-        // Had no escapes in the backend's JSON, so needs none here.
-        Text::Raw(bytes) => {
-            out.push(b'"');
-            out.extend_from_slice(bytes);
-            out.push(b'"');
-        }
-        Text::Owned(text) => {
-            let _ = serde_json::to_writer(out, &**text);
-        }
-    }
+fn write_quoted(out: &mut Vec<u8>, text: &[u8]) {
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text);
+    out.push(b'"');
 }
 
-fn write_quoted(out: &mut Vec<u8>, text: &str) {
-    out.push(b'"');
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'"');
+/// Whether an integer's JSON text (digits, maybe a `-`) is a 32-bit
+/// integer, as GraphQL's `Int` must be.
+fn fits_i32(text: &[u8]) -> bool {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 10 {
+        return false;
+    }
+    let magnitude = digits.iter().fold(0_i64, |value, digit| value * 10 + i64::from(digit.wrapping_sub(b'0')));
+    if negative {
+        magnitude <= 1 << 31
+    } else {
+        magnitude < 1 << 31
+    }
 }

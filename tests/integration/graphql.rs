@@ -166,6 +166,9 @@ fn live_reading(state: StubState) -> Router {
                     return response;
                 }
                 let student: u64 = query.get("student_id").and_then(|id| id.parse().ok()).unwrap_or(0);
+                if student == 99 {
+                    return raw_json(ODD_SESSIONS);
+                }
                 // Student 1 read lessons 7, 3, 4 and 3 again; student 2
                 // lessons 17, 13, 14, 13; and so on.
                 let offset = student.saturating_sub(1) * 10;
@@ -186,9 +189,24 @@ fn live_reading(state: StubState) -> Router {
                 Json(page(ids(&query).into_iter().map(lesson).collect()))
             }),
         )
-        .route("/lesson/{id}/", get(|Path(id): Path<u64>| async move { Json(lesson(id)) }))
+        .route(
+            "/lesson/{id}/",
+            get(|Path(id): Path<u64>| async move {
+                match id {
+                    99 => raw_json(ODD_LESSON),
+                    98 => raw_json(EDGE_LESSON),
+                    id => Json(lesson(id)).into_response(),
+                }
+            }),
+        )
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// An answer of JSON text written by hand, so that its escapes and number
+/// forms are exactly what a backend might send.
+fn raw_json(text: &'static str) -> Response {
+    ([(http::header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn payment(state: StubState) -> Router {
@@ -847,6 +865,44 @@ async fn batches_gather_the_keys_of_every_parent_across_nested_lists() {
         ],
         "one lesson call for the sessions of both students"
     );
+}
+
+/// Backend answers with escapes, numbers out of `Int`'s range or in
+/// exponent form, and integers for `Float` fields (see `raw_json`).
+const ODD_LESSON: &str = r#"{"id": 99, "title": "Caf\u00e9 \"quoted\"\n\ud83d\ude00 é", "level": "A2", "word_count": 3000000000, "duration_seconds": 60}"#;
+const EDGE_LESSON: &str =
+    r#"{"id": 98, "title": "Edge", "level": "B1", "word_count": -2147483648, "duration_seconds": 2147483647}"#;
+const ODD_SESSIONS: &str = r#"{"count": 2, "next": null, "previous": null, "results": [
+    {"id": 18446744073709551615, "student_id": 99, "lesson_id": 98, "started_at": "2026-02-01T10:00:00Z", "words_per_minute": 1e3, "accuracy": -0.5},
+    {"id": "s-2", "student_id": 99, "lesson_id": 98, "started_at": "2026-02-01T10:00:00Z", "words_per_minute": 97, "accuracy": 0}]}"#;
+
+#[tokio::test]
+async fn backend_scalars_are_copied_as_written_when_they_fit_their_type_and_are_field_errors_when_not() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ odd: lesson(id: 99) { title wordCount } edge: lesson(id: 98) { title wordCount durationSeconds } \
+                 readingSessions(studentId: 99) { id wordsPerMinute accuracy lesson { level } } }";
+    let text = post_graphql_text(&gateway, json!({"query": query})).await;
+    // Escapes, numbers in exponent form, integers for Float fields: the
+    // backend's text, which is valid JSON of the same value.
+    assert!(text.contains(r#""edge":{"title":"Edge","wordCount":-2147483648,"durationSeconds":2147483647}"#), "{text}");
+    assert!(
+        text.contains(r#"{"id":"18446744073709551615","wordsPerMinute":1e3,"accuracy":-0.5,"lesson":{"level":"A2"}}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"{"id":"s-2","wordsPerMinute":97,"accuracy":0,"lesson":{"level":"A2"}}"#), "{text}");
+    let body: Value = serde_json::from_str(&text).expect("the answer is JSON");
+    // Int is 32-bit: 3,000,000,000 is a field error, and Int! nulls the lesson.
+    assert_eq!(body["data"]["odd"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["path"], json!(["odd", "wordCount"]));
+    assert_eq!(errors[0]["extensions"]["code"], "UPSTREAM_ERROR");
+    let query = "{ lesson(id: 99) { title } }";
+    let text = post_graphql_text(&gateway, json!({"query": query})).await;
+    assert_eq!(text, r#"{"data":{"lesson":{"title":"Caf\u00e9 \"quoted\"\n\ud83d\ude00 é"}}}"#);
+    let body: Value = serde_json::from_str(&text).expect("the answer is JSON");
+    assert_eq!(body["data"]["lesson"]["title"], "Café \"quoted\"\n😀 é");
 }
 
 async fn plan_counts(gateway: &Gateway) -> (u64, u64) {
