@@ -29,7 +29,7 @@ use crate::graphql::{cache_control, GraphqlConfig};
 use crate::routing::{self, PrefixMatch, PrefixTable};
 
 /// Every target, by the name of its folder under `fuzz/corpus/`.
-pub const TARGETS: [&str; 6] = ["config", "path", "sdl", "graphql_limits", "jwt", "cache_control"];
+pub const TARGETS: [&str; 7] = ["config", "path", "sdl", "graphql_limits", "jwt", "cache_control", "backend_json"];
 
 /// The services of the default schema, so its `@rest` fields resolve.
 const SERVICES: [&str; 3] = ["student_api", "live_reading", "payment"];
@@ -64,6 +64,7 @@ impl Targets {
             "graphql_limits" => self.graphql.run(data),
             "jwt" => self.jwt.run(data),
             "cache_control" => cache_control_headers(data),
+            "backend_json" => backend_json(data),
             other => panic!("no fuzz target {other:?}"),
         }
     }
@@ -279,6 +280,40 @@ pub fn cache_control_headers(data: &[u8]) {
                 assert!(lifetimes.stale_if_error <= allowance.stale_if_error);
             }
         }
+    }
+}
+
+/// A backend's answer through the GraphQL executor's shape reader, with
+/// serde_json as the reference: under every shape the reader accepts all
+/// that serde_json reads as a value, and nothing that serde_json refuses
+/// even to skip (what a shape skips is checked as serde_json's
+/// `IgnoredAny` checks it: a lone surrogate escape passes there); a string
+/// it keeps reads back as serde_json reads it.
+pub fn backend_json(data: &[u8]) {
+    use crate::graphql::shape::{self, Bodies, Node, ObjectShape, Shape};
+    let reference = serde_json::from_slice::<Json>(data);
+    let skippable = serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok();
+    let student = Shape::Object(Arc::new(ObjectShape {
+        keys: vec![("id".into(), Shape::Scalar), ("full_name".into(), Shape::Scalar)],
+        call_slots: 1,
+    }));
+    let page = Shape::Object(Arc::new(ObjectShape {
+        keys: vec![("count".into(), Shape::Scalar), ("results".into(), Shape::List(Box::new(student.clone())))],
+        call_slots: 0,
+    }));
+    for shape in [Shape::Scalar, Shape::Any, Shape::List(Box::new(Shape::Scalar)), student, page] {
+        let read = shape::parse(data, 0, &shape);
+        if reference.is_ok() {
+            assert!(read.is_ok(), "the shape reader refused JSON that serde_json reads, under {shape:?}");
+        }
+        if read.is_ok() {
+            assert!(skippable, "the shape reader took what serde_json refuses, under {shape:?}");
+        }
+    }
+    if let (Ok(Json::String(expected)), Ok(Node::Str(raw))) = (&reference, shape::parse(data, 0, &Shape::Scalar)) {
+        let mut bodies = Bodies::default();
+        bodies.add(bytes::Bytes::copy_from_slice(data));
+        assert_eq!(bodies.string(raw), expected.as_str(), "a kept string reads back as serde_json reads it");
     }
 }
 

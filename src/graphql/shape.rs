@@ -330,7 +330,8 @@ pub struct Raw {
 #[error("malformed JSON at byte {0}")]
 pub struct MalformedJson(pub usize);
 
-/// How deep arrays and objects may nest (serde_json's limit too).
+/// Arrays and objects may nest fewer levels than this, as in serde_json
+/// (whose values kept whole must parse too): 127 at most.
 const MAX_DEPTH: usize = 128;
 
 /// Parses the answer `body` (kept as `index` of the execution's
@@ -439,7 +440,7 @@ impl Reader<'_> {
 
     fn enter(&mut self) -> Result<(), MalformedJson> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth >= MAX_DEPTH {
             return Err(self.error());
         }
         self.pos += 1;

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::workspace::{run, step, Workspace};
 
 /// The targets, as `fuzz/Cargo.toml` and `portico::fuzzing::TARGETS` name them.
-pub const TARGETS: [&str; 6] = ["config", "path", "sdl", "graphql_limits", "jwt", "cache_control"];
+pub const TARGETS: [&str; 7] = ["config", "path", "sdl", "graphql_limits", "jwt", "cache_control", "backend_json"];
 
 /// Seconds per target unless `--seconds` says otherwise.
 const DEFAULT_SECONDS: u64 = 60;
