@@ -575,13 +575,19 @@ fn sha256_hex(text: &str) -> String {
 /// Whether the request declares one JSON body: `application/json`, any
 /// parameters (a charset) allowed, case-insensitive.
 fn declares_json(headers: &HeaderMap) -> bool {
+    declares_media_type(headers, "application/json")
+}
+
+/// Whether the request has one `Content-Type`, of `media_type` (parameters
+/// allowed, case-insensitive).
+pub(super) fn declares_media_type(headers: &HeaderMap, media_type: &str) -> bool {
     let mut types = headers.get_all(header::CONTENT_TYPE).iter();
     match (types.next(), types.next()) {
         (Some(value), None) => value
             .to_str()
             .ok()
             .and_then(|value| value.split(';').next())
-            .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("application/json")),
+            .is_some_and(|declared| declared.trim().eq_ignore_ascii_case(media_type)),
         _ => false,
     }
 }

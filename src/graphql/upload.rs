@@ -197,15 +197,7 @@ impl UploadError {
 
 /// Whether the request declares a `multipart/form-data` body.
 pub fn declares_multipart(headers: &HeaderMap) -> bool {
-    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
-    match (types.next(), types.next()) {
-        (Some(value), None) => value
-            .to_str()
-            .ok()
-            .and_then(|value| value.split(';').next())
-            .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case("multipart/form-data")),
-        _ => false,
-    }
+    super::http::declares_media_type(headers, "multipart/form-data")
 }
 
 /// Whether the request carries a header only a preflighted (or non-browser)

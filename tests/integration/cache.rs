@@ -690,7 +690,7 @@ async fn scrape(gateway: &Gateway) -> String {
 }
 
 /// Waits until the gateway's answer to `path` is in Redis.
-async fn stored_in_redis(redis: &RedisServer, path: &str) {
+pub(crate) async fn stored_in_redis(redis: &RedisServer, path: &str) {
     let connection = redis::Client::open(redis.url.as_str()).expect("url");
     eventually(Duration::from_secs(5), || {
         let connection = connection.clone();

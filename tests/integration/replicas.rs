@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
+use crate::cache::stored_in_redis;
 use crate::graphql::{token, SECRET};
 use crate::harness::{client, eventually, Gateway, Stub};
 use crate::redis_server::{redis_up, RedisServer};
@@ -78,25 +79,6 @@ async fn all_up(replicas: [&Gateway; 2]) -> bool {
         }
     }
     true
-}
-
-/// Waits until the answer to `path` is in Redis (the fill is written after
-/// the answer).
-async fn stored_in_redis(redis: &RedisServer, path: &str) {
-    let connection = redis::Client::open(redis.url.as_str()).expect("url");
-    eventually(Duration::from_secs(5), || {
-        let connection = connection.clone();
-        async move {
-            let Ok(mut connection) = connection.get_multiplexed_async_connection().await else { return false };
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("portico:cache:*{path}*"))
-                .query_async(&mut connection)
-                .await
-                .unwrap_or_default();
-            !keys.is_empty()
-        }
-    })
-    .await;
 }
 
 /// One caller's load on both replicas at once: [`WARM_UP`], then
