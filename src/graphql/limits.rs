@@ -37,7 +37,7 @@ use async_graphql_parser::types::{
 };
 
 use super::error::GraphqlCode;
-use super::model::{FieldModel, FieldSource, ObjectModel, SchemaModel};
+use super::model::{named_type, FieldModel, FieldSource, ObjectModel, SchemaModel};
 
 /// List size assumed when nothing in the schema says otherwise.
 const DEFAULT_LIST_SIZE: u64 = 10;
@@ -596,13 +596,6 @@ fn spreads_in(set: &SelectionSet) -> Vec<&str> {
     let mut spreads = Vec::new();
     collect(set, &mut spreads);
     spreads
-}
-
-fn named_type(ty: &Type) -> &str {
-    match &ty.base {
-        BaseType::Named(name) => name.as_str(),
-        BaseType::List(inner) => named_type(inner),
-    }
 }
 
 fn is_list(ty: &Type) -> bool {

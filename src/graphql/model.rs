@@ -31,16 +31,19 @@ pub struct SchemaModel {
 impl SchemaModel {
     /// Whether any field, argument or input field has the named type.
     pub fn uses_type(&self, name: &str) -> bool {
-        fn named(ty: &Type) -> &str {
-            match &ty.base {
-                async_graphql_parser::types::BaseType::Named(name) => name.as_str(),
-                async_graphql_parser::types::BaseType::List(inner) => named(inner),
-            }
-        }
+        let named = named_type;
         let fields = self.objects.values().flat_map(|object| &object.fields);
         fields.clone().any(|field| named(&field.ty) == name)
             || fields.flat_map(|field| &field.args).any(|arg| named(&arg.ty) == name)
             || self.inputs.values().flat_map(|input| &input.fields).any(|field| named(&field.ty) == name)
+    }
+}
+
+/// The named type inside any list wrappers (`Int` of `[[Int!]]!`).
+pub fn named_type(ty: &Type) -> &str {
+    match &ty.base {
+        async_graphql_parser::types::BaseType::Named(name) => name.as_str(),
+        async_graphql_parser::types::BaseType::List(inner) => named_type(inner),
     }
 }
 

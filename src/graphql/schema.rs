@@ -104,11 +104,10 @@ pub fn type_ref(ty: &Type) -> TypeRef {
 
 fn placeholder_field(model: &SchemaModel, field: &FieldModel) -> Field {
     let ty = field.ty.clone();
-    let enum_default: Option<Name> = named(&field.ty)
-        .and_then(|name| model.enums.get(name))
-        .and_then(|enumeration| enumeration.values.first())
-        .map(Name::new);
-    let is_object = named(&field.ty).is_some_and(|name| model.objects.contains_key(name));
+    let named = super::model::named_type(&field.ty);
+    let enum_default: Option<Name> =
+        model.enums.get(named).and_then(|enumeration| enumeration.values.first()).map(Name::new);
+    let is_object = model.objects.contains_key(named);
     let mut built = Field::new(&field.name, type_ref(&field.ty), move |_| {
         let value = placeholder(&ty, is_object, enum_default.as_ref());
         FieldFuture::new(async move { Ok(value) })
@@ -142,13 +141,6 @@ fn placeholder(ty: &Type, is_object: bool, enum_default: Option<&Name>) -> Optio
             _ => Value::String(String::new()),
         }),
     })
-}
-
-fn named(ty: &Type) -> Option<&str> {
-    match &ty.base {
-        BaseType::Named(name) => Some(name.as_str()),
-        BaseType::List(inner) => named(inner),
-    }
 }
 
 /// Marks a run that only validates.

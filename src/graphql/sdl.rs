@@ -21,8 +21,8 @@ use http::{HeaderName, Method};
 use super::connector::CallCache;
 use super::connector::{parse_path, snake_case, BatchSpec, BodyTemplate, Expr, RestConnector};
 use super::model::{
-    Access, ArgModel, CacheHint, CacheHintScope, EnumModel, FieldModel, FieldSource, InputModel, ListSize, ObjectModel,
-    SchemaModel,
+    named_type, Access, ArgModel, CacheHint, CacheHintScope, EnumModel, FieldModel, FieldSource, InputModel, ListSize,
+    ObjectModel, SchemaModel,
 };
 
 /// The directives the gateway understands, as SDL; `portico schema print`
@@ -324,14 +324,6 @@ fn check_type(checker: &mut Checker<'_>, ty: &Positioned<Type>, declared: &HashS
         if !declared.contains(name.as_str()) {
             checker.problem(ty.pos, format!("unknown type {name}"));
         }
-    }
-}
-
-/// The named type inside any list wrappers.
-fn named_type(ty: &Type) -> &str {
-    match &ty.base {
-        BaseType::Named(name) => name.as_str(),
-        BaseType::List(inner) => named_type(inner),
     }
 }
 

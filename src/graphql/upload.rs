@@ -370,31 +370,22 @@ pub async fn read(request: Request, limits: UploadLimits) -> Result<MultipartReq
         other => UploadError::Malformed(other.to_string()),
     };
 
-    let operations = match multipart.next_field().await.map_err(limit_error)? {
-        Some(field) if field.name() == Some("operations") => field.bytes().await.map_err(limit_error)?,
-        Some(field) => {
-            return Err(UploadError::OutOfOrder(format!(
-                "the first field is `{}`, not `operations`",
-                field.name().unwrap_or_default()
-            )))
-        }
-        None => return Err(UploadError::OutOfOrder("the body has no fields".to_owned())),
+    // The spec's order: `operations`, then `map`, then the files.
+    let mut next_named = async |expected: &str, place: &str| match multipart.next_field().await.map_err(limit_error)? {
+        Some(field) if field.name() == Some(expected) => field.bytes().await.map_err(limit_error),
+        Some(field) => Err(UploadError::OutOfOrder(format!(
+            "the {place} is `{}`, not `{expected}`",
+            field.name().unwrap_or_default()
+        ))),
+        None => Err(UploadError::OutOfOrder(format!("`{expected}` is missing"))),
     };
+    let operations = next_named("operations", "first field").await?;
     let mut operations: Json =
         serde_json::from_slice(&operations).map_err(|error| UploadError::Operations(error.to_string()))?;
     if operations.is_array() {
         return Err(UploadError::Batch);
     }
-    let map = match multipart.next_field().await.map_err(limit_error)? {
-        Some(field) if field.name() == Some("map") => field.bytes().await.map_err(limit_error)?,
-        Some(field) => {
-            return Err(UploadError::OutOfOrder(format!(
-                "the field after `operations` is `{}`, not `map`",
-                field.name().unwrap_or_default()
-            )))
-        }
-        None => return Err(UploadError::OutOfOrder("`map` is missing".to_owned())),
-    };
+    let map = next_named("map", "field after `operations`").await?;
     let map: std::collections::BTreeMap<String, Vec<String>> = serde_json::from_slice(&map).map_err(|_| {
         UploadError::Map(
             "it must be a JSON object of file field names to lists of paths, such as {\"0\": [\"variables.file\"]}"

@@ -377,7 +377,8 @@ fn selected_name(document: &ExecutableDocument) -> Option<String> {
 /// Whether a value of `ty` is or holds an `Upload` (through lists and input
 /// objects).
 fn takes_files(model: &SchemaModel, ty: &Type) -> bool {
-    fn named(model: &SchemaModel, name: &str, seen: &mut Vec<String>) -> bool {
+    fn of_type(model: &SchemaModel, ty: &Type, seen: &mut Vec<String>) -> bool {
+        let name = crate::graphql::model::named_type(ty);
         if name == crate::graphql::sdl::UPLOAD {
             return true;
         }
@@ -387,12 +388,6 @@ fn takes_files(model: &SchemaModel, ty: &Type) -> bool {
         }
         seen.push(name.to_owned());
         input.fields.iter().any(|field| of_type(model, &field.ty, seen))
-    }
-    fn of_type(model: &SchemaModel, ty: &Type, seen: &mut Vec<String>) -> bool {
-        match &ty.base {
-            BaseType::Named(name) => named(model, name, seen),
-            BaseType::List(inner) => of_type(model, inner, seen),
-        }
     }
     of_type(model, ty, &mut Vec::new())
 }
