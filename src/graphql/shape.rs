@@ -363,6 +363,10 @@ static STRING_STOP: [bool; 256] = {
     table
 };
 
+/// The slot of each member, in answer order, of the last object read of a
+/// list (`usize::MAX`: a key the shape does not read).
+type KeyOrder = Vec<usize>;
+
 /// A JSON reader that keeps, of each value, what its shape reads: scalars
 /// as their text's place in the answer, objects as slots, and skips the
 /// rest, checking it as strictly as serde_json would.
@@ -419,7 +423,7 @@ impl Reader<'_> {
             Some(b'f') => self.literal(b"false").map(|()| Node::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Node::Null),
             Some(b'{') => match shape {
-                Shape::Object(object) => self.object(object),
+                Shape::Object(object) => self.object(object, &mut KeyOrder::new()),
                 _ => self.whole(),
             },
             Some(b'[') => match shape {
@@ -474,15 +478,24 @@ impl Reader<'_> {
             self.depth -= 1;
             return Ok(Node::List(items.into_boxed_slice()));
         }
+        // The objects of one list usually have their keys in one order:
+        // each item tries the key its predecessor had at that place first.
+        let mut order = KeyOrder::new();
         loop {
-            items.push(self.value(inner)?);
+            let item = match inner {
+                Shape::Object(object) if self.peek() == Some(b'{') => self.object(object, &mut order)?,
+                _ => self.value(inner)?,
+            };
+            items.push(item);
             if !self.next_item(b']')? {
                 return Ok(Node::List(items.into_boxed_slice()));
             }
         }
     }
 
-    fn object(&mut self, object: &ObjectShape) -> Result<Node, MalformedJson> {
+    /// An object; `order` holds the slot of each member of the previous
+    /// object of the same list (see [`Reader::known_key`]) and is updated.
+    fn object(&mut self, object: &ObjectShape, order: &mut KeyOrder) -> Result<Node, MalformedJson> {
         self.enter()?;
         let mut slots = empty_slots(object.slots());
         if self.peek() == Some(b'}') {
@@ -490,20 +503,34 @@ impl Reader<'_> {
             self.depth -= 1;
             return Ok(Node::Object(slots));
         }
+        let mut member = 0;
         loop {
             if self.peek() != Some(b'"') {
                 return Err(self.error());
             }
-            let (start, end, escaped) = self.string(false)?;
-            let bytes = self.bytes;
-            let key = &bytes[start..end];
-            let slot = if escaped {
-                let quoted = &bytes[start - 1..=end];
-                let key: String = serde_json::from_slice(quoted).map_err(|_| MalformedJson(start))?;
-                object.slot_of(&key)
-            } else {
-                object.keys.iter().position(|(name, _)| same_key(name.as_bytes(), key))
+            let (slot, known) = match self.known_key(object, order.get(member).copied()) {
+                Some(slot) => (Some(slot), true),
+                None => {
+                    let (start, end, escaped) = self.string(false)?;
+                    let bytes = self.bytes;
+                    let key = &bytes[start..end];
+                    let slot = if escaped {
+                        let quoted = &bytes[start - 1..=end];
+                        let key: String = serde_json::from_slice(quoted).map_err(|_| MalformedJson(start))?;
+                        object.slot_of(&key)
+                    } else {
+                        object.keys.iter().position(|(name, _)| same_key(name.as_bytes(), key))
+                    };
+                    (slot, false)
+                }
             };
+            // Only slots `known_key` found are hints: their keys are plain.
+            let seen = if known { slot.unwrap_or(usize::MAX) } else { usize::MAX };
+            match order.get_mut(member) {
+                Some(place) => *place = seen,
+                None => order.push(seen),
+            }
+            member += 1;
             self.whitespace();
             if self.peek() != Some(b':') {
                 return Err(self.error());
@@ -518,6 +545,29 @@ impl Reader<'_> {
                 return Ok(Node::Object(slots));
             }
         }
+    }
+
+    /// At a key's opening quote: the slot of the shape's key that the
+    /// answer's key is, byte for byte, trying `hint` first, with the
+    /// reader past its closing quote; `None` (the reader unmoved) when it
+    /// is none of them or a shape key needs escapes (then the key is read
+    /// as any string). A key that equals a key without quotes, backslashes,
+    /// control or non-ASCII bytes and is followed by a quote is exactly
+    /// that string, so it needs no further check. `hint` is a slot this
+    /// function found before (in the list's previous object), so its key
+    /// is known to be plain.
+    fn known_key(&mut self, object: &ObjectShape, hint: Option<usize>) -> Option<usize> {
+        let rest = self.bytes.get(self.pos + 1..)?;
+        let spelled = |name: &[u8]| rest.get(name.len()) == Some(&b'"') && same_key(name, &rest[..name.len()]);
+        let slot = match hint.and_then(|slot| object.keys.get(slot).map(|key| (slot, key))) {
+            Some((slot, (name, _))) if spelled(name.as_bytes()) => slot,
+            _ => object.keys.iter().position(|(name, _)| {
+                let name = name.as_bytes();
+                spelled(name) && !name.iter().any(|byte| STRING_STOP[*byte as usize])
+            })?,
+        };
+        self.pos += object.keys[slot].0.len() + 2;
+        Some(slot)
     }
 
     /// Skips one value, checking it.
@@ -631,9 +681,11 @@ impl Reader<'_> {
     }
 
     fn digits(&mut self) -> usize {
-        let count = self.bytes[self.pos..].iter().take_while(|byte| byte.is_ascii_digit()).count();
-        self.pos += count;
-        count
+        let start = self.pos;
+        while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+        }
+        self.pos - start
     }
 
     /// A number: where it starts and ends, and whether serde_json would
@@ -692,10 +744,22 @@ impl Reader<'_> {
     }
 }
 
-/// Whether an answer's key is a shape's key: lengths first, then bytes in
-/// a loop (keys are short; a `memcmp` call costs more than the compare).
+/// Whether an answer's key is a shape's key: lengths first, then eight
+/// bytes at a time and the rest byte by byte (keys are short; a `memcmp`
+/// call costs more than the compare).
 fn same_key(name: &[u8], key: &[u8]) -> bool {
-    name.len() == key.len() && name.iter().zip(key).all(|(a, b)| a == b)
+    if name.len() != key.len() {
+        return false;
+    }
+    let mut names = name.chunks_exact(8);
+    let mut keys = key.chunks_exact(8);
+    let words_equal = names.by_ref().zip(keys.by_ref()).all(|(a, b)| word(a) == word(b));
+    words_equal && names.remainder().iter().zip(keys.remainder()).all(|(a, b)| a == b)
+}
+
+/// Eight bytes (of a `chunks_exact(8)` chunk) as one number.
+fn word(chunk: &[u8]) -> u64 {
+    u64::from_le_bytes(chunk.try_into().unwrap_or_default())
 }
 
 /// The high bit set in each byte of `word` (eight bytes of a string, the
@@ -840,6 +904,37 @@ mod tests {
                 let Node::Str(raw) = items[0] else { panic!("a string: {:?}", items[0]) };
                 assert_eq!(bodies.string(raw), expected[0].as_str().expect("a string"));
                 assert_eq!(items.len(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn list_items_are_read_by_key_whatever_their_order_and_however_keys_are_spelled() {
+        let item = object(vec![
+            ("id", Shape::Scalar),
+            ("name", Shape::Scalar),
+            ("a\"b", Shape::Scalar),
+            ("idx", Shape::Scalar),
+        ]);
+        let shape = Shape::List(Box::new(item));
+        let body = br#"[{"id": 1, "name": "a", "idx": 10},
+            {"name": "b", "id": 2, "skip": {"id": 9}, "idx": 20},
+            {"i\u0064": 3, "idx": 30, "name": "c", "a\"b": "quoted key"},
+            {"idx": 40, "nam": 0, "id": 4, "names": 1, "": 2},
+            {"id": 5, "name": "e"}]"#;
+        let (bodies, node) = read(body, &shape);
+        let Node::List(items) = node.expect("parses") else { panic!("a list") };
+        let expected: Json = serde_json::from_slice(body).expect("JSON");
+        for (item, json) in items.iter().zip(expected.as_array().expect("a list")) {
+            let Node::Object(slots) = item else { panic!("an object: {item:?}") };
+            for (slot, key) in ["id", "name", "a\"b", "idx"].iter().enumerate() {
+                let read = match &slots[slot] {
+                    Node::Null => Json::Null,
+                    Node::Str(raw) => Json::String(bodies.string(*raw).into_owned()),
+                    Node::Number(raw) => bodies.number(*raw),
+                    other => panic!("a scalar: {other:?}"),
+                };
+                assert_eq!(read, json.get(*key).cloned().unwrap_or(Json::Null), "{key} of {json}");
             }
         }
     }
