@@ -363,12 +363,7 @@ impl<'p> Execution<'p> {
     /// holds. A key read straight from a parent's slot (`$parent.id`, the
     /// usual case) is looked up without building anything.
     fn gather(&mut self, field: &'p FieldPlan, call: &'p CallPlan, key: &Expr, slots: &[Node]) -> Node {
-        let direct = match key {
-            Expr::Parent(path) if path.len() == 1 => {
-                call.parent_reads.iter().find(|read| *read.key == *path[0]).and_then(|read| slots.get(read.slot))
-            }
-            _ => None,
-        };
+        let direct = call.batch_key_slot.and_then(|slot| slots.get(slot));
         let index = match direct {
             Some(node) => {
                 // The key may borrow the answers; `key_index` changes the

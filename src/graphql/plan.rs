@@ -94,6 +94,9 @@ pub struct FieldPlan {
     pub key: Box<str>,
     /// The key as JSON, with its colon: `"key":`.
     pub key_json: Box<[u8]>,
+    /// `key_json` followed by at least [`super::write::WINDOW`] bytes, for
+    /// the writer's fixed-size copies.
+    pub key_window: Box<[u8]>,
     /// The field's name, for messages.
     pub name: Box<str>,
     /// Where the field is in the document.
@@ -148,6 +151,10 @@ pub struct CallPlan {
     pub value: Shape,
     /// For a batched call: the slot of the match key in each item.
     pub match_slot: Option<usize>,
+    /// For a batched call whose key is one parent key (`$parent.id`, the
+    /// usual case): that key's slot in the parent, so that gathering the
+    /// key reads it without evaluating anything.
+    pub batch_key_slot: Option<usize>,
     /// The call's header rules (its service's, then its field's own).
     pub headers: Option<Arc<CallHeaderRules>>,
 }
@@ -431,6 +438,7 @@ impl<'a> Compiler<'a> {
                 "__typename" => FieldPlan {
                     key: key.into(),
                     key_json: key_json(key),
+                    key_window: key_window(key),
                     name: name.into(),
                     pos,
                     guard,
@@ -442,6 +450,7 @@ impl<'a> Compiler<'a> {
                 "__schema" | "__type" => FieldPlan {
                     key: key.into(),
                     key_json: key_json(key),
+                    key_window: key_window(key),
                     name: name.into(),
                     pos,
                     guard,
@@ -572,6 +581,12 @@ impl<'a> Compiler<'a> {
                 let mut own_ancestors = ancestors.to_vec();
                 own_ancestors.push(id);
                 let parent_reads = parent_reads(connector, shape);
+                let batch_key_slot = match connector.batch.as_ref().map(|batch| &batch.key) {
+                    Some(Expr::Parent(path)) if path.len() == 1 => {
+                        parent_reads.iter().find(|read| *read.key == *path[0]).map(|read| read.slot)
+                    }
+                    _ => None,
+                };
                 let call_slot = shape.add_call();
                 let mut value_builder = ShapeBuilder::default();
                 let (selection, match_slot) = match child_object {
@@ -596,6 +611,7 @@ impl<'a> Compiler<'a> {
                     answer,
                     value,
                     match_slot,
+                    batch_key_slot,
                     headers: self
                         .header_rules
                         .get(&(connector.service.clone(), connector.header_rules.clone()))
@@ -607,6 +623,7 @@ impl<'a> Compiler<'a> {
         Ok(FieldPlan {
             key: key.into(),
             key_json: key_json(key),
+            key_window: key_window(key),
             name: definition.name.as_str().into(),
             pos: first.name.pos,
             guard,
@@ -649,6 +666,12 @@ impl<'a> Compiler<'a> {
         });
         self.cost_uses_variables |= by_variable;
     }
+}
+
+fn key_window(key: &str) -> Box<[u8]> {
+    let mut window = key_json(key).into_vec();
+    window.resize(window.len() + super::write::WINDOW, b' ');
+    window.into_boxed_slice()
 }
 
 fn key_json(key: &str) -> Box<[u8]> {

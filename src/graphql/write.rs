@@ -106,7 +106,10 @@ impl<'e, 'p> Writer<'e, 'p> {
         if index > 0 {
             self.out.push(b',');
         }
-        self.out.extend_from_slice(&field.key_json);
+        append(&mut self.out, &field.key_window, 0, field.key_json.len());
+        if self.plain_scalar(field, node) {
+            return Ok(());
+        }
         self.path.push(Segment::Key(&field.key));
         let mark = self.out.len();
         let written = self.field(field, node);
@@ -119,6 +122,29 @@ impl<'e, 'p> Writer<'e, 'p> {
             self.out.extend_from_slice(b"null");
         }
         Ok(())
+    }
+
+    /// The fast path of most members of a large answer: a scalar read
+    /// from a slot of its parent, open to anyone, whose value fits. It
+    /// writes the value and says so, or writes nothing and leaves the
+    /// field to [`Writer::field`], which reports what does not fit with
+    /// the error path this path never builds. What it writes is what
+    /// [`Writer::value`] would write for the same node.
+    fn plain_scalar(&mut self, field: &FieldPlan, parent: &Node) -> bool {
+        let (None, ValueSource::Key { slot, .. }, OutputKind::Scalar(kind), Node::Object(slots)) =
+            (&field.access, &field.source, &field.ty.kind, parent)
+        else {
+            return false;
+        };
+        match slots.get(*slot) {
+            None | Some(Node::Null) if field.ty.nullable => {
+                self.out.extend_from_slice(b"null");
+                true
+            }
+            // Whole values are normalized first, and errors need a path.
+            None | Some(Node::Null | Node::Json(_)) => false,
+            Some(node) => self.scalar(*kind, node),
+        }
     }
 
     /// The fields of a conditional selection to write, in the order of
@@ -296,16 +322,14 @@ impl<'e, 'p> Writer<'e, 'p> {
         let out = &mut self.out;
         match (kind, node) {
             (ScalarKind::Id | ScalarKind::String | ScalarKind::Custom, Node::Str(raw)) => {
-                write_quoted(out, bodies.text(*raw));
+                write_quoted_raw(out, bodies, *raw);
             }
-            (ScalarKind::Id | ScalarKind::String, Node::Number(raw)) if raw.flag => {
-                write_quoted(out, bodies.text(*raw))
-            }
+            (ScalarKind::Id | ScalarKind::String, Node::Number(raw)) if raw.flag => write_quoted_raw(out, bodies, *raw),
             (ScalarKind::String, Node::Number(raw)) => write_quoted(out, bodies.number(*raw).to_string().as_bytes()),
             (ScalarKind::Int, Node::Number(raw)) if raw.flag && fits_i32(bodies.text(*raw)) => {
-                out.extend_from_slice(bodies.text(*raw));
+                append_raw(out, bodies, *raw);
             }
-            (ScalarKind::Float | ScalarKind::Custom, Node::Number(raw)) => out.extend_from_slice(bodies.text(*raw)),
+            (ScalarKind::Float | ScalarKind::Custom, Node::Number(raw)) => append_raw(out, bodies, *raw),
             (ScalarKind::Id | ScalarKind::String, Node::Text(text)) => {
                 let _ = serde_json::to_writer(out, &**text);
             }
@@ -385,6 +409,40 @@ fn normalize(json: &Json) -> Node {
         Json::Object(_) => Node::Json(Box::new(json.clone())),
         scalar => Node::from_json(scalar.clone(), &super::shape::Shape::Scalar),
     }
+}
+
+/// Width of the writer's fixed-size copies: most keys and scalars of an
+/// answer are shorter.
+pub(super) const WINDOW: usize = 32;
+
+/// Appends `source[start..start + len]`. A text of at most [`WINDOW`]
+/// bytes with that many bytes of `source` from its start is copied as one
+/// block of [`WINDOW`] bytes and the excess cut off again: a copy of known
+/// size compiles to a few moves, while one of unknown size is a call to
+/// `memcpy`, which costs more instructions than most keys and scalars are
+/// long.
+fn append(out: &mut Vec<u8>, source: &[u8], start: usize, len: usize) {
+    let window = source.get(start..start + WINDOW).and_then(|window| <&[u8; WINDOW]>::try_from(window).ok());
+    match window {
+        Some(window) if len <= WINDOW => {
+            let end = out.len() + len;
+            out.extend_from_slice(window);
+            out.truncate(end);
+        }
+        _ => out.extend_from_slice(source.get(start..start + len).unwrap_or_default()),
+    }
+}
+
+/// Appends the text of `raw` (see [`Bodies::text`]).
+fn append_raw(out: &mut Vec<u8>, bodies: &super::shape::Bodies, raw: super::shape::Raw) {
+    append(out, bodies.body(raw.body), raw.start as usize, raw.len as usize);
+}
+
+/// Appends the text of `raw` between quotes.
+fn write_quoted_raw(out: &mut Vec<u8>, bodies: &super::shape::Bodies, raw: super::shape::Raw) {
+    out.push(b'"');
+    append_raw(out, bodies, raw);
+    out.push(b'"');
 }
 
 fn write_quoted(out: &mut Vec<u8>, text: &[u8]) {

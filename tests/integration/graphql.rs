@@ -169,6 +169,9 @@ fn live_reading(state: StubState) -> Router {
                 if student == 99 {
                     return raw_json(ODD_SESSIONS);
                 }
+                if student == 98 {
+                    return raw_json(MIXED_SESSIONS);
+                }
                 // Student 1 read lessons 7, 3, 4 and 3 again; student 2
                 // lessons 17, 13, 14, 13; and so on.
                 let offset = student.saturating_sub(1) * 10;
@@ -903,6 +906,35 @@ async fn backend_scalars_are_copied_as_written_when_they_fit_their_type_and_are_
     assert_eq!(text, r#"{"data":{"lesson":{"title":"Caf\u00e9 \"quoted\"\n\ud83d\ude00 é"}}}"#);
     let body: Value = serde_json::from_str(&text).expect("the answer is JSON");
     assert_eq!(body["data"]["lesson"]["title"], "Café \"quoted\"\n😀 é");
+}
+
+/// Sessions whose keys come in different orders (one escaped, one the
+/// shape does not read), the last with a string for a `Float!`.
+const MIXED_SESSIONS: &str = r#"{"count": 3, "next": null, "previous": null, "results": [
+    {"id": 1, "student_id": 98, "lesson_id": 98, "started_at": "t0", "words_per_minute": 100, "accuracy": 0.5},
+    {"accuracy": 0.25, "extra": {"id": [1]}, "started_at": "t1", "words_per_minute": 101.5, "i\u0064": 2, "student_id": 98},
+    {"id": 3, "student_id": 98, "lesson_id": 98, "started_at": "t2", "words_per_minute": 102, "accuracy": "high"}]}"#;
+
+#[tokio::test]
+async fn list_items_are_read_whatever_their_key_order_and_a_mismatched_scalar_is_an_error_at_its_path() {
+    let backends = backends(Behaviour::default(), "").await;
+    let gateway = Gateway::start(&backends.toml).await;
+    let query = "{ readingSessions(studentId: 98) { id startedAt wordsPerMinute } }";
+    let text = post_graphql_text(&gateway, json!({"query": query})).await;
+    assert_eq!(
+        text,
+        r#"{"data":{"readingSessions":[{"id":"1","startedAt":"t0","wordsPerMinute":100},{"id":"2","startedAt":"t1","wordsPerMinute":101.5},{"id":"3","startedAt":"t2","wordsPerMinute":102}]}}"#
+    );
+    // [ReadingSession!]: the session whose accuracy is no Float nulls the list.
+    let query = "{ readingSessions(studentId: 98) { id accuracy } }";
+    let (status, body) = post_graphql(&gateway, json!({"query": query})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["readingSessions"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["path"], json!(["readingSessions", 2, "accuracy"]));
+    assert_eq!(errors[0]["message"], "the backend value for accuracy is not a valid Float");
+    assert_eq!(errors[0]["extensions"]["code"], "UPSTREAM_ERROR");
 }
 
 async fn plan_counts(gateway: &Gateway) -> (u64, u64) {
