@@ -94,7 +94,7 @@ pub struct FieldPlan {
     pub key: Box<str>,
     /// The key as JSON, with its colon: `"key":`.
     pub key_json: Box<[u8]>,
-    /// `key_json` followed by at least [`super::write::WINDOW`] bytes, for
+    /// `key_json` followed by at least `write::WINDOW` (32) bytes, for
     /// the writer's fixed-size copies.
     pub key_window: Box<[u8]>,
     /// The field's name, for messages.
