@@ -423,7 +423,7 @@ impl Reader<'_> {
             Some(b'f') => self.literal(b"false").map(|()| Node::Bool(false)),
             Some(b'n') => self.literal(b"null").map(|()| Node::Null),
             Some(b'{') => match shape {
-                Shape::Object(object) => self.object(object, &mut KeyOrder::new()),
+                Shape::Object(object) => self.object(object, None),
                 _ => self.whole(),
             },
             Some(b'[') => match shape {
@@ -483,7 +483,7 @@ impl Reader<'_> {
         let mut order = KeyOrder::new();
         loop {
             let item = match inner {
-                Shape::Object(object) if self.peek() == Some(b'{') => self.object(object, &mut order)?,
+                Shape::Object(object) if self.peek() == Some(b'{') => self.object(object, Some(&mut order))?,
                 _ => self.value(inner)?,
             };
             items.push(item);
@@ -493,9 +493,10 @@ impl Reader<'_> {
         }
     }
 
-    /// An object; `order` holds the slot of each member of the previous
-    /// object of the same list (see [`Reader::known_key`]) and is updated.
-    fn object(&mut self, object: &ObjectShape, order: &mut KeyOrder) -> Result<Node, MalformedJson> {
+    /// An object; `order`, for an item of a list, holds the slot of each
+    /// member of the list's previous object (see [`Reader::known_key`]) and
+    /// is updated. Other objects have no hints, and allocate none.
+    fn object(&mut self, object: &ObjectShape, mut order: Option<&mut KeyOrder>) -> Result<Node, MalformedJson> {
         self.enter()?;
         let mut slots = empty_slots(object.slots());
         if self.peek() == Some(b'}') {
@@ -508,7 +509,8 @@ impl Reader<'_> {
             if self.peek() != Some(b'"') {
                 return Err(self.error());
             }
-            let (slot, known) = match self.known_key(object, order.get(member).copied()) {
+            let hint = order.as_deref().and_then(|order| order.get(member).copied());
+            let (slot, known) = match self.known_key(object, hint) {
                 Some(slot) => (Some(slot), true),
                 None => {
                     let (start, end, escaped) = self.string(false)?;
@@ -526,9 +528,11 @@ impl Reader<'_> {
             };
             // Only slots `known_key` found are hints: their keys are plain.
             let seen = if known { slot.unwrap_or(usize::MAX) } else { usize::MAX };
-            match order.get_mut(member) {
-                Some(place) => *place = seen,
-                None => order.push(seen),
+            if let Some(order) = order.as_deref_mut() {
+                match order.get_mut(member) {
+                    Some(place) => *place = seen,
+                    None => order.push(seen),
+                }
             }
             member += 1;
             self.whitespace();
