@@ -32,7 +32,7 @@ use super::error::FetchError;
 use super::form::FormBody;
 use super::model::SchemaModel;
 use super::plan::{CallPlan, FieldPlan, HeaderRuleTable, ParentRead, Plan, Selection, ValueSource};
-use super::shape::{self, Bodies, Node, Shape};
+use super::shape::{self, same_key, Bodies, Node, Shape};
 use super::upload::UploadedFile;
 use crate::cache::{Cache, FieldCall};
 use crate::headers::{RequestHeaderRules, ResponseHeaderMerge};
@@ -127,6 +127,43 @@ struct Gathering {
     call: u32,
     /// Distinct keys, each with the index parents hold.
     keys: HashMap<Box<str>, u32>,
+    /// The last few distinct keys looked up, with their index: parents in
+    /// a list often share a handful of keys (the same student, one of a
+    /// few lessons), and comparing a short key with these costs less than
+    /// hashing it.
+    recent: Vec<(Box<str>, u32)>,
+}
+
+/// How many keys [`Gathering::recent`] keeps.
+const RECENT_KEYS: usize = 4;
+
+impl Gathering {
+    fn new(call: u32) -> Gathering {
+        Gathering { call, keys: HashMap::new(), recent: Vec::new() }
+    }
+
+    /// The index of the recent key spelled `text`, if one is.
+    fn recent_index(&self, text: &[u8]) -> Option<u32> {
+        self.recent.iter().find(|(recent, _)| same_key(recent.as_bytes(), text)).map(|(_, index)| *index)
+    }
+
+    /// The index of `key`, a new one (the next) if it is new.
+    fn index(&mut self, key: &str) -> u32 {
+        if let Some(index) = self.recent_index(key.as_bytes()) {
+            return index;
+        }
+        let next = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+        let index = match self.keys.get(key) {
+            Some(index) => *index,
+            None => *self.keys.entry(key.into()).or_insert(next),
+        };
+        // Full: the oldest (first) entry makes room.
+        if self.recent.len() == RECENT_KEYS {
+            self.recent.remove(0);
+        }
+        self.recent.push((key.into(), index));
+        index
+    }
 }
 
 /// One operation's execution.
@@ -364,6 +401,9 @@ impl<'p> Execution<'p> {
     /// usual case) is looked up without building anything.
     fn gather(&mut self, field: &'p FieldPlan, call: &'p CallPlan, key: &Expr, slots: &[Node]) -> Node {
         let direct = call.batch_key_slot.and_then(|slot| slots.get(slot));
+        if let Some((batch_call, key)) = direct.and_then(|node| self.recent_key(call, node)) {
+            return Node::Keyed { call: batch_call, key };
+        }
         let index = match direct {
             Some(node) => {
                 // The key may borrow the answers; `key_index` changes the
@@ -388,20 +428,29 @@ impl<'p> Execution<'p> {
         }
     }
 
+    /// [`Execution::key_index`] for a parent's key that is one of the
+    /// batch's recent keys, compared as the text of the answer: an
+    /// integer's digits or a string without escapes are the key
+    /// [`key_text`] makes of them, so no key is made.
+    fn recent_key(&self, call: &CallPlan, node: &Node) -> Option<(u32, u32)> {
+        let text = match node {
+            Node::Number(raw) if raw.flag => self.bodies.text(*raw),
+            Node::Str(raw) if !raw.flag => self.bodies.text(*raw),
+            _ => return None,
+        };
+        let gathering = self.gathering.get(call.id)?.as_ref()?;
+        Some((gathering.call, gathering.recent_index(text)?))
+    }
+
     /// The batch call gathering `call`'s keys, and `key`'s index in it.
     fn key_index(&mut self, field: &'p FieldPlan, call: &'p CallPlan, key: &str) -> (u32, u32) {
         if self.gathering[call.id].is_none() {
             let id = self.new_call(field, CallState::Running);
             self.outstanding[call.id] += 1;
-            self.gathering[call.id] = Some(Gathering { call: id, keys: HashMap::new() });
+            self.gathering[call.id] = Some(Gathering::new(id));
         }
         let Some(gathering) = &mut self.gathering[call.id] else { unreachable!("made above") };
-        let next = u32::try_from(gathering.keys.len()).unwrap_or(u32::MAX);
-        let index = match gathering.keys.get(key) {
-            Some(index) => *index,
-            None => *gathering.keys.entry(key.into()).or_insert(next),
-        };
-        (gathering.call, index)
+        (gathering.call, gathering.index(key))
     }
 
     /// Sends the batches whose parents are all known.
@@ -412,7 +461,7 @@ impl<'p> Execution<'p> {
             {
                 continue;
             }
-            let Some(Gathering { call, keys: index }) = self.gathering[call_id].take() else { continue };
+            let Some(Gathering { call, keys: index, .. }) = self.gathering[call_id].take() else { continue };
             let field = self.field_of[call as usize];
             let ValueSource::Call(plan) = &field.source else { continue };
             // Sorted, distinct keys give stable, cacheable URLs.
@@ -774,5 +823,26 @@ impl BackendCall {
             .map_err(|_| FetchError::Status { service: Arc::clone(&service_name), status: StatusCode::BAD_GATEWAY })?
             .to_bytes();
         Ok((parts.status, parts.headers, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_key_keeps_its_first_index_whether_or_not_it_is_still_recent() {
+        let mut gathering = Gathering::new(0);
+        let keys = ["3", "4", "7", "3", "10", "11", "12", "3", "4", "12", "3"];
+        let indices: Vec<u32> = keys.iter().map(|key| gathering.index(key)).collect();
+        assert_eq!(indices, vec![0, 1, 2, 0, 3, 4, 5, 0, 1, 5, 0]);
+        assert_eq!(gathering.keys.len(), 6, "each key once");
+        assert!(gathering.recent.len() <= RECENT_KEYS);
+        for (key, index) in &gathering.keys {
+            assert_eq!(gathering.recent_index(key.as_bytes()).unwrap_or(*index), *index, "{key}");
+        }
+        assert_eq!(gathering.recent_index(b"12"), Some(5));
+        assert_eq!(gathering.recent_index(b"1"), None, "a prefix is another key");
+        assert_eq!(gathering.recent_index(b"33"), None);
     }
 }

@@ -94,8 +94,9 @@ pub struct FieldPlan {
     pub key: Box<str>,
     /// The key as JSON, with its colon: `"key":`.
     pub key_json: Box<[u8]>,
-    /// `key_json` followed by at least `write::WINDOW` (32) bytes, for
-    /// the writer's fixed-size copies.
+    /// A comma, `key_json` and at least `write::WINDOW` (32) bytes more,
+    /// for the writer's fixed-size copies (with the comma for a member
+    /// after the first, from its second byte for the first).
     pub key_window: Box<[u8]>,
     /// The field's name, for messages.
     pub name: Box<str>,
@@ -669,7 +670,8 @@ impl<'a> Compiler<'a> {
 }
 
 fn key_window(key: &str) -> Box<[u8]> {
-    let mut window = key_json(key).into_vec();
+    let mut window = vec![b','];
+    window.extend_from_slice(&key_json(key));
     window.resize(window.len() + super::write::WINDOW, b' ');
     window.into_boxed_slice()
 }

@@ -684,8 +684,19 @@ impl Reader<'_> {
         Ok((start, end, escaped))
     }
 
+    /// Skips a run of digits; its length. Eight bytes at a time where the
+    /// answer has eight more (most numbers end within the first eight, so
+    /// this is one test instead of a compare per digit).
     fn digits(&mut self) -> usize {
         let start = self.pos;
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let stops = digit_stops(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+            if stops != 0 {
+                self.pos += (stops.trailing_zeros() / 8) as usize;
+                return self.pos - start;
+            }
+            self.pos += 8;
+        }
         while self.bytes.get(self.pos).is_some_and(u8::is_ascii_digit) {
             self.pos += 1;
         }
@@ -751,7 +762,7 @@ impl Reader<'_> {
 /// Whether an answer's key is a shape's key: lengths first, then eight
 /// bytes at a time and the rest byte by byte (keys are short; a `memcmp`
 /// call costs more than the compare).
-fn same_key(name: &[u8], key: &[u8]) -> bool {
+pub(super) fn same_key(name: &[u8], key: &[u8]) -> bool {
     if name.len() != key.len() {
         return false;
     }
@@ -778,6 +789,21 @@ fn string_stops(word: u64) -> u64 {
     let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
     let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
     (control | quote | backslash | word) & HIGH
+}
+
+/// The high bit set in each byte of `word` (eight bytes, the first in the
+/// lowest byte) that is not an ASCII digit. As in [`string_stops`], bytes
+/// after the first flagged one may be flagged wrongly, never one before
+/// it: a borrow (of `- 0x30`) or carry (of `+ 0x76`) only leaves a byte
+/// that is itself flagged.
+fn digit_stops(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A digit byte becomes 0..=9 here; a byte below '0' gets its high bit.
+    let offset = word.wrapping_sub(ONES * 0x30);
+    // 10 and more (a byte above '9') reach the high bit once 0x76 is added.
+    let above = offset.wrapping_add(ONES * 0x76);
+    (offset | above | word) & HIGH
 }
 
 fn parses<T: std::str::FromStr>(text: &[u8]) -> bool {
@@ -908,6 +934,43 @@ mod tests {
                 let Node::Str(raw) = items[0] else { panic!("a string: {:?}", items[0]) };
                 assert_eq!(bodies.string(raw), expected[0].as_str().expect("a string"));
                 assert_eq!(items.len(), 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_run_of_digits_ends_at_its_first_other_byte_wherever_that_falls_in_an_eight_byte_word() {
+        for place in 0..8 {
+            for byte in 0..=255_u8 {
+                for after in [b'0', b'9', b'/', b':', 0x00, 0xff, byte] {
+                    let mut word = [b'7'; 8];
+                    word[place] = byte;
+                    word[(place + 1).min(7)..].fill(after);
+                    word[place] = byte;
+                    let expected = word.iter().position(|byte| !byte.is_ascii_digit());
+                    let stops = digit_stops(u64::from_le_bytes(word));
+                    let found = (stops != 0).then(|| (stops.trailing_zeros() / 8) as usize);
+                    assert_eq!(found, expected, "{word:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_read_the_same_however_long_and_wherever_they_end() {
+        for length in 1..20 {
+            for tail in ["", ".5", "e3", ".25E-2", " "] {
+                let number = format!("{}{}", "1".repeat(length), tail);
+                let body = format!("[{number},{number}]");
+                let body: &'static [u8] = Box::leak(body.into_bytes().into_boxed_slice());
+                let (bodies, node) = read(body, &Shape::List(Box::new(Shape::Scalar)));
+                let Ok(Node::List(items)) = node else { panic!("a list: {node:?}") };
+                let expected: Json = serde_json::from_slice(body).expect("JSON");
+                for (item, expected) in items.iter().zip(expected.as_array().expect("a list")) {
+                    let Node::Number(raw) = item else { panic!("a number: {item:?}") };
+                    assert_eq!(bodies.text(*raw), number.trim().as_bytes());
+                    assert_eq!(raw.flag, expected.is_u64(), "an integer exactly when serde_json reads one");
+                }
             }
         }
     }
