@@ -9,16 +9,19 @@ use crate::client::ClientAddress;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
 /// so they never cross the gateway.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -27,30 +30,29 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass comparing names is cheaper than
-    // hashing each of them for a removal (`Connection`, which may name
-    // more, is one of them).
-    if !headers.keys().any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name)) {
+    // Usually there are none, or `Connection: keep-alive` alone (most
+    // backends' answers): a pass comparing the few names present is
+    // cheaper than hashing each hop name for a removal.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
+    // `keep-alive`, the usual token, is a hop name anyway.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !token.eq_ignore_ascii_case(KEEP_ALIVE.as_str()))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in listed.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
+    crate::request::remove_headers(headers, &listed);
+    crate::request::remove_headers(headers, &HOP_BY_HOP);
 }
 
 /// Removes the headers a route keeps from clients.
 pub fn hide(headers: &mut HeaderMap, hidden: &[HeaderName]) {
-    for name in hidden {
-        headers.remove(name);
-    }
+    crate::request::remove_headers(headers, hidden);
 }
 
 /// Rewrites a client's headers for the backend: hop-by-hop headers go,
@@ -86,15 +88,35 @@ pub fn prepare_request_headers(
     };
 }
 
-/// An address as a header value, written without a growing `String`.
+/// An address as a header value, written without a growing `String` (and
+/// an IPv4 address, the usual case, without the formatting machinery: it
+/// is written on every forwarded request).
 fn address_value(address: IpAddr) -> Option<HeaderValue> {
     use std::io::Write as _;
     // The longest address text: eight groups of four hex digits, the last
     // two written as a dotted IPv4 address.
     let mut text = [0_u8; 45];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
-    write!(cursor, "{address}").ok()?;
-    let length = usize::try_from(cursor.position()).ok()?;
+    let length = match address {
+        IpAddr::V4(v4) => {
+            let mut length = 0;
+            let mut digits = itoa::Buffer::new();
+            for (index, octet) in v4.octets().into_iter().enumerate() {
+                if index > 0 {
+                    text[length] = b'.';
+                    length += 1;
+                }
+                let written = digits.format(octet).as_bytes();
+                text[length..length + written.len()].copy_from_slice(written);
+                length += written.len();
+            }
+            length
+        }
+        IpAddr::V6(_) => {
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            write!(cursor, "{address}").ok()?;
+            usize::try_from(cursor.position()).ok()?
+        }
+    };
     HeaderValue::from_bytes(&text[..length]).ok()
 }
 
@@ -139,7 +161,13 @@ mod tests {
 
     #[test]
     fn the_longest_addresses_are_written_whole() {
-        for text in ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "::ffff:255.255.255.255", "255.255.255.255"] {
+        for text in [
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "255.255.255.255",
+            "0.0.0.0",
+            "10.0.20.7",
+        ] {
             let address: IpAddr = text.parse().expect("ip");
             assert_eq!(address_value(address).expect("a value"), text);
         }
