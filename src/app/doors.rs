@@ -24,8 +24,8 @@ use crate::server::Draining;
 use crate::telemetry::{self, Telemetry};
 use crate::upstream::Upstreams;
 
-static READ_METHODS: [Method; 2] = [Method::GET, Method::HEAD];
-static GRAPHQL_METHODS: [Method; 3] = [Method::GET, Method::HEAD, Method::POST];
+const READ_METHODS: [Method; 2] = [Method::GET, Method::HEAD];
+const GRAPHQL_METHODS: [Method; 3] = [Method::GET, Method::HEAD, Method::POST];
 
 /// The innermost service: the door of the request's route.
 #[derive(Debug, Clone)]

@@ -31,7 +31,7 @@ use crate::request::REQUEST_ID;
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
 /// Headers a 304 answer repeats from the stored answer (RFC 9110 15.4.5).
-static NOT_MODIFIED_HEADERS: [HeaderName; 6] =
+const NOT_MODIFIED_HEADERS: [HeaderName; 6] =
     [header::CACHE_CONTROL, header::CONTENT_LOCATION, header::DATE, header::ETAG, header::EXPIRES, header::VARY];
 
 /// What the cache layer needs to know about the request's route.
@@ -413,8 +413,8 @@ fn serve(answer: &Answer, label: &'static str, now: SystemTime, head: bool, cond
     let mut response = if conditions.not_modified(answer) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
-        for name in &NOT_MODIFIED_HEADERS {
-            for value in answer.headers.get_all(name) {
+        for name in NOT_MODIFIED_HEADERS {
+            for value in answer.headers.get_all(&name) {
                 response.headers_mut().append(name.clone(), value.clone());
             }
         }

@@ -8,10 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::client::ClientAddress;
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1),
-/// so they never cross the gateway. A `static`, not a `const`: a constant
-/// array of names would be built and dropped again at every use, on every
-/// request.
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// so they never cross the gateway.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
