@@ -57,7 +57,7 @@ impl Service<Request<Body>> for Doors {
             return std::future::ready(Err(RouteError::NotFound.into())).boxed();
         };
         match (&route.door, &self.graphql) {
-            (Door::Rest(rest), _) => proxy::forward(Arc::clone(rest), request).map(|answer| Ok(answer?)).boxed(),
+            (Door::Rest(rest), _) => Box::pin(proxy::forward::<GatewayError>(Arc::clone(rest), request)),
             (Door::Graphql, Some(endpoint)) => {
                 if !GRAPHQL_METHODS.contains(request.method()) {
                     let refusal = RouteError::MethodNotAllowed { allowed: &GRAPHQL_METHODS };

@@ -69,6 +69,9 @@ pub struct Authenticator {
     forward_credentials: bool,
     /// Headers only the gateway may set.
     identity_headers: Vec<HeaderName>,
+    /// `Authorization` and the API key header, removed before forwarding
+    /// unless `forward_credentials`.
+    credential_headers: [HeaderName; 2],
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -103,6 +106,7 @@ impl Authenticator {
         Ok(Self {
             jwt,
             api_keys: ApiKeys::new(&keys),
+            credential_headers: [header::AUTHORIZATION, api_key_header.clone()],
             api_key_header,
             api_client_header,
             forward_credentials: config.forward_credentials,
@@ -230,9 +234,7 @@ where
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let auth = &self.auth;
-        for name in &auth.identity_headers {
-            request.headers_mut().remove(name);
-        }
+        crate::request::remove_headers(request.headers_mut(), &auth.identity_headers);
         let route = request.extensions().get::<Arc<R>>().cloned();
         let default_policy = Policy::default();
         let policy = route.as_deref().map_or(&default_policy, ProtectedRoute::auth_policy);
@@ -308,8 +310,7 @@ fn record_caller(request: &Request<Body>, identity: Option<&Identity>) {
 }
 
 fn strip_credentials(auth: &Authenticator, headers: &mut HeaderMap) {
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(&auth.api_key_header);
+    crate::request::remove_headers(headers, &auth.credential_headers);
 }
 
 /// Mints an HS256 development token (for `portico token`).

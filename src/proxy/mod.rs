@@ -67,9 +67,13 @@ pub enum ProxyError {
 /// up to the answer's head; past it the work is dropped with its future,
 /// which abandons the backend connection. The answer's body is not covered:
 /// it streams under the service's idle timeout.
-pub async fn forward(route: Arc<Route>, request: Request<Body>) -> Result<Response, ProxyError> {
+///
+/// Generic over the caller's error type, so that the caller can box this
+/// future as it is (it is large: every attempt's state lives in it)
+/// instead of moving it once more into an adapter that converts the error.
+pub async fn forward<E: From<ProxyError>>(route: Arc<Route>, request: Request<Body>) -> Result<Response, E> {
     let deadline = tokio::time::Instant::now() + route.timeout();
-    forward_before(&route, request, deadline).await
+    Ok(forward_before(&route, request, deadline).await?)
 }
 
 async fn forward_before(

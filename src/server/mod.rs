@@ -26,7 +26,6 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
@@ -79,44 +78,75 @@ impl Draining {
     }
 }
 
+/// The service hyper calls for each request of one connection.
+///
+/// hyper calls a service by `&self`; hyper-util's `TowerToHyperService`
+/// bridges that to tower's `&mut self` by cloning the whole layer stack
+/// for every request (a reference count per layer, up and down again:
+/// measured at 1.5 % of a passthrough request's instructions). The stack's
+/// layers are always ready, so here the connection's one stack is borrowed
+/// for the call instead; only if it were not ready would a call clone it
+/// and wait.
+///
 /// While draining, answers to HTTP/1 requests carry `Connection: close`,
 /// so that a keep-alive client (a pooled connection that a Service's
 /// kube-proxy rule keeps pinned to this pod) opens a new connection, which
 /// reaches a replica that is not going away, instead of racing the
 /// listener's close. (HTTP/2 gets its GOAWAY from the graceful shutdown;
 /// the header is illegal there.) Otherwise one atomic load per request.
-#[derive(Debug, Clone)]
-struct CloseWhileDraining<S> {
-    inner: S,
+struct ConnectionService<S> {
+    /// Borrowed only inside `call`, never across an `.await`.
+    stack: std::cell::RefCell<S>,
     draining: Draining,
 }
 
-type CloseFn = fn(Result<axum::response::Response, Infallible>) -> Result<axum::response::Response, Infallible>;
+impl<S> ConnectionService<S> {
+    fn new(stack: S, draining: Draining) -> Self {
+        Self { stack: std::cell::RefCell::new(stack), draining }
+    }
+}
 
-impl<S, B> tower::Service<http::Request<B>> for CloseWhileDraining<S>
+type Answer = Result<axum::response::Response, Infallible>;
+type CloseFn = fn(Answer) -> Answer;
+
+/// The answer of a ready stack, or of a clone that had to wait.
+type Called<S, R> = futures_util::future::Either<<S as tower::Service<R>>::Future, tower::util::Oneshot<S, R>>;
+
+impl<S, B> hyper::service::Service<http::Request<B>> for ConnectionService<S>
 where
-    S: tower::Service<http::Request<B>, Response = axum::response::Response, Error = Infallible>,
+    S: tower::Service<http::Request<B>, Response = axum::response::Response, Error = Infallible> + Clone,
 {
     type Response = axum::response::Response;
     type Error = Infallible;
-    type Future = futures_util::future::Either<S::Future, futures_util::future::Map<S::Future, CloseFn>>;
+    type Future = futures_util::future::Either<
+        Called<S, http::Request<B>>,
+        futures_util::future::Map<Called<S, http::Request<B>>, CloseFn>,
+    >;
 
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+    fn call(&self, request: http::Request<B>) -> Self::Future {
+        use futures_util::future::Either;
         use futures_util::FutureExt as _;
-        if self.draining.is_draining() && request.version() <= http::Version::HTTP_11 {
+        use tower::ServiceExt as _;
+        let closing = self.draining.is_draining() && request.version() <= http::Version::HTTP_11;
+        let called = {
+            let mut stack = self.stack.borrow_mut();
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            match stack.poll_ready(&mut context) {
+                std::task::Poll::Ready(Ok(())) => Either::Left(stack.call(request)),
+                std::task::Poll::Ready(Err(never)) => match never {},
+                std::task::Poll::Pending => Either::Right(stack.clone().oneshot(request)),
+            }
+        };
+        if closing {
             let close: CloseFn = |answer| {
                 answer.map(|mut response| {
                     response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                     response
                 })
             };
-            futures_util::future::Either::Right(self.inner.call(request).map(close))
+            Either::Right(called.map(close))
         } else {
-            futures_util::future::Either::Left(self.inner.call(request))
+            Either::Left(called)
         }
     }
 }
@@ -229,7 +259,7 @@ where
             request.extensions_mut().insert(connection_info);
             request
         });
-        let service = TowerToHyperService::new(CloseWhileDraining { inner: service, draining: closing.clone() });
+        let service = ConnectionService::new(service, closing.clone());
         match &tls {
             None => {
                 let stream = FirstByteDeadline::new(stream, first_byte_timeout);

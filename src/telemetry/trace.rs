@@ -105,7 +105,12 @@ impl TraceContext {
     /// within `span`: the trace id stays, the parent id is `span`'s when
     /// it is exported, else a fresh id for this call.
     pub fn inject(&self, headers: &mut HeaderMap, span: &tracing::Span) {
-        let exported = span.context().span().span_context().clone();
+        // A span no subscriber records (no exporter) has no context to ask.
+        let exported = if span.is_disabled() {
+            SpanContext::empty_context()
+        } else {
+            span.context().span().span_context().clone()
+        };
         let (trace_id, span_id, flags) =
             if exported.is_valid() && u128::from_be_bytes(exported.trace_id().to_bytes()) == self.trace_id {
                 (self.trace_id, u64::from_be_bytes(exported.span_id().to_bytes()), exported.trace_flags().to_u8())
@@ -120,9 +125,7 @@ impl TraceContext {
             Some(state) => {
                 headers.insert(TRACESTATE, state.clone());
             }
-            None => {
-                headers.remove(TRACESTATE);
-            }
+            None => crate::request::remove_headers(headers, std::slice::from_ref(&TRACESTATE)),
         }
     }
 }

@@ -86,7 +86,11 @@ impl Pool {
         loop {
             let (mut sender, reused) = match self.check_out() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting (TCP, maybe TLS) is a large future that
+                // a request on a pooled connection would otherwise carry
+                // inline, and the whole request future is moved into its
+                // box on every request.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok((response, Lent { pool: Arc::clone(self), sender })),
