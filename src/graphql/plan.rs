@@ -92,12 +92,8 @@ pub struct Selection {
 pub struct FieldPlan {
     /// The response key (alias or name).
     pub key: Box<str>,
-    /// The key as JSON, with its colon: `"key":`.
-    pub key_json: Box<[u8]>,
-    /// A comma, `key_json` and at least `write::WINDOW` (32) bytes more,
-    /// for the writer's fixed-size copies (with the comma for a member
-    /// after the first, from its second byte for the first).
-    pub key_window: Box<[u8]>,
+    /// The key as the writer copies it.
+    pub key_json: JsonKey,
     /// The field's name, for messages.
     pub name: Box<str>,
     /// Where the field is in the document.
@@ -438,8 +434,7 @@ impl<'a> Compiler<'a> {
             let plan = match name {
                 "__typename" => FieldPlan {
                     key: key.into(),
-                    key_json: key_json(key),
-                    key_window: key_window(key),
+                    key_json: JsonKey::new(key),
                     name: name.into(),
                     pos,
                     guard,
@@ -450,8 +445,7 @@ impl<'a> Compiler<'a> {
                 },
                 "__schema" | "__type" => FieldPlan {
                     key: key.into(),
-                    key_json: key_json(key),
-                    key_window: key_window(key),
+                    key_json: JsonKey::new(key),
                     name: name.into(),
                     pos,
                     guard,
@@ -623,8 +617,7 @@ impl<'a> Compiler<'a> {
         };
         Ok(FieldPlan {
             key: key.into(),
-            key_json: key_json(key),
-            key_window: key_window(key),
+            key_json: JsonKey::new(key),
             name: definition.name.as_str().into(),
             pos: first.name.pos,
             guard,
@@ -669,17 +662,27 @@ impl<'a> Compiler<'a> {
     }
 }
 
-fn key_window(key: &str) -> Box<[u8]> {
-    let mut window = vec![b','];
-    window.extend_from_slice(&key_json(key));
-    window.resize(window.len() + super::write::WINDOW, b' ');
-    window.into_boxed_slice()
+/// A response key as JSON with its colon (`"key":`), stored once after a
+/// comma and before at least `write::WINDOW` (32) bytes of padding, for
+/// the writer's fixed-size copies: with the comma for a member after the
+/// first, from the second byte for the first.
+#[derive(Debug)]
+pub struct JsonKey {
+    /// `,"key":` and the padding.
+    pub window: Box<[u8]>,
+    /// The length of `"key":`.
+    pub len: usize,
 }
 
-fn key_json(key: &str) -> Box<[u8]> {
-    let mut json = serde_json::to_vec(key).unwrap_or_default();
-    json.push(b':');
-    json.into_boxed_slice()
+impl JsonKey {
+    fn new(key: &str) -> Self {
+        let mut window = vec![b','];
+        window.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
+        window.push(b':');
+        let len = window.len() - 1;
+        window.resize(window.len() + super::write::WINDOW, b' ');
+        Self { window: window.into_boxed_slice(), len }
+    }
 }
 
 fn named_object<'m>(model: &'m SchemaModel, ty: &Type) -> Option<&'m ObjectModel> {

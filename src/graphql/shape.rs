@@ -636,7 +636,7 @@ impl Reader<'_> {
         loop {
             // Eight bytes at a time while none of them ends the plain run.
             while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-                let stops = string_stops(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+                let stops = string_stops(word(chunk));
                 if stops != 0 {
                     self.pos += (stops.trailing_zeros() / 8) as usize;
                     break;
@@ -690,7 +690,7 @@ impl Reader<'_> {
     fn digits(&mut self) -> usize {
         let start = self.pos;
         while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let stops = digit_stops(u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+            let stops = digit_stops(word(chunk));
             if stops != 0 {
                 self.pos += (stops.trailing_zeros() / 8) as usize;
                 return self.pos - start;
@@ -772,7 +772,7 @@ pub(super) fn same_key(name: &[u8], key: &[u8]) -> bool {
     words_equal && names.remainder().iter().zip(keys.remainder()).all(|(a, b)| a == b)
 }
 
-/// Eight bytes (of a `chunks_exact(8)` chunk) as one number.
+/// Eight bytes (a chunk of eight) as one number, the first in the lowest byte.
 fn word(chunk: &[u8]) -> u64 {
     u64::from_le_bytes(chunk.try_into().unwrap_or_default())
 }
@@ -944,7 +944,6 @@ mod tests {
             for byte in 0..=255_u8 {
                 for after in [b'0', b'9', b'/', b':', 0x00, 0xff, byte] {
                     let mut word = [b'7'; 8];
-                    word[place] = byte;
                     word[(place + 1).min(7)..].fill(after);
                     word[place] = byte;
                     let expected = word.iter().position(|byte| !byte.is_ascii_digit());

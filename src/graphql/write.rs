@@ -104,11 +104,11 @@ impl<'e, 'p> Writer<'e, 'p> {
     /// One `"key":value` of an object.
     fn member(&mut self, index: usize, field: &'e FieldPlan, node: &Node) -> Result<(), Bubble> {
         // The comma comes with the key: one copy instead of a push and a copy.
-        let key = field.key_json.len();
+        let key = &field.key_json;
         if index > 0 {
-            append(&mut self.out, &field.key_window, 0, key + 1);
+            append(&mut self.out, &key.window, 0, key.len + 1);
         } else {
-            append(&mut self.out, &field.key_window, 1, key);
+            append(&mut self.out, &key.window, 1, key.len);
         }
         if self.plain_scalar(field, node) {
             return Ok(());
